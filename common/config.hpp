@@ -1,0 +1,115 @@
+// The configuration model of clusterd and its YAML loader.
+//
+// A Config is immutable once loaded: the daemon builds a new one on reload and swaps it.
+// Every error found while loading names the file, the 1-based line and column, and what
+// was expected; the loader collects all errors of a file before it throws.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace clusterd {
+
+using Duration = std::chrono::milliseconds;
+
+/// One problem found in a config file, with its position (1-based; 0 = unknown).
+struct Diagnostic {
+    std::string file;
+    int line = 0;
+    int column = 0;
+    std::string message;
+
+    /// "file:line:column: message".
+    std::string to_string() const;
+};
+
+/// Thrown by the loader; carries every diagnostic of the file.
+class ConfigError : public std::runtime_error {
+public:
+    explicit ConfigError(std::vector<Diagnostic> diagnostics);
+    const std::vector<Diagnostic>& diagnostics() const { return diagnostics_; }
+
+private:
+    std::vector<Diagnostic> diagnostics_;
+};
+
+enum class ReadyMode { notify, started };
+enum class RestartMode { always, on_failure, never };
+
+/// One listening socket of a program ("listen:" entry).
+struct ListenConfig {
+    std::string name;     // passed to the worker in LISTEN_FDNAMES
+    std::string host;     // numeric IPv4 or IPv6 address
+    std::uint16_t port = 0;
+    bool reuseport = true;  // one SO_REUSEPORT socket per worker slot
+    int backlog = 4096;
+
+    /// "host:port", with brackets around an IPv6 host.
+    std::string address() const;
+};
+
+struct BackoffConfig {
+    Duration initial{0};
+    Duration max{std::chrono::seconds(30)};
+    Duration reset_after{std::chrono::seconds(60)};
+};
+
+struct ProgramConfig {
+    std::string name;
+    /// argv; empty = the built-in clusterd-worker found beside the clusterd binary.
+    std::vector<std::string> command;
+    /// `cores: auto` resolved at load time (see cpus.hpp), or the configured number.
+    int workers = 1;
+    bool cores_auto = true;
+    std::vector<ListenConfig> listen;
+    std::map<std::string, std::string> env;
+    bool inherit_env = false;
+    std::optional<std::string> user;
+    std::optional<std::string> group;
+    std::optional<std::string> cwd;
+    std::optional<unsigned> umask;
+    ReadyMode ready = ReadyMode::notify;
+    Duration start_time{std::chrono::seconds(1)};
+    Duration start_timeout{std::chrono::seconds(30)};
+    Duration watchdog{0};  // 0 = off
+    RestartMode restart = RestartMode::always;
+    BackoffConfig backoff;
+    int stop_signal = 15;  // SIGTERM
+    Duration stop_timeout{std::chrono::seconds(10)};
+    bool cpu_affinity = false;
+    /// "inherit" or a file path the worker's stdout and stderr are appended to.
+    std::string output = "inherit";
+};
+
+struct DaemonConfig {
+    std::string control = "/run/clusterd/control.sock";
+    std::string log_level = "info";  // trace debug info warn error
+    std::string log_file;            // "" = stderr
+    std::string metrics;             // "" = disabled
+    Duration shutdown_timeout{std::chrono::seconds(30)};
+};
+
+struct Config {
+    std::string source;  // file path, or "<built-in>"
+    DaemonConfig daemon;
+    std::vector<ProgramConfig> programs;  // in file order
+};
+
+/// Parse and validate a config file. Throws ConfigError.
+Config load_config_file(const std::string& path);
+
+/// Parse and validate YAML text; `source` names it in diagnostics. Throws ConfigError.
+Config load_config_string(const std::string& text, const std::string& source);
+
+/// The embedded default: the built-in worker on 127.0.0.1:8080 with `cores: auto`.
+Config default_config();
+
+/// Text of the embedded default config (valid YAML for load_config_string).
+const char* default_config_text();
+
+}  // namespace clusterd

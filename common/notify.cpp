@@ -1,0 +1,64 @@
+#include "common/notify.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace clusterd {
+
+NotifyMessage parse_notify(std::string_view datagram) {
+    NotifyMessage msg;
+    while (!datagram.empty()) {
+        auto nl = datagram.find('\n');
+        std::string_view line = datagram.substr(0, nl);
+        datagram = nl == std::string_view::npos ? std::string_view{} : datagram.substr(nl + 1);
+        auto eq = line.find('=');
+        if (eq == std::string_view::npos) continue;
+        std::string_view key = line.substr(0, eq);
+        std::string_view value = line.substr(eq + 1);
+        if (key == "READY") {
+            msg.ready = value == "1";
+        } else if (key == "WATCHDOG") {
+            msg.watchdog = value == "1";
+        } else if (key == "STOPPING") {
+            msg.stopping = value == "1";
+        } else if (key == "RELOADING") {
+            msg.reloading = value == "1";
+        } else if (key == "STATUS") {
+            msg.status = std::string(value);
+        } else if (key.starts_with("X_CLUSTERD_") && key.size() > 11) {
+            msg.fields[std::string(key.substr(11))] = std::string(value);
+        }
+    }
+    return msg;
+}
+
+int notify_send(std::string_view socket_path, std::string_view message) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) return EINVAL;
+    if (socket_path[0] != '/' && socket_path[0] != '@') return EAFNOSUPPORT;
+    std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
+    if (socket_path[0] == '@') addr.sun_path[0] = '\0';
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_path.size());
+
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    ssize_t n = ::sendto(fd, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                         reinterpret_cast<sockaddr*>(&addr), len);
+    int err = n < 0 ? errno : 0;
+    ::close(fd);
+    return err;
+}
+
+int notify(std::string_view message) {
+    const char* path = std::getenv("NOTIFY_SOCKET");
+    if (path == nullptr || *path == '\0') return 0;
+    return notify_send(path, message);
+}
+
+}  // namespace clusterd

@@ -1,0 +1,119 @@
+#include "daemon/launch.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <map>
+#include <stdexcept>
+
+namespace clusterd {
+
+namespace {
+
+// Variables a worker gets from clusterd itself; never taken from the master's environment.
+bool reserved(const std::string& key) {
+    return key == "LISTEN_FDS" || key == "LISTEN_PID" || key == "LISTEN_FDNAMES" ||
+           key == "NOTIFY_SOCKET" || key == "WATCHDOG_USEC" || key == "WATCHDOG_PID" ||
+           key.starts_with("CLUSTERD_");
+}
+
+std::string path_of(const std::vector<std::string>& env) {
+    for (const auto& e : env)
+        if (e.starts_with("PATH=")) return e.substr(5);
+    return kDefaultPath;
+}
+
+}  // namespace
+
+LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& builtin_worker,
+                               const std::vector<std::string>& inherited) {
+    LaunchPlan plan;
+    std::map<std::string, std::string> env;
+    if (program.inherit_env) {
+        for (const auto& e : inherited) {
+            auto eq = e.find('=');
+            if (eq == std::string::npos || reserved(e.substr(0, eq))) continue;
+            env[e.substr(0, eq)] = e.substr(eq + 1);
+        }
+    } else {
+        env["PATH"] = kDefaultPath;
+    }
+    for (const auto& [k, v] : program.env) env[k] = v;
+    for (const auto& [k, v] : env) plan.base_env.push_back(k + "=" + v);
+
+    plan.argv = program.command.empty() ? std::vector<std::string>{builtin_worker} : program.command;
+    // argv[0] is looked up in the worker's PATH, as execvp in the worker would.
+    auto found = find_executable(plan.argv[0], path_of(plan.base_env));
+    if (!found)
+        throw std::runtime_error("program " + program.name + ": executable \"" + plan.argv[0] +
+                                 "\" not found" +
+                                 (plan.argv[0].find('/') == std::string::npos
+                                      ? " in PATH " + path_of(plan.base_env)
+                                      : std::string(" or not executable")));
+    plan.path = *found;
+
+    if ((program.user || program.group) && ::geteuid() != 0)
+        throw std::runtime_error("program " + program.name +
+                                 ": `user`/`group` need clusterd to run as root");
+    if (program.user) {
+        passwd* pw = ::getpwnam(program.user->c_str());
+        if (pw == nullptr)
+            throw std::runtime_error("program " + program.name + ": unknown user \"" +
+                                     *program.user + "\"");
+        plan.uid = pw->pw_uid;
+        plan.gid = pw->pw_gid;
+    }
+    if (program.group) {
+        group* gr = ::getgrnam(program.group->c_str());
+        if (gr == nullptr)
+            throw std::runtime_error("program " + program.name + ": unknown group \"" +
+                                     *program.group + "\"");
+        plan.gid = gr->gr_gid;
+    }
+    if (plan.gid) {
+        plan.groups.push_back(*plan.gid);
+        if (program.user) {
+            int n = 64;
+            std::vector<gid_t> groups(static_cast<std::size_t>(n));
+            if (::getgrouplist(program.user->c_str(), *plan.gid, groups.data(), &n) < 0) {
+                groups.resize(static_cast<std::size_t>(n));
+                ::getgrouplist(program.user->c_str(), *plan.gid, groups.data(), &n);
+            }
+            groups.resize(static_cast<std::size_t>(n));
+            plan.groups = groups;
+        }
+    }
+    return plan;
+}
+
+SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
+                          const SlotContext& slot) {
+    SpawnSpec spec;
+    spec.path = plan.path;
+    spec.argv = plan.argv;
+    spec.env = plan.base_env;
+    spec.env.push_back("CLUSTERD_PROGRAM=" + program.name);
+    spec.env.push_back("CLUSTERD_WORKER_ID=" + std::to_string(slot.slot));
+    spec.env.push_back("CLUSTERD_WORKERS=" + std::to_string(slot.workers));
+    spec.env.push_back("CLUSTERD_GENERATION=" + std::to_string(slot.generation));
+    spec.env.push_back("NOTIFY_SOCKET=" + slot.notify_socket);
+    if (program.watchdog.count() > 0)
+        spec.env.push_back("WATCHDOG_USEC=" + std::to_string(program.watchdog.count() * 1000));
+    if (!slot.listen_fds.empty()) {
+        spec.env.push_back("LISTEN_FDS=" + std::to_string(slot.listen_fds.size()));
+        spec.env.push_back("LISTEN_FDNAMES=" + slot.listen_names);
+        spec.env.push_back("LISTEN_PID=");  // the spawner writes the child's pid here
+    }
+    spec.pass_fds = slot.listen_fds;
+    spec.cwd = program.cwd;
+    spec.umask = program.umask;
+    spec.uid = plan.uid;
+    spec.gid = plan.gid;
+    spec.groups = plan.groups;
+    spec.output_fd = slot.output_fd;
+    spec.cpu = slot.cpu;
+    return spec;
+}
+
+}  // namespace clusterd

@@ -1,0 +1,146 @@
+// The worker-slot lifecycle as a pure state machine.
+//
+// step(slot, policy, event, now) returns the slot's next value and the actions to perform,
+// as data. It never forks, signals or reads a clock, so every state x event cell is unit
+// tested without a process (tests/unit/daemon/test_slot.cpp). The supervisor performs the
+// actions and feeds back what happened (Spawned, Exited, Deadline, ...).
+//
+// A slot has exactly one deadline at a time; what it means depends on the state:
+//   starting  start_timeout (ready: notify) or start_time (ready: started)
+//   ready     watchdog (last heartbeat + watchdog), when a watchdog is set
+//   stopping  stop_timeout, then KILL
+//   backoff   when to respawn
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/config.hpp"
+
+namespace clusterd {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+enum class SlotState { stopped, starting, ready, stopping, backoff, failed };
+
+/// Why a worker ended, or why it is being stopped.
+enum class ExitCause {
+    none,
+    requested,      // stopped on request (stop, restart, shutdown)
+    exited,         // exited on its own with a code
+    crashed,        // killed by a signal it was not sent by us
+    watchdog,       // stopped heartbeating
+    start_timeout,  // not ready within start_timeout
+    spawn_failed,   // fork() or execve() failed
+    bad_config,     // exited with the reserved "bad configuration" code
+};
+
+/// How a child ended, as waitpid() reported it.
+struct ExitStatus {
+    bool signaled = false;
+    int code = 0;  // exit code, or the signal number when signaled
+    bool core_dumped = false;
+
+    static ExitStatus from_wait_status(int status);
+    /// "exited with code 1", "killed by SIGSEGV (core dumped)".
+    std::string describe() const;
+};
+
+/// What the state machine needs of a program's config.
+struct SlotPolicy {
+    RestartMode restart = RestartMode::always;
+    ReadyMode ready = ReadyMode::notify;
+    Duration start_time{std::chrono::seconds(1)};
+    Duration start_timeout{std::chrono::seconds(30)};
+    Duration watchdog{0};
+    Duration stop_timeout{std::chrono::seconds(10)};
+    int stop_signal = 15;
+    BackoffConfig backoff;
+
+    static SlotPolicy from(const ProgramConfig& program);
+};
+
+namespace event {
+struct Start {};           // want the slot up
+struct Stop {};            // want the slot down (graceful)
+struct Restart {};         // stop gracefully, then start again at once
+struct Kill {};            // fast shutdown: KILL whatever runs
+struct Spawned {
+    pid_t pid;
+};
+struct SpawnFailed {
+    int error;  // errno
+};
+struct Ready {};
+struct Heartbeat {};
+struct Exited {
+    ExitStatus status;
+};
+struct Deadline {};
+}  // namespace event
+
+using Event = std::variant<event::Start, event::Stop, event::Restart, event::Kill, event::Spawned,
+                           event::SpawnFailed, event::Ready, event::Heartbeat, event::Exited,
+                           event::Deadline>;
+
+enum class LogLevel { debug, info, warn, error, critical };
+
+namespace action {
+struct Spawn {};
+struct Signal {
+    int sig;
+};
+/// Arm the slot's single deadline (replaces any previous one).
+struct ArmDeadline {
+    TimePoint at;
+};
+struct CancelDeadline {};
+struct Log {
+    LogLevel level;
+    std::string message;
+};
+}  // namespace action
+
+using Action =
+    std::variant<action::Spawn, action::Signal, action::ArmDeadline, action::CancelDeadline,
+                 action::Log>;
+
+struct Slot {
+    SlotState state = SlotState::stopped;
+    bool want_up = false;
+    pid_t pid = 0;
+    int restarts = 0;  // respawns of this slot, any cause
+    int failures = 0;  // consecutive unhealthy runs, drives the backoff
+    TimePoint started_at{};
+    TimePoint ready_at{};
+    TimePoint last_heartbeat{};
+    std::optional<TimePoint> deadline;
+    ExitCause stop_reason = ExitCause::none;  // while stopping: why
+    ExitCause last_cause = ExitCause::none;
+    ExitStatus last_status{};
+    Duration last_backoff{0};
+};
+
+struct Transition {
+    Slot next;
+    std::vector<Action> actions;
+};
+
+/// The whole lifecycle: see the table in slot.cpp.
+Transition step(const Slot& slot, const SlotPolicy& policy, const Event& event, TimePoint now);
+
+/// Delay before the respawn that follows the n-th consecutive failure (n >= 1): `initial`
+/// for the first, then doubling from max(initial, 100ms), capped at `max`.
+Duration backoff_delay(const BackoffConfig& backoff, int failures);
+
+const char* to_string(SlotState state);
+const char* to_string(ExitCause cause);
+
+}  // namespace clusterd

@@ -1,0 +1,65 @@
+// fork + execve of one worker, with the child-side set-up done by async-signal-safe calls only.
+//
+// Why not Boost.Process: Boost 1.81's launcher crashes in bind_fd, leaks fds into the child
+// and can block the loop in its wait (shared/notes/dependencies.md). This file does the
+// same job in one function and leaves reaping to the Reaper.
+//
+// In the child, in this order: default signal dispositions and an empty signal mask; its
+// own process group; stdout/stderr redirected if asked; the passed fds moved to 3, 4, ...
+// (close-on-exec cleared on exactly those) and every other fd marked close-on-exec with
+// close_range; cwd, umask, CPU affinity; groups, gid, uid; PR_SET_PDEATHSIG(SIGKILL) (after
+// the uid change, which clears it) and a check that the master is still its parent; the
+// digits of its own pid written into the reserved "LISTEN_PID=" entry; execve. A failure
+// at any step writes {step, errno} to an O_CLOEXEC pipe and exits with
+// exit_code::worker_exec_failed; EOF on that pipe means execve succeeded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/fd.hpp"
+
+namespace clusterd {
+
+struct SpawnSpec {
+    std::string path;               // absolute or relative path to execve (no PATH search)
+    std::vector<std::string> argv;  // argv[0] included
+    /// "KEY=VALUE" entries. An entry exactly "LISTEN_PID=" is completed with the child's pid.
+    std::vector<std::string> env;
+    std::vector<int> pass_fds;  // become fds 3, 4, ... in the child
+    std::optional<std::string> cwd;
+    std::optional<unsigned> umask;
+    std::optional<uid_t> uid;
+    std::optional<gid_t> gid;
+    std::vector<gid_t> groups;  // supplementary groups, set when gid is set
+    int output_fd = -1;         // when >= 0: the child's stdout and stderr
+    int cpu = -1;               // when >= 0: pin the child to this CPU
+};
+
+struct SpawnResult {
+    pid_t pid = -1;  // -1: fork failed, `error` says why
+    int error = 0;
+    /// Read end of the exec-status pipe: EOF = execve succeeded, else a SpawnFailure.
+    UniqueFd status_pipe;
+};
+
+/// What the child writes to the status pipe when a set-up step fails.
+struct SpawnFailure {
+    int step;  // index into spawn_step_name()
+    int error;
+};
+
+/// Human name of the failed child step ("execve", "setuid", ...).
+const char* spawn_step_name(int step);
+
+/// Fork and exec. Never throws; never blocks beyond fork() itself.
+SpawnResult spawn(const SpawnSpec& spec);
+
+/// Find `name` as execvp would: a name with '/' is taken as is, else each PATH entry is
+/// tried for an executable regular file. nullopt when none is found.
+std::optional<std::string> find_executable(const std::string& name, const std::string& path_env);
+
+}  // namespace clusterd

@@ -1,0 +1,39 @@
+// The master: one thread, one io_context, one dispatch.
+//
+// Signals, child exits, notify datagrams and slot deadlines each become an event for one
+// slot, handed to dispatch(), which runs the pure state machine (slot.hpp) and performs the
+// actions it returns. Nothing else changes supervisor state, and nothing here blocks.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace clusterd {
+
+class Supervisor {
+public:
+    /// `builtin_worker`: path of clusterd-worker, for programs without `command`.
+    Supervisor(boost::asio::io_context& io, Config config, std::string builtin_worker,
+               std::vector<std::string> environment);
+    ~Supervisor();
+
+    /// Open every listening socket, then start every worker. Throws on a start-up error
+    /// (socket in use, unknown user, executable not found), before any worker runs.
+    void start();
+
+    /// The exit code for main() once the io_context has returned.
+    int exit_code() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace clusterd

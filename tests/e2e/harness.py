@@ -1,0 +1,163 @@
+"""Helpers for clusterd's end-to-end tests: a real daemon on free 127.0.0.1 ports,
+its workers found through /proc, its log read as it is written."""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+BIN = os.environ.get("CLUSTERD_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/bin"))
+CLUSTERD = os.path.join(BIN, "clusterd")
+WORKER = os.path.join(BIN, "clusterd-worker")
+MISBEHAVE = os.path.join(BIN, "clusterd-test-misbehave")
+
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def environ_of(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = f.read().split(b"\0")
+    return dict(i.decode().split("=", 1) for i in items if b"=" in i)
+
+
+def wait_for(predicate, timeout, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_get(port, path="/", timeout=5.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Daemon:
+    """One `clusterd run -c CONFIG` process; its log goes to a file."""
+
+    def __init__(self, config_text, args=()):
+        self.dir = tempfile.mkdtemp(prefix="clusterd-e2e-")
+        self.config = os.path.join(self.dir, "clusterd.yaml")
+        with open(self.config, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(self.dir, "clusterd.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *args],
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, pattern, timeout=10.0, count=1):
+        rx = re.compile(pattern)
+
+        def found():
+            matches = [line for line in self.log_text().splitlines() if rx.search(line)]
+            return matches if len(matches) >= count else None
+
+        try:
+            return wait_for(found, timeout, what=f"log line /{pattern}/ x{count}")
+        except AssertionError:
+            raise AssertionError(f"log line /{pattern}/ x{count} not seen; log:\n{self.log_text()}")
+
+    def workers(self):
+        """{slot: pid} of the master's live children."""
+        out = {}
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return out
+        for pid in pids:
+            try:
+                env = environ_of(pid)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if "CLUSTERD_WORKER_ID" in env and pid_alive(pid):
+                out[int(env["CLUSTERD_WORKER_ID"])] = pid
+        return out
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout=15.0):
+        return self.proc.wait(timeout=timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Load:
+    """Client threads looping new-connection GETs until stopped; records failures."""
+
+    def __init__(self, port, threads=2, path="/"):
+        self.port, self.path = port, path
+        self.ok = 0
+        self.errors = []  # (time, repr(exception))
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                status, _ = http_get(self.port, self.path, timeout=10)
+                with self.lock:
+                    if status == 200:
+                        self.ok += 1
+                    else:
+                        self.errors.append((time.monotonic(), f"HTTP {status}"))
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.errors.append((time.monotonic(), repr(e)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=15)

@@ -1,0 +1,225 @@
+"""End to end: the built clusterd and clusterd-worker over real sockets and signals."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+from datetime import datetime
+
+from harness import (CLUSTERD, MISBEHAVE, Daemon, Load, environ_of, free_port, http_get,
+                     pid_alive, wait_for)
+
+
+def web_config(port, workers=2, extra=""):
+    return f"""
+daemon:
+  shutdown_timeout: 10s
+programs:
+  web:
+    cores: {workers}
+    watchdog: 5s
+    listen:
+      - {{name: http, address: "127.0.0.1:{port}"}}
+{extra}
+"""
+
+
+class ServeTest(unittest.TestCase):
+    def setUp(self):
+        self.port = free_port()
+        self.daemon = Daemon(web_config(self.port))
+        self.addCleanup(self.daemon.close)
+        self.daemon.wait_log(r"web: all 2 workers ready")
+
+    def test_every_slot_has_a_worker_that_serves(self):
+        workers = wait_for(lambda: len(self.daemon.workers()) == 2 and self.daemon.workers(), 5)
+        self.assertEqual(sorted(workers), [0, 1])
+        for _ in range(20):
+            status, body = http_get(self.port, "/")
+            self.assertEqual(status, 200)
+            self.assertTrue(body)
+        self.assertEqual(http_get(self.port, "/healthz")[0], 200)
+
+    def test_worker_environment_is_the_contract(self):
+        for slot, pid in self.daemon.workers().items():
+            env = environ_of(pid)
+            self.assertEqual(env["LISTEN_PID"], str(pid))
+            self.assertEqual(env["LISTEN_FDS"], "1")
+            self.assertEqual(env["LISTEN_FDNAMES"], "http")
+            self.assertEqual(env["CLUSTERD_PROGRAM"], "web")
+            self.assertEqual(env["CLUSTERD_WORKER_ID"], str(slot))
+            self.assertEqual(env["CLUSTERD_WORKERS"], "2")
+            self.assertEqual(env["CLUSTERD_GENERATION"], "1")
+            self.assertEqual(env["WATCHDOG_USEC"], "5000000")
+            self.assertTrue(env["NOTIFY_SOCKET"].startswith("@"))
+            expected = {"PATH", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "CLUSTERD_PROGRAM",
+                        "CLUSTERD_WORKER_ID", "CLUSTERD_WORKERS", "CLUSTERD_GENERATION",
+                        "NOTIFY_SOCKET", "WATCHDOG_USEC"}
+            self.assertEqual(set(env), expected)
+
+    def test_kill9_replaces_the_worker_in_its_slot_without_losing_requests(self):
+        before = self.daemon.workers()
+        victim = before[1]
+        with Load(self.port, threads=2) as load:
+            time.sleep(0.5)
+            os.kill(victim, signal.SIGKILL)
+            self.daemon.wait_log(rf"web\[1\]: pid {victim} killed by SIGKILL")
+            after = wait_for(lambda: (w := self.daemon.workers()).get(1, victim) != victim and w, 5,
+                             what="replacement in slot 1")
+            self.daemon.wait_log(rf"web\[1\]: pid {after[1]} ready")
+            time.sleep(0.5)
+        self.assertEqual(after[0], before[0], "the other slot's worker was left alone")
+        self.assertNotEqual(after[1], victim)
+        self.assertEqual(environ_of(after[1])["CLUSTERD_WORKER_ID"], "1")
+        self.assertGreater(load.ok, 50)
+        # Only a connection the killed worker had already accepted may fail: at most one per
+        # client thread. Queued connections wait in the master-owned socket for the new worker.
+        self.assertLessEqual(len(load.errors), 2, load.errors)
+
+    def test_a_worker_holds_only_stdio_and_its_listening_sockets(self):
+        # The built-in worker opens its own epoll/eventfd; the idle helper opens nothing.
+        port2 = free_port()
+        d = Daemon(f"""
+programs:
+  idle:
+    command: ["{MISBEHAVE}", ready]
+    cores: 2
+    listen:
+      - {{name: a, address: "127.0.0.1:{free_port()}"}}
+      - {{name: b, address: "127.0.0.1:{port2}", reuseport: false}}
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"idle: all 2 workers ready")
+        master_sockets = {os.readlink(f"/proc/{d.pid}/fd/{fd}")
+                          for fd in os.listdir(f"/proc/{d.pid}/fd")}
+        for pid in d.workers().values():
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            self.assertEqual(sorted(fds), [0, 1, 2, 3, 4], fds)
+            for fd in (3, 4):
+                self.assertTrue(fds[fd].startswith("socket:"), fds)
+                self.assertIn(fds[fd], master_sockets, "fd 3.. are the master's own listeners")
+        # reuseport entry: one socket per slot; shared entry: one socket for both.
+        w = d.workers()
+        fd3 = {os.readlink(f"/proc/{pid}/fd/3") for pid in w.values()}
+        fd4 = {os.readlink(f"/proc/{pid}/fd/4") for pid in w.values()}
+        self.assertEqual(len(fd3), 2)
+        self.assertEqual(len(fd4), 1)
+
+
+class LifecycleTest(unittest.TestCase):
+    def test_term_stops_everything_and_exits_0(self):
+        port = free_port()
+        d = Daemon(web_config(port))
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 2 workers ready")
+        pids = list(d.workers().values())
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(15), 0)
+        for pid in pids:
+            self.assertFalse(pid_alive(pid), f"worker {pid} outlived the master")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    def test_kill9_of_the_master_leaves_no_worker(self):
+        d = Daemon(web_config(free_port()))
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 2 workers ready")
+        pids = list(d.workers().values())
+        self.assertEqual(len(pids), 2)
+        d.signal(signal.SIGKILL)
+        d.wait_exit(5)
+        wait_for(lambda: not any(pid_alive(p) for p in pids), 5, what="workers to die")
+
+    def test_a_worker_ignoring_term_is_killed_after_stop_timeout(self):
+        d = Daemon(f"""
+programs:
+  stubborn:
+    command: ["{MISBEHAVE}", ignore-term]
+    cores: 1
+    stop_timeout: 500ms
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"stubborn: all 1 workers ready")
+        pid = d.workers()[0]
+        start = time.monotonic()
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(10), 0)
+        self.assertGreaterEqual(time.monotonic() - start, 0.45)
+        self.assertFalse(pid_alive(pid))
+        self.assertIn("sending SIGKILL", d.log_text())
+
+    def test_a_crash_looping_worker_backs_off(self):
+        d = Daemon(f"""
+programs:
+  crashy:
+    command: ["{MISBEHAVE}", exit, "3"]
+    cores: 1
+    backoff: {{initial: 0s, max: 2s, reset_after: 60s}}
+""")
+        self.addCleanup(d.close)
+        lines = d.wait_log(r"crashy\[0\]: pid \d+ exited with code 3", count=6, timeout=10)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(10), 0)
+        lines = [l for l in d.log_text().splitlines()
+                 if re.search(r"crashy\[0\]: pid \d+ exited with code 3", l)]
+        stamps = [datetime.strptime(l[:26], "%Y-%m-%d %H:%M:%S.%f") for l in lines]
+        gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
+        # First restart at once, then 100ms, 200ms, 400ms, 800ms ...: the gaps grow.
+        self.assertLess(len(lines), 12, "a crash loop must not spin")
+        for earlier, later in zip(gaps[1:], gaps[2:]):
+            self.assertGreater(later, earlier * 1.5, gaps)
+        self.assertIn("restarting in", d.log_text())
+
+    def test_bad_config_exit_code_fails_the_slot(self):
+        d = Daemon(f"""
+programs:
+  misconfigured:
+    command: ["{MISBEHAVE}", exit, "78"]
+    cores: 1
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"misconfigured\[0\]: .*bad configuration.*slot failed")
+        time.sleep(0.5)
+        self.assertEqual(d.log_text().count("exited with code 78"), 1)
+
+    def test_a_worker_never_ready_is_stopped_after_start_timeout_and_replaced(self):
+        d = Daemon(f"""
+programs:
+  slow:
+    command: ["{MISBEHAVE}", never-ready]
+    cores: 1
+    start_timeout: 300ms
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"slow\[0\]: pid \d+ not ready after 300ms")
+        d.wait_log(r"slow\[0\]: pid \d+ exited with code 0 .*not ready within start_timeout",
+                   count=2, timeout=10)
+
+
+class CheckTest(unittest.TestCase):
+    def run_check(self, text):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"clusterd-check-{os.getpid()}.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        self.addCleanup(os.unlink, path)
+        r = subprocess.run([CLUSTERD, "check", "-c", path], capture_output=True, text=True)
+        return path, r
+
+    def test_check_reports_file_line_column_and_fails(self):
+        path, r = self.run_check("programs:\n  web:\n    cores: lots\n")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(f"{path}:3:12:", r.stderr)
+        self.assertIn("cores", r.stderr)
+
+    def test_check_summarises_a_valid_file(self):
+        path, r = self.run_check(web_config(8080, workers=3))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("web: 3 workers", r.stdout)
+        self.assertIn("http=127.0.0.1:8080", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

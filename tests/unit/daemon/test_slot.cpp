@@ -1,0 +1,344 @@
+// The slot state machine: every state x event cell, then the scenarios that matter
+// (backoff on a fake clock, watchdog, stop escalation, restart policies).
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "common/exit_codes.hpp"
+#include "daemon/slot.hpp"
+
+using namespace clusterd;
+using namespace std::chrono_literals;
+
+namespace {
+
+const TimePoint t0 = TimePoint{} + 1000s;
+
+SlotPolicy policy() {
+    SlotPolicy p;
+    p.watchdog = 10s;
+    p.start_timeout = 30s;
+    p.stop_timeout = 5s;
+    p.backoff = {0ms, 30s, 60s};
+    return p;
+}
+
+Slot in_state(SlotState state) {
+    Slot s;
+    s.state = state;
+    switch (state) {
+        case SlotState::starting:
+            s.want_up = true;
+            s.pid = 100;
+            s.started_at = t0;
+            s.deadline = t0 + 30s;
+            break;
+        case SlotState::ready:
+            s.want_up = true;
+            s.pid = 100;
+            s.started_at = t0;
+            s.ready_at = t0;
+            s.deadline = t0 + 10s;
+            break;
+        case SlotState::stopping:
+            s.pid = 100;
+            s.started_at = t0;
+            s.stop_reason = ExitCause::requested;
+            s.deadline = t0 + 5s;
+            break;
+        case SlotState::backoff:
+            s.want_up = true;
+            s.failures = 2;
+            s.deadline = t0 + 100ms;
+            break;
+        case SlotState::stopped:
+        case SlotState::failed:
+            break;
+    }
+    return s;
+}
+
+// A compact signature of an action list: "spawn", "signal:15", "arm", "cancel"; logs left out.
+std::vector<std::string> kinds(const std::vector<Action>& actions) {
+    std::vector<std::string> out;
+    for (const auto& a : actions) {
+        if (std::holds_alternative<action::Spawn>(a)) out.push_back("spawn");
+        if (auto* s = std::get_if<action::Signal>(&a)) out.push_back("signal:" + std::to_string(s->sig));
+        if (std::holds_alternative<action::ArmDeadline>(a)) out.push_back("arm");
+        if (std::holds_alternative<action::CancelDeadline>(a)) out.push_back("cancel");
+    }
+    return out;
+}
+
+bool has_log(const std::vector<Action>& actions, LogLevel level, const std::string& fragment) {
+    for (const auto& a : actions)
+        if (auto* l = std::get_if<action::Log>(&a))
+            if (l->level == level && l->message.find(fragment) != std::string::npos) return true;
+    return false;
+}
+
+using V = std::vector<std::string>;
+
+struct Cell {
+    SlotState state;
+    const char* event;
+    SlotState next;
+    V actions;
+};
+
+Event make_event(const std::string& name) {
+    if (name == "start") return event::Start{};
+    if (name == "stop") return event::Stop{};
+    if (name == "restart") return event::Restart{};
+    if (name == "kill") return event::Kill{};
+    if (name == "spawned") return event::Spawned{200};
+    if (name == "spawn_failed") return event::SpawnFailed{12};
+    if (name == "ready") return event::Ready{};
+    if (name == "heartbeat") return event::Heartbeat{};
+    if (name == "exited") return event::Exited{ExitStatus{false, 1, false}};
+    return event::Deadline{};
+}
+
+// The time each cell happens at: deadlines are due, everything else is early.
+TimePoint when(const Slot& s, const std::string& ev) {
+    return ev == "deadline" && s.deadline ? *s.deadline : t0 + 1ms;
+}
+
+using S = SlotState;
+const std::vector<Cell> table = {
+    // stopped
+    {S::stopped, "start", S::starting, V{"spawn"}},
+    {S::stopped, "stop", S::stopped, V{}},
+    {S::stopped, "restart", S::starting, V{"spawn"}},
+    {S::stopped, "kill", S::stopped, V{}},
+    {S::stopped, "spawned", S::stopped, V{}},
+    {S::stopped, "spawn_failed", S::stopped, V{}},
+    {S::stopped, "ready", S::stopped, V{}},
+    {S::stopped, "heartbeat", S::stopped, V{}},
+    {S::stopped, "exited", S::stopped, V{}},
+    {S::stopped, "deadline", S::stopped, V{}},
+    // starting (pid 100, start_timeout armed)
+    {S::starting, "start", S::starting, V{}},
+    {S::starting, "stop", S::stopping, V{"signal:15", "arm"}},
+    {S::starting, "restart", S::stopping, V{"signal:15", "arm"}},
+    {S::starting, "kill", S::stopping, V{"signal:9", "cancel"}},
+    {S::starting, "spawned", S::starting, V{}},
+    {S::starting, "spawn_failed", S::starting, V{}},
+    {S::starting, "ready", S::ready, V{"cancel", "arm"}},
+    {S::starting, "heartbeat", S::starting, V{}},
+    {S::starting, "exited", S::starting, V{"cancel", "spawn"}},
+    {S::starting, "deadline", S::stopping, V{"signal:15", "arm"}},
+    // ready (pid 100, watchdog armed)
+    {S::ready, "start", S::ready, V{}},
+    {S::ready, "stop", S::stopping, V{"signal:15", "arm"}},
+    {S::ready, "restart", S::stopping, V{"signal:15", "arm"}},
+    {S::ready, "kill", S::stopping, V{"signal:9", "cancel"}},
+    {S::ready, "spawned", S::ready, V{}},
+    {S::ready, "spawn_failed", S::ready, V{}},
+    {S::ready, "ready", S::ready, V{}},
+    {S::ready, "heartbeat", S::ready, V{"arm"}},
+    {S::ready, "exited", S::starting, V{"cancel", "spawn"}},
+    {S::ready, "deadline", S::stopping, V{"signal:6", "arm"}},
+    // stopping (requested, want down, stop_timeout armed)
+    {S::stopping, "start", S::stopping, V{}},
+    {S::stopping, "stop", S::stopping, V{}},
+    {S::stopping, "restart", S::stopping, V{}},
+    {S::stopping, "kill", S::stopping, V{"signal:9", "cancel"}},
+    {S::stopping, "spawned", S::stopping, V{}},
+    {S::stopping, "spawn_failed", S::stopping, V{}},
+    {S::stopping, "ready", S::stopping, V{}},
+    {S::stopping, "heartbeat", S::stopping, V{}},
+    {S::stopping, "exited", S::stopped, V{"cancel"}},
+    {S::stopping, "deadline", S::stopping, V{"signal:9"}},
+    // backoff (respawn armed)
+    {S::backoff, "start", S::starting, V{"cancel", "spawn"}},
+    {S::backoff, "stop", S::stopped, V{"cancel"}},
+    {S::backoff, "restart", S::starting, V{"cancel", "spawn"}},
+    {S::backoff, "kill", S::stopped, V{"cancel"}},
+    {S::backoff, "spawned", S::backoff, V{}},
+    {S::backoff, "spawn_failed", S::backoff, V{}},
+    {S::backoff, "ready", S::backoff, V{}},
+    {S::backoff, "heartbeat", S::backoff, V{}},
+    {S::backoff, "exited", S::backoff, V{}},
+    {S::backoff, "deadline", S::starting, V{"spawn"}},
+    // failed
+    {S::failed, "start", S::starting, V{"spawn"}},
+    {S::failed, "stop", S::failed, V{}},
+    {S::failed, "restart", S::starting, V{"spawn"}},
+    {S::failed, "kill", S::failed, V{}},
+    {S::failed, "spawned", S::failed, V{}},
+    {S::failed, "spawn_failed", S::failed, V{}},
+    {S::failed, "ready", S::failed, V{}},
+    {S::failed, "heartbeat", S::failed, V{}},
+    {S::failed, "exited", S::failed, V{}},
+    {S::failed, "deadline", S::failed, V{}},
+};
+
+}  // namespace
+
+TEST_CASE("slot: every state x event cell") {
+    CHECK(table.size() == 6 * 10);
+    for (const auto& cell : table) {
+        Slot s = in_state(cell.state);
+        Transition t = step(s, policy(), make_event(cell.event), when(s, cell.event));
+        INFO(to_string(cell.state), " + ", cell.event);
+        CHECK(to_string(t.next.state) == std::string(to_string(cell.next)));
+        CHECK(kinds(t.actions) == cell.actions);
+    }
+}
+
+TEST_CASE("slot: an exit in a state without a worker is logged and ignored") {
+    for (S state : {S::stopped, S::backoff, S::failed}) {
+        Transition t = step(in_state(state), policy(), event::Exited{}, t0);
+        CHECK(t.next.state == state);
+        CHECK(has_log(t.actions, LogLevel::warn, "ignored"));
+    }
+}
+
+TEST_CASE("slot: a crash loop backs off exponentially up to max, on a fake clock") {
+    SlotPolicy p = policy();
+    p.watchdog = 0ms;
+    p.backoff = {0ms, 1s, 60s};
+    Slot s = step(Slot{}, p, event::Start{}, t0).next;
+    TimePoint now = t0;
+    std::vector<long> delays;
+    for (int i = 0; i < 7; ++i) {
+        s = step(s, p, event::Spawned{100 + i}, now).next;
+        now += 5ms;
+        Transition t = step(s, p, event::Exited{ExitStatus{true, 11, false}}, now);
+        s = t.next;
+        CHECK(s.last_cause == ExitCause::crashed);
+        CHECK(has_log(t.actions, LogLevel::error, "killed by SIGSEGV"));
+        delays.push_back(static_cast<long>(s.last_backoff.count()));
+        if (s.state == S::backoff) {
+            now = *s.deadline;
+            s = step(s, p, event::Deadline{}, now).next;
+        }
+        CHECK(s.state == S::starting);
+    }
+    CHECK(delays == std::vector<long>{0, 100, 200, 400, 800, 1000, 1000});
+    CHECK(s.restarts == 7);
+}
+
+TEST_CASE("slot: healthy uptime of reset_after resets the backoff") {
+    SlotPolicy p = policy();
+    p.watchdog = 0ms;
+    Slot s = in_state(S::ready);
+    s.failures = 5;
+    Transition t = step(s, p, event::Exited{ExitStatus{false, 1, false}}, t0 + 61s);
+    CHECK(t.next.failures == 1);
+    CHECK(t.next.state == S::starting);  // first failure after a healthy run: at once
+    s.failures = 5;
+    t = step(s, p, event::Exited{ExitStatus{false, 1, false}}, t0 + 59s);
+    CHECK(t.next.failures == 6);
+    CHECK(t.next.state == S::backoff);
+}
+
+TEST_CASE("slot: a clean exit also counts towards the backoff under restart: always") {
+    Slot s = in_state(S::ready);
+    s.failures = 1;
+    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
+    CHECK(t.next.state == S::backoff);
+    CHECK(t.next.last_backoff == 100ms);
+}
+
+TEST_CASE("slot: the bad-configuration exit code fails the slot instead of respawning") {
+    Transition t = step(in_state(S::ready), policy(),
+                        event::Exited{ExitStatus{false, exit_code::worker_bad_config, false}},
+                        t0 + 1s);
+    CHECK(t.next.state == S::failed);
+    CHECK(t.next.last_cause == ExitCause::bad_config);
+    CHECK(kinds(t.actions) == V{"cancel"});
+    CHECK(has_log(t.actions, LogLevel::error, "not restarting, slot failed"));
+}
+
+TEST_CASE("slot: restart policies never and on-failure") {
+    SlotPolicy p = policy();
+    p.restart = RestartMode::never;
+    Transition t = step(in_state(S::ready), p, event::Exited{ExitStatus{true, 9, false}}, t0);
+    CHECK(t.next.state == S::stopped);
+    CHECK_FALSE(t.next.want_up);
+
+    p.restart = RestartMode::on_failure;
+    t = step(in_state(S::ready), p, event::Exited{ExitStatus{false, 0, false}}, t0);
+    CHECK(t.next.state == S::stopped);
+    t = step(in_state(S::ready), p, event::Exited{ExitStatus{false, 3, false}}, t0);
+    CHECK(t.next.state == S::starting);
+}
+
+TEST_CASE("slot: watchdog: heartbeats push the deadline, silence sends SIGABRT then KILL") {
+    SlotPolicy p = policy();
+    Slot s = in_state(S::ready);
+    s = step(s, p, event::Heartbeat{}, t0 + 8s).next;
+    CHECK(*s.deadline == t0 + 18s);
+    Transition early = step(s, p, event::Deadline{}, t0 + 10s);  // a stale timer
+    CHECK(early.actions.empty());
+    Transition t = step(s, p, event::Deadline{}, t0 + 18s);
+    CHECK(t.next.state == S::stopping);
+    CHECK(t.next.stop_reason == ExitCause::watchdog);
+    CHECK(kinds(t.actions) == V{"signal:6", "arm"});
+    Transition kill = step(t.next, p, event::Deadline{}, t0 + 23s);
+    CHECK(kinds(kill.actions) == V{"signal:9"});
+    Transition gone = step(kill.next, p, event::Exited{ExitStatus{true, 9, false}}, t0 + 23s);
+    CHECK(gone.next.last_cause == ExitCause::watchdog);
+    CHECK(gone.next.state == S::starting);  // want_up still: replaced at once
+}
+
+TEST_CASE("slot: requested stop is logged at info and leaves the slot stopped") {
+    Slot s = step(in_state(S::ready), policy(), event::Stop{}, t0).next;
+    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
+    CHECK(t.next.state == S::stopped);
+    CHECK(t.next.last_cause == ExitCause::requested);
+    CHECK(t.next.failures == 0);
+    CHECK(has_log(t.actions, LogLevel::info, "stopped"));
+}
+
+TEST_CASE("slot: restart stops the worker and starts a new one without backoff") {
+    Slot s = step(in_state(S::ready), policy(), event::Restart{}, t0).next;
+    CHECK(s.state == S::stopping);
+    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
+    CHECK(t.next.state == S::starting);
+    CHECK(kinds(t.actions) == V{"cancel", "spawn"});
+}
+
+TEST_CASE("slot: ready: started becomes ready after start_time") {
+    SlotPolicy p = policy();
+    p.ready = ReadyMode::started;
+    p.start_time = 1s;
+    p.watchdog = 0ms;
+    Slot s = step(Slot{}, p, event::Start{}, t0).next;
+    s = step(s, p, event::Spawned{42}, t0).next;
+    CHECK(*s.deadline == t0 + 1s);
+    Transition t = step(s, p, event::Deadline{}, t0 + 1s);
+    CHECK(t.next.state == S::ready);
+    CHECK(kinds(t.actions).empty());
+}
+
+TEST_CASE("slot: a failed spawn backs off like a crash") {
+    Slot s = step(Slot{}, policy(), event::Start{}, t0).next;
+    Transition t = step(s, policy(), event::SpawnFailed{12}, t0);
+    CHECK(t.next.last_cause == ExitCause::spawn_failed);
+    CHECK(has_log(t.actions, LogLevel::critical, "could not start worker"));
+    CHECK(t.next.state == S::starting);  // first failure: at once
+    t = step(t.next, policy(), event::SpawnFailed{12}, t0);
+    CHECK(t.next.state == S::backoff);
+}
+
+TEST_CASE("backoff_delay: initial first, then doubling from 100ms, capped") {
+    BackoffConfig b{0ms, 1s, 60s};
+    CHECK(backoff_delay(b, 1) == 0ms);
+    CHECK(backoff_delay(b, 2) == 100ms);
+    CHECK(backoff_delay(b, 3) == 200ms);
+    CHECK(backoff_delay(b, 10) == 1s);
+    BackoffConfig slow{2s, 30s, 60s};
+    CHECK(backoff_delay(slow, 1) == 2s);
+    CHECK(backoff_delay(slow, 2) == 2s);
+    CHECK(backoff_delay(slow, 3) == 4s);
+    CHECK(backoff_delay(slow, 100) == 30s);
+}
+
+TEST_CASE("ExitStatus describes exits and signals") {
+    CHECK(ExitStatus{false, 3, false}.describe() == "exited with code 3");
+    CHECK(ExitStatus{true, 11, true}.describe() == "killed by SIGSEGV (core dumped)");
+}
