@@ -56,8 +56,13 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
     if ((program.user || program.group) && ::geteuid() != 0)
         throw std::runtime_error("program " + program.name +
                                  ": `user`/`group` need clusterd to run as root");
+    auto numeric = [](const std::string& s) {
+        return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+    };
     if (program.user) {
-        passwd* pw = ::getpwnam(program.user->c_str());
+        passwd* pw = numeric(*program.user)
+                         ? ::getpwuid(static_cast<uid_t>(std::stoul(*program.user)))
+                         : ::getpwnam(program.user->c_str());
         if (pw == nullptr)
             throw std::runtime_error("program " + program.name + ": unknown user \"" +
                                      *program.user + "\"");
@@ -65,7 +70,9 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
         plan.gid = pw->pw_gid;
     }
     if (program.group) {
-        group* gr = ::getgrnam(program.group->c_str());
+        group* gr = numeric(*program.group)
+                        ? ::getgrgid(static_cast<gid_t>(std::stoul(*program.group)))
+                        : ::getgrnam(program.group->c_str());
         if (gr == nullptr)
             throw std::runtime_error("program " + program.name + ": unknown group \"" +
                                      *program.group + "\"");
@@ -76,9 +83,10 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
         if (program.user) {
             int n = 64;
             std::vector<gid_t> groups(static_cast<std::size_t>(n));
-            if (::getgrouplist(program.user->c_str(), *plan.gid, groups.data(), &n) < 0) {
+            const char* name = ::getpwuid(*plan.uid)->pw_name;
+            if (::getgrouplist(name, *plan.gid, groups.data(), &n) < 0) {
                 groups.resize(static_cast<std::size_t>(n));
-                ::getgrouplist(program.user->c_str(), *plan.gid, groups.data(), &n);
+                ::getgrouplist(name, *plan.gid, groups.data(), &n);
             }
             groups.resize(static_cast<std::size_t>(n));
             plan.groups = groups;

@@ -1,0 +1,335 @@
+// Reading one program of the config: its keys, listen entries, env and cross-field checks.
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <map>
+
+#include "common/config_reader.hpp"
+#include "common/cpus.hpp"
+#include "common/duration.hpp"
+#include "common/signals.hpp"
+
+namespace clusterd::detail {
+
+namespace {
+
+constexpr const char* kArgv =
+    R"(a sequence of strings (argv), e.g. ["/usr/bin/app", "--port", "8080"])";
+constexpr const char* kAddress = R"("host:port" like "127.0.0.1:8080" or "[::1]:8080")";
+
+bool is_env_name(std::string_view name) {
+    if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_';
+    });
+}
+
+/// Variables the master sets for every worker; a configured value would break the contract.
+bool is_reserved_env(std::string_view name) {
+    static constexpr std::array<std::string_view, 6> kReserved = {"LISTEN_FDS",     "LISTEN_PID",
+                                                                  "LISTEN_FDNAMES", "NOTIFY_SOCKET",
+                                                                  "WATCHDOG_USEC",  "WATCHDOG_PID"};
+    return name.starts_with("CLUSTERD_") ||
+           std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
+}
+
+void read_command(ConfigReader& r, const Item& item, ProgramConfig& p) {
+    auto items = r.sequence(item, kArgv);
+    if (!items) return;
+    if (items->empty()) {
+        r.expected(item, std::string("a non-empty ") + (kArgv + 2));  // skip "a "
+        return;
+    }
+    std::vector<std::string> argv;
+    for (const auto& arg : *items) {
+        auto s = r.string(arg);
+        if (!s) return;
+        if (argv.empty() && s->empty()) {
+            r.expected(arg, "the program to run");
+            return;
+        }
+        argv.push_back(*s);
+    }
+    p.command = std::move(argv);
+}
+
+void read_cores(ConfigReader& r, const Item& item, ProgramConfig& p) {
+    if (item.node.IsScalar()) {
+        const std::string& text = item.node.Scalar();
+        if (text == "auto") {
+            p.cores_auto = true;
+            return;
+        }
+        int n = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+        if (ec == std::errc{} && end == text.data() + text.size() && n >= 1 && n <= 4096) {
+            p.cores_auto = false;
+            p.workers = n;
+            return;
+        }
+    }
+    r.expected(item, R"("auto" or an integer from 1 to 4096)");
+}
+
+void read_listen(ConfigReader& r, const Item& item, ParsedProgram& out) {
+    auto entries = r.sequence(item, "a sequence of {name, address, reuseport, backlog} maps");
+    if (!entries) return;
+    std::map<std::string, YAML::Mark> names;
+    for (std::size_t i = 0; i < entries->size(); ++i) {
+        const Item& entry = (*entries)[i];
+        if (!entry.node.IsMap()) {
+            r.expected(entry, "a map with an \"address\" key");
+            continue;
+        }
+        ListenConfig listen;
+        listen.name = "listen" + std::to_string(i);
+        YAML::Mark name_mark = entry.mark;
+        std::optional<YAML::Mark> address_mark;
+        r.fields(entry, {"name", "address", "reuseport", "backlog"},
+                 [&](const std::string& key, const Item& v) {
+                     if (key == "name") {
+                         auto s = r.string(v);
+                         if (s && (!is_simple_name(*s) || s->size() > 255)) {
+                             r.expected(v, "a name of letters, digits, '_', '.' and '-'");
+                         } else if (s) {
+                             listen.name = *s;
+                             name_mark = v.mark;
+                         }
+                     } else if (key == "address") {
+                         auto s = r.string(v);
+                         std::string problem;
+                         if (s && parse_host_port(*s, listen.host, listen.port, problem)) {
+                             address_mark = v.mark;
+                         } else if (s) {
+                             r.error(v.mark, v.path,
+                                     std::string("expected ") + kAddress + ", got " +
+                                         describe(v.node) + " (" + problem + ")");
+                         }
+                     } else if (key == "reuseport") {
+                         if (auto b = r.boolean(v)) listen.reuseport = *b;
+                     } else if (key == "backlog") {
+                         if (auto n = r.integer(v, 1, 65535)) listen.backlog = static_cast<int>(*n);
+                     }
+                 });
+        if (!entry.node["address"]) {
+            r.error(entry.mark, entry.path, "missing required key \"address\"");
+        }
+        auto [first, inserted] = names.emplace(listen.name, name_mark);
+        if (!inserted) {
+            r.error(name_mark, entry.path + ".name",
+                    "duplicate listen name \"" + listen.name + "\" (first at " +
+                        r.position(first->second) + ")");
+        }
+        if (address_mark) {
+            out.config.listen.push_back(std::move(listen));
+            out.listen_marks.push_back(*address_mark);
+        }
+    }
+}
+
+void read_env(ConfigReader& r, const Item& item, ProgramConfig& p) {
+    r.entries(item, [&](const YAML::Node& key, const Item& v) {
+        const std::string& name = key.Scalar();
+        if (!is_env_name(name)) {
+            r.error(key.Mark(), item.path,
+                    "\"" + name +
+                        "\" is not a valid environment variable name "
+                        "(expected [A-Za-z_][A-Za-z0-9_]*)");
+        } else if (is_reserved_env(name)) {
+            r.error(key.Mark(), item.path,
+                    name + " is reserved: clusterd sets it for every worker");
+        } else if (auto value = r.string(v)) {
+            p.env[name] = *value;
+        }
+    });
+}
+
+void read_umask(ConfigReader& r, const Item& item, ProgramConfig& p) {
+    if (item.node.IsScalar()) {
+        std::string_view text = item.node.Scalar();
+        if (text.starts_with("0o")) text.remove_prefix(2);
+        unsigned value = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 8);
+        if (!text.empty() && ec == std::errc{} && end == text.data() + text.size() &&
+            value <= 0777) {
+            p.umask = value;
+            return;
+        }
+    }
+    r.expected(item, R"(an octal umask from 0 to 0777, e.g. "0022")");
+}
+
+void read_backoff(ConfigReader& r, const Item& item, BackoffConfig& b) {
+    std::optional<Item> initial;
+    std::optional<Item> max;
+    r.fields(item, {"initial", "max", "reset_after"}, [&](const std::string& key, const Item& v) {
+        auto d = r.duration(v);
+        if (!d) return;
+        if (key == "initial") {
+            b.initial = *d;
+            initial = v;
+        } else if (key == "max") {
+            b.max = *d;
+            max = v;
+        } else {
+            b.reset_after = *d;
+        }
+    });
+    if (b.max < b.initial && (initial || max)) {
+        const Item& at = max ? *max : *initial;
+        r.error(at.mark, at.path,
+                "expected max to be at least initial (" + format_duration(b.initial) + "), got " +
+                    format_duration(b.max));
+    }
+}
+
+std::optional<std::string> absolute_path(ConfigReader& r, const Item& item, const char* what) {
+    auto s = r.string(item);
+    if (s && !s->starts_with("/")) {
+        r.expected(item, what);
+        return std::nullopt;
+    }
+    return s;
+}
+
+}  // namespace
+
+ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& value) {
+    ParsedProgram out;
+    ProgramConfig& p = out.config;
+    p.name = key.Scalar();
+    if (!is_simple_name(p.name) || p.name.size() > 64) {
+        r.error(key.Mark(), "programs",
+                "invalid program name \"" + p.name +
+                    "\": expected up to 64 letters, digits, '_', '.' or '-'");
+    }
+    std::optional<YAML::Mark> start_time_mark;
+    r.fields(value,
+             {"command", "cores", "listen", "env", "inherit_env", "user", "group", "cwd", "umask",
+              "ready", "start_time", "start_timeout", "watchdog", "restart", "backoff",
+              "stop_signal", "stop_timeout", "cpu_affinity", "output"},
+             [&](const std::string& k, const Item& v) {
+                 if (k == "command") {
+                     read_command(r, v, p);
+                 } else if (k == "cores") {
+                     read_cores(r, v, p);
+                 } else if (k == "listen") {
+                     read_listen(r, v, out);
+                 } else if (k == "env") {
+                     read_env(r, v, p);
+                 } else if (k == "inherit_env") {
+                     if (auto b = r.boolean(v)) p.inherit_env = *b;
+                 } else if (k == "user" || k == "group") {
+                     auto s = r.string(v);
+                     if (s && s->empty()) {
+                         r.expected(v, "a user or group name or id");
+                     } else if (s) {
+                         (k == "user" ? p.user : p.group) = *s;
+                     }
+                 } else if (k == "cwd") {
+                     p.cwd = absolute_path(r, v, "an absolute directory path");
+                 } else if (k == "umask") {
+                     read_umask(r, v, p);
+                 } else if (k == "ready") {
+                     auto mode = r.choice<ReadyMode>(
+                         v, {{"notify", ReadyMode::notify}, {"started", ReadyMode::started}});
+                     if (mode) p.ready = *mode;
+                 } else if (k == "start_time") {
+                     if (auto d = r.duration(v)) p.start_time = *d;
+                     start_time_mark = v.mark;
+                 } else if (k == "start_timeout") {
+                     if (auto d = r.duration(v, false)) p.start_timeout = *d;
+                 } else if (k == "watchdog") {
+                     if (auto d = r.duration(v)) p.watchdog = *d;
+                 } else if (k == "restart") {
+                     auto mode = r.choice<RestartMode>(v, {{"always", RestartMode::always},
+                                                           {"on-failure", RestartMode::on_failure},
+                                                           {"never", RestartMode::never}});
+                     if (mode) p.restart = *mode;
+                 } else if (k == "backoff") {
+                     read_backoff(r, v, p.backoff);
+                 } else if (k == "stop_signal") {
+                     auto sig = v.node.IsScalar() ? parse_signal(v.node.Scalar()) : std::nullopt;
+                     if (sig) {
+                         p.stop_signal = *sig;
+                     } else {
+                         r.expected(v, "a signal name or number, e.g. TERM, SIGINT or 15");
+                     }
+                 } else if (k == "stop_timeout") {
+                     if (auto d = r.duration(v)) p.stop_timeout = *d;
+                 } else if (k == "cpu_affinity") {
+                     if (auto b = r.boolean(v)) p.cpu_affinity = *b;
+                 } else if (k == "output") {
+                     auto s = r.string(v);
+                     if (s && *s != "inherit" && !s->starts_with("/")) {
+                         r.expected(v, R"("inherit" or an absolute file path)");
+                     } else if (s) {
+                         p.output = *s;
+                     }
+                 }
+             });
+    if (p.ready == ReadyMode::started && p.start_time >= p.start_timeout) {
+        r.error(start_time_mark.value_or(value.mark), value.path + ".start_time",
+                "must be less than start_timeout (" + format_duration(p.start_timeout) +
+                    ") with ready: started, got " + format_duration(p.start_time));
+    }
+    if (p.cores_auto) p.workers = available_cpus();
+    return out;
+}
+
+bool parse_host_port(std::string_view text, std::string& host, std::uint16_t& port,
+                     std::string& problem) {
+    std::string_view host_part;
+    std::string_view port_part;
+    bool bracketed = text.starts_with("[");
+    if (bracketed) {
+        auto close = text.find(']');
+        if (close == std::string_view::npos || text.substr(close + 1, 1) != ":") {
+            problem = "an IPv6 address goes in brackets, followed by :port";
+            return false;
+        }
+        host_part = text.substr(1, close - 1);
+        port_part = text.substr(close + 2);
+    } else {
+        auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) {
+            problem = "no :port";
+            return false;
+        }
+        host_part = text.substr(0, colon);
+        port_part = text.substr(colon + 1);
+        if (host_part.find(':') != std::string_view::npos) {
+            problem = "put an IPv6 address in brackets, e.g. [::1]:8080";
+            return false;
+        }
+    }
+    if (host_part.empty() || host_part == "*") {
+        problem = "the host must be a numeric address; use 0.0.0.0 or [::] for every interface";
+        return false;
+    }
+    int family = bracketed ? AF_INET6 : AF_INET;
+    unsigned char bytes[sizeof(in6_addr)];
+    std::string host_string(host_part);
+    if (inet_pton(family, host_string.c_str(), bytes) != 1) {
+        problem = "\"" + host_string + "\" is not a numeric " + (bracketed ? "IPv6" : "IPv4") +
+                  " address; host names are not resolved";
+        return false;
+    }
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), value);
+    if (port_part.empty() || ec != std::errc{} || end != port_part.data() + port_part.size() ||
+        value < 1 || value > 65535) {
+        problem = "the port must be from 1 to 65535";
+        return false;
+    }
+    char canonical[INET6_ADDRSTRLEN];
+    inet_ntop(family, bytes, canonical, sizeof canonical);
+    host = canonical;
+    port = static_cast<std::uint16_t>(value);
+    return true;
+}
+
+}  // namespace clusterd::detail
