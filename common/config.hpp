@@ -30,11 +30,11 @@ struct Diagnostic {
 
 /// Thrown by the loader; carries every diagnostic of the file.
 class ConfigError : public std::runtime_error {
-public:
+  public:
     explicit ConfigError(std::vector<Diagnostic> diagnostics);
     const std::vector<Diagnostic>& diagnostics() const { return diagnostics_; }
 
-private:
+  private:
     std::vector<Diagnostic> diagnostics_;
 };
 
@@ -43,8 +43,8 @@ enum class RestartMode { always, on_failure, never };
 
 /// One listening socket of a program ("listen:" entry).
 struct ListenConfig {
-    std::string name;     // passed to the worker in LISTEN_FDNAMES
-    std::string host;     // numeric IPv4 or IPv6 address
+    std::string name;  // passed to the worker in LISTEN_FDNAMES
+    std::string host;  // numeric IPv4 or IPv6 address
     std::uint16_t port = 0;
     bool reuseport = true;  // one SO_REUSEPORT socket per worker slot
     int backlog = 4096;

@@ -42,15 +42,15 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
     for (const auto& [k, v] : program.env) env[k] = v;
     for (const auto& [k, v] : env) plan.base_env.push_back(k + "=" + v);
 
-    plan.argv = program.command.empty() ? std::vector<std::string>{builtin_worker} : program.command;
+    plan.argv =
+        program.command.empty() ? std::vector<std::string>{builtin_worker} : program.command;
     // argv[0] is looked up in the worker's PATH, as execvp in the worker would.
     auto found = find_executable(plan.argv[0], path_of(plan.base_env));
     if (!found)
-        throw std::runtime_error("program " + program.name + ": executable \"" + plan.argv[0] +
-                                 "\" not found" +
-                                 (plan.argv[0].find('/') == std::string::npos
-                                      ? " in PATH " + path_of(plan.base_env)
-                                      : std::string(" or not executable")));
+        throw std::runtime_error(
+            "program " + program.name + ": executable \"" + plan.argv[0] + "\" not found" +
+            (plan.argv[0].find('/') == std::string::npos ? " in PATH " + path_of(plan.base_env)
+                                                         : std::string(" or not executable")));
     plan.path = *found;
 
     if ((program.user || program.group) && ::geteuid() != 0)

@@ -44,8 +44,7 @@ UniqueFd open_listener(const ListenConfig& listen) {
     int one = 1;
     if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         fail("setsockopt(SO_REUSEADDR)", listen);
-    if (listen.reuseport &&
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    if (listen.reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         fail("setsockopt(SO_REUSEPORT)", listen);
     if (family == AF_INET6 &&
         ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)

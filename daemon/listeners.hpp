@@ -22,7 +22,7 @@ UniqueFd open_listener(const ListenConfig& listen);
 /// The sockets of one program: sockets[slot][entry] (one row shared by all slots when every
 /// entry is `reuseport: false`; a shared entry appears in every row as the same fd).
 class ProgramListeners {
-public:
+  public:
     /// Open everything for `slots` worker slots. Throws std::system_error.
     ProgramListeners(const ProgramConfig& program, int slots);
 
@@ -31,9 +31,9 @@ public:
     /// "name1:name2", for LISTEN_FDNAMES.
     const std::string& names() const { return names_; }
 
-private:
-    std::vector<UniqueFd> shared_;                   // per entry, when not reuseport
-    std::vector<std::vector<UniqueFd>> per_slot_;    // [slot][entry], when reuseport
+  private:
+    std::vector<UniqueFd> shared_;                 // per entry, when not reuseport
+    std::vector<std::vector<UniqueFd>> per_slot_;  // [slot][entry], when reuseport
     std::vector<bool> reuseport_;
     std::string names_;
 };

@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace clusterd {
@@ -20,10 +20,10 @@ void setup_logging(const std::string& level, const std::string& file) {
     if (!valid_log_level(level)) throw std::invalid_argument("unknown log level \"" + level + "\"");
     std::shared_ptr<spdlog::logger> logger;
     if (file.empty()) {
-        logger = ::isatty(STDERR_FILENO) ? spdlog::stderr_color_st("clusterd")
-                                         : std::make_shared<spdlog::logger>(
-                                               "clusterd",
-                                               std::make_shared<spdlog::sinks::stderr_sink_st>());
+        logger = ::isatty(STDERR_FILENO)
+                     ? spdlog::stderr_color_st("clusterd")
+                     : std::make_shared<spdlog::logger>(
+                           "clusterd", std::make_shared<spdlog::sinks::stderr_sink_st>());
     } else {
         logger = spdlog::basic_logger_st("clusterd", file);
     }

@@ -4,11 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <iostream>
-#include <spdlog/spdlog.h>
 
 #include "common/config.hpp"
 #include "common/exit_codes.hpp"
@@ -54,7 +54,8 @@ void print_errors(const ConfigError& e) {
 std::optional<Config> load(const std::string& path, bool explicit_path) {
     try {
         if (explicit_path) return load_config_file(path);
-        if (std::filesystem::exists(kDefaultConfigPath)) return load_config_file(kDefaultConfigPath);
+        if (std::filesystem::exists(kDefaultConfigPath))
+            return load_config_file(kDefaultConfigPath);
         return default_config();
     } catch (const ConfigError& e) {
         print_errors(e);
@@ -86,9 +87,10 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         return log_level.empty() ? exit_code::invalid_config : exit_code::usage;
     }
     if (config->source == "<built-in>") {
-        spdlog::info("no config file given and {} does not exist: running the built-in default "
-                     "(built-in worker on 127.0.0.1:8080, cores: auto = {})",
-                     kDefaultConfigPath, config->programs.front().workers);
+        spdlog::info(
+            "no config file given and {} does not exist: running the built-in default "
+            "(built-in worker on 127.0.0.1:8080, cores: auto = {})",
+            kDefaultConfigPath, config->programs.front().workers);
     } else {
         spdlog::info("config {} loaded", config->source);
     }
@@ -127,8 +129,9 @@ int check(const std::string& path) {
 
 int main(int argc, char** argv) {
     ensure_stdio();
-    CLI::App app{"clusterd: a multi-process cluster supervisor (one worker per core, shared "
-                 "SO_REUSEPORT sockets, restarts with backoff)"};
+    CLI::App app{
+        "clusterd: a multi-process cluster supervisor (one worker per core, shared "
+        "SO_REUSEPORT sockets, restarts with backoff)"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("clusterd ") + CLUSTERD_VERSION);
 

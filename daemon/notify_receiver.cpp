@@ -4,12 +4,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cerrno>
 #include <cstring>
 #include <random>
-#include <spdlog/spdlog.h>
 #include <system_error>
 
 #include "common/fd.hpp"
@@ -31,17 +31,18 @@ struct NotifyReceiver::Impl {
         if (!fd) throw std::system_error(errno, std::system_category(), "socket(AF_UNIX) failed");
         int one = 1;
         if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
-            throw std::system_error(errno, std::system_category(), "setsockopt(SO_PASSCRED) failed");
+            throw std::system_error(errno, std::system_category(),
+                                    "setsockopt(SO_PASSCRED) failed");
         std::random_device rd;
-        address = "@clusterd/" + std::to_string(::getpid()) + "/" + std::to_string(rd()) + "/notify";
+        address =
+            "@clusterd/" + std::to_string(::getpid()) + "/" + std::to_string(rd()) + "/notify";
         sockaddr_un addr{};
         addr.sun_family = AF_UNIX;
         std::memcpy(addr.sun_path, address.data(), address.size());
         addr.sun_path[0] = '\0';
         auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size());
         if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
-            throw std::system_error(errno, std::system_category(),
-                                    "bind(" + address + ") failed");
+            throw std::system_error(errno, std::system_category(), "bind(" + address + ") failed");
         descriptor.assign(fd.release());
     }
 
@@ -115,9 +116,13 @@ NotifyReceiver::NotifyReceiver(asio::io_context& io, Handler handler)
 
 NotifyReceiver::~NotifyReceiver() = default;
 
-const std::string& NotifyReceiver::address() const { return impl_->address; }
+const std::string& NotifyReceiver::address() const {
+    return impl_->address;
+}
 
-void NotifyReceiver::start() { impl_->do_wait(); }
+void NotifyReceiver::start() {
+    impl_->do_wait();
+}
 
 void NotifyReceiver::close() {
     boost::system::error_code ignored;

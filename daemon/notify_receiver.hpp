@@ -18,7 +18,7 @@ class io_context;
 namespace clusterd {
 
 class NotifyReceiver {
-public:
+  public:
     using Handler = std::function<void(pid_t sender, const NotifyMessage& message)>;
 
     /// Bind the socket. Throws std::system_error.
@@ -30,7 +30,7 @@ public:
     void start();
     void close();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

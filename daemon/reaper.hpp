@@ -20,7 +20,7 @@ class io_context;
 namespace clusterd {
 
 class Reaper {
-public:
+  public:
     /// Called on the loop once per reaped child, with waitpid()'s status.
     using Handler = std::function<void(pid_t pid, int status)>;
 
@@ -30,7 +30,7 @@ public:
     /// Reap whatever already exited, then keep reaping on every SIGCHLD.
     void start();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

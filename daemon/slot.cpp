@@ -21,7 +21,7 @@ using namespace std::chrono_literals;
 
 // Builds one transition; each handler below is a few lines on top of it.
 class Step {
-public:
+  public:
     Step(const Slot& slot, const SlotPolicy& policy, TimePoint now)
         : next_(slot), policy_(policy), now_(now) {}
 
@@ -78,7 +78,7 @@ public:
     // The worker is gone (exit, or failed spawn): account for it and decide what follows.
     void ended(ExitCause cause, const std::string& what, LogLevel level);
 
-private:
+  private:
     Slot next_;
     const SlotPolicy& policy_;
     TimePoint now_;
@@ -112,8 +112,7 @@ void Step::ended(ExitCause cause, const std::string& what, LogLevel level) {
     if (cause == ExitCause::bad_config) {
         s.state = SlotState::failed;
         log(LogLevel::error, what + " (exit code " + std::to_string(exit_code::worker_bad_config) +
-                                 " = bad configuration): not restarting, slot failed; " +
-                                 restarts);
+                                 " = bad configuration): not restarting, slot failed; " + restarts);
         return;
     }
     bool restart = policy_.restart == RestartMode::always ||
@@ -231,8 +230,8 @@ void on_kill(Step& t) {
 void on_spawned(Step& t, pid_t pid) {
     Slot& s = t.slot();
     if (s.state != SlotState::starting || s.pid != 0) {
-        t.log(LogLevel::warn, "spawned pid " + std::to_string(pid) + " while " +
-                                  to_string(s.state) + ": ignored");
+        t.log(LogLevel::warn,
+              "spawned pid " + std::to_string(pid) + " while " + to_string(s.state) + ": ignored");
         return;
     }
     s.pid = pid;
@@ -270,8 +269,8 @@ void on_exited(Step& t, const ExitStatus& status) {
     Slot& s = t.slot();
     if (s.pid == 0 || (s.state != SlotState::starting && s.state != SlotState::ready &&
                        s.state != SlotState::stopping)) {
-        t.log(LogLevel::warn, std::string("exit reported while ") + to_string(s.state) +
-                                  ": ignored, slot reset");
+        t.log(LogLevel::warn,
+              std::string("exit reported while ") + to_string(s.state) + ": ignored, slot reset");
         return;
     }
     s.last_status = status;
@@ -314,15 +313,13 @@ void on_deadline(Step& t) {
             break;
         case SlotState::ready:
             t.log(LogLevel::error, "pid " + std::to_string(s.pid) + " sent no heartbeat for " +
-                                       format_duration(t.policy().watchdog) +
-                                       ": sending SIGABRT");
+                                       format_duration(t.policy().watchdog) + ": sending SIGABRT");
             t.begin_stop(ExitCause::watchdog, kSigAbrt);
             break;
         case SlotState::stopping:
             t.log(LogLevel::warn, "pid " + std::to_string(s.pid) + " still running " +
-                                      format_duration(t.policy().stop_timeout) +
-                                      " after " + signal_name(t.policy().stop_signal) +
-                                      ": sending SIGKILL");
+                                      format_duration(t.policy().stop_timeout) + " after " +
+                                      signal_name(t.policy().stop_signal) + ": sending SIGKILL");
             t.signal(kSigKill);
             break;
         case SlotState::backoff:
@@ -398,26 +395,40 @@ SlotPolicy SlotPolicy::from(const ProgramConfig& p) {
 
 const char* to_string(SlotState state) {
     switch (state) {
-        case SlotState::stopped: return "stopped";
-        case SlotState::starting: return "starting";
-        case SlotState::ready: return "ready";
-        case SlotState::stopping: return "stopping";
-        case SlotState::backoff: return "backoff";
-        case SlotState::failed: return "failed";
+        case SlotState::stopped:
+            return "stopped";
+        case SlotState::starting:
+            return "starting";
+        case SlotState::ready:
+            return "ready";
+        case SlotState::stopping:
+            return "stopping";
+        case SlotState::backoff:
+            return "backoff";
+        case SlotState::failed:
+            return "failed";
     }
     return "?";
 }
 
 const char* to_string(ExitCause cause) {
     switch (cause) {
-        case ExitCause::none: return "none";
-        case ExitCause::requested: return "requested";
-        case ExitCause::exited: return "exited";
-        case ExitCause::crashed: return "crashed";
-        case ExitCause::watchdog: return "watchdog";
-        case ExitCause::start_timeout: return "start_timeout";
-        case ExitCause::spawn_failed: return "spawn_failed";
-        case ExitCause::bad_config: return "bad_config";
+        case ExitCause::none:
+            return "none";
+        case ExitCause::requested:
+            return "requested";
+        case ExitCause::exited:
+            return "exited";
+        case ExitCause::crashed:
+            return "crashed";
+        case ExitCause::watchdog:
+            return "watchdog";
+        case ExitCause::start_timeout:
+            return "start_timeout";
+        case ExitCause::spawn_failed:
+            return "spawn_failed";
+        case ExitCause::bad_config:
+            return "bad_config";
     }
     return "?";
 }

@@ -68,10 +68,10 @@ struct SlotPolicy {
 };
 
 namespace event {
-struct Start {};           // want the slot up
-struct Stop {};            // want the slot down (graceful)
-struct Restart {};         // stop gracefully, then start again at once
-struct Kill {};            // fast shutdown: KILL whatever runs
+struct Start {};    // want the slot up
+struct Stop {};     // want the slot down (graceful)
+struct Restart {};  // stop gracefully, then start again at once
+struct Kill {};     // fast shutdown: KILL whatever runs
 struct Spawned {
     pid_t pid;
 };
@@ -108,9 +108,8 @@ struct Log {
 };
 }  // namespace action
 
-using Action =
-    std::variant<action::Spawn, action::Signal, action::ArmDeadline, action::CancelDeadline,
-                 action::Log>;
+using Action = std::variant<action::Spawn, action::Signal, action::ArmDeadline,
+                            action::CancelDeadline, action::Log>;
 
 struct Slot {
     SlotState state = SlotState::stopped;

@@ -1,14 +1,14 @@
 #include "daemon/spawner.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <grp.h>
-#include <linux/close_range.h>
 
 #include <cerrno>
 #include <csignal>
@@ -35,9 +35,19 @@ enum Step : int {
 };
 
 constexpr const char* kStepNames[kStepCount] = {
-    "sigprocmask",  "setpgid", "dup2(output)", "dup2(listen fds)", "close_range",
-    "chdir",        "sched_setaffinity", "setgroups", "setgid", "setuid",
-    "prctl(PR_SET_PDEATHSIG)", "getppid (master gone)", "execve",
+    "sigprocmask",
+    "setpgid",
+    "dup2(output)",
+    "dup2(listen fds)",
+    "close_range",
+    "chdir",
+    "sched_setaffinity",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "prctl(PR_SET_PDEATHSIG)",
+    "getppid (master gone)",
+    "execve",
 };
 
 [[noreturn]] void child_fail(int pipe_fd, int step, int error) {

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -13,7 +14,6 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <spdlog/spdlog.h>
 #include <unordered_map>
 
 #include "common/duration.hpp"
@@ -36,11 +36,16 @@ namespace {
 
 spdlog::level::level_enum to_spdlog(LogLevel level) {
     switch (level) {
-        case LogLevel::debug: return spdlog::level::debug;
-        case LogLevel::info: return spdlog::level::info;
-        case LogLevel::warn: return spdlog::level::warn;
-        case LogLevel::error: return spdlog::level::err;
-        case LogLevel::critical: return spdlog::level::critical;
+        case LogLevel::debug:
+            return spdlog::level::debug;
+        case LogLevel::info:
+            return spdlog::level::info;
+        case LogLevel::warn:
+            return spdlog::level::warn;
+        case LogLevel::error:
+            return spdlog::level::err;
+        case LogLevel::critical:
+            return spdlog::level::critical;
     }
     return spdlog::level::info;
 }
@@ -103,10 +108,10 @@ struct Supervisor::Impl {
         do_wait_signal();
         for (std::size_t p = 0; p < programs.size(); ++p) {
             Program& prog = *programs[p];
-            spdlog::info("{}: starting {} worker{} ({})", prog.config.name,
-                         prog.config.workers, prog.config.workers == 1 ? "" : "s",
-                         prog.config.command.empty() ? "built-in worker " + prog.plan.path
-                                                     : prog.plan.path);
+            spdlog::info(
+                "{}: starting {} worker{} ({})", prog.config.name, prog.config.workers,
+                prog.config.workers == 1 ? "" : "s",
+                prog.config.command.empty() ? "built-in worker " + prog.plan.path : prog.plan.path);
             prog.started_at = Clock::now();
             for (std::size_t s = 0; s < prog.slots.size(); ++s) dispatch({p, s}, event::Start{});
         }
@@ -177,8 +182,8 @@ struct Supervisor::Impl {
         // KILL takes the worker's whole process group, so no grandchild outlives it.
         pid_t target = sig == SIGKILL ? -pid : pid;
         if (::kill(target, sig) < 0 && errno != ESRCH)
-            spdlog::critical("{}[{}]: kill({}, {}) failed: {}", prog.config.name, ref.slot,
-                             target, signal_name(sig), std::strerror(errno));
+            spdlog::critical("{}[{}]: kill({}, {}) failed: {}", prog.config.name, ref.slot, target,
+                             signal_name(sig), std::strerror(errno));
     }
 
     Event do_spawn(SlotRef ref) {
@@ -208,15 +213,15 @@ struct Supervisor::Impl {
     void watch_exec(SlotRef ref, pid_t pid, UniqueFd pipe) {
         auto sd = std::make_shared<asio::posix::stream_descriptor>(io, pipe.release());
         auto failure = std::make_shared<SpawnFailure>();
-        sd->async_read_some(
-            asio::buffer(failure.get(), sizeof *failure),
-            [this, ref, pid, sd, failure](const error_code& ec, std::size_t n) {
-                if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
-                const Program& prog = *programs[ref.program];
-                spdlog::critical("{}[{}]: {}(\"{}\") failed in pid {}: {}", prog.config.name,
-                                 ref.slot, spawn_step_name(failure->step), prog.plan.path, pid,
-                                 std::strerror(failure->error));
-            });
+        sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),
+                            [this, ref, pid, sd, failure](const error_code& ec, std::size_t n) {
+                                if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
+                                const Program& prog = *programs[ref.program];
+                                spdlog::critical("{}[{}]: {}(\"{}\") failed in pid {}: {}",
+                                                 prog.config.name, ref.slot,
+                                                 spawn_step_name(failure->step), prog.plan.path,
+                                                 pid, std::strerror(failure->error));
+                            });
     }
 
     void after_dispatch(SlotRef ref) {
@@ -226,8 +231,7 @@ struct Supervisor::Impl {
             for (const auto& ws : prog.slots) all = all && ws->slot.state == SlotState::ready;
             if (all) {
                 prog.all_ready_logged = true;
-                spdlog::info("{}: all {} workers ready in {}", prog.config.name,
-                             prog.slots.size(),
+                spdlog::info("{}: all {} workers ready in {}", prog.config.name, prog.slots.size(),
                              format_duration(std::chrono::duration_cast<Duration>(
                                  Clock::now() - prog.started_at)));
             }
@@ -304,8 +308,10 @@ struct Supervisor::Impl {
     void on_signal(int sig) {
         switch (sig) {
             case SIGTERM:
-            case SIGINT: return handle_stop(sig);
-            case SIGUSR1: return handle_usr1();
+            case SIGINT:
+                return handle_stop(sig);
+            case SIGUSR1:
+                return handle_usr1();
             default:
                 spdlog::warn("{} received: not supported by this version of clusterd, ignored",
                              signal_name(sig));
@@ -390,8 +396,12 @@ Supervisor::Supervisor(asio::io_context& io, Config config, std::string builtin_
 
 Supervisor::~Supervisor() = default;
 
-void Supervisor::start() { impl_->start(); }
+void Supervisor::start() {
+    impl_->start();
+}
 
-int Supervisor::exit_code() const { return exit_code::ok; }
+int Supervisor::exit_code() const {
+    return exit_code::ok;
+}
 
 }  // namespace clusterd

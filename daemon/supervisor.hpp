@@ -18,7 +18,7 @@ class io_context;
 namespace clusterd {
 
 class Supervisor {
-public:
+  public:
     /// `builtin_worker`: path of clusterd-worker, for programs without `command`.
     Supervisor(boost::asio::io_context& io, Config config, std::string builtin_worker,
                std::vector<std::string> environment);
@@ -31,7 +31,7 @@ public:
     /// The exit code for main() once the io_context has returned.
     int exit_code() const;
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -4,6 +4,7 @@ its workers found through /proc, its log read as it is written."""
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,6 +127,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Load:

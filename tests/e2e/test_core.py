@@ -79,6 +79,8 @@ class ServeTest(unittest.TestCase):
         # client thread. Queued connections wait in the master-owned socket for the new worker.
         self.assertLessEqual(len(load.errors), 2, load.errors)
 
+
+class IsolationTest(unittest.TestCase):
     def test_a_worker_holds_only_stdio_and_its_listening_sockets(self):
         # The built-in worker opens its own epoll/eventfd; the idle helper opens nothing.
         port2 = free_port()

@@ -20,7 +20,9 @@ namespace {
 
 volatile sig_atomic_t stop_requested = 0;
 
-void on_term(int) { stop_requested = 1; }
+void on_term(int) {
+    stop_requested = 1;
+}
 
 void idle_until_term() {
     struct sigaction sa {};
@@ -29,11 +31,14 @@ void idle_until_term() {
     while (!stop_requested) pause();
 }
 
-void sleep_ms(long ms) { usleep(static_cast<useconds_t>(ms) * 1000); }
+void sleep_ms(long ms) {
+    usleep(static_cast<useconds_t>(ms) * 1000);
+}
 
 int usage() {
-    std::fprintf(stderr, "usage: clusterd-test-misbehave exit CODE | ready-exit MS CODE | "
-                         "never-ready | ready | ignore-term | crash MS\n");
+    std::fprintf(stderr,
+                 "usage: clusterd-test-misbehave exit CODE | ready-exit MS CODE | "
+                 "never-ready | ready | ignore-term | crash MS\n");
     return 2;
 }
 

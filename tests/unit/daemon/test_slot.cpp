@@ -64,7 +64,8 @@ std::vector<std::string> kinds(const std::vector<Action>& actions) {
     std::vector<std::string> out;
     for (const auto& a : actions) {
         if (std::holds_alternative<action::Spawn>(a)) out.push_back("spawn");
-        if (auto* s = std::get_if<action::Signal>(&a)) out.push_back("signal:" + std::to_string(s->sig));
+        if (auto* s = std::get_if<action::Signal>(&a))
+            out.push_back("signal:" + std::to_string(s->sig));
         if (std::holds_alternative<action::ArmDeadline>(a)) out.push_back("arm");
         if (std::holds_alternative<action::CancelDeadline>(a)) out.push_back("cancel");
     }
@@ -244,9 +245,9 @@ TEST_CASE("slot: a clean exit also counts towards the backoff under restart: alw
 }
 
 TEST_CASE("slot: the bad-configuration exit code fails the slot instead of respawning") {
-    Transition t = step(in_state(S::ready), policy(),
-                        event::Exited{ExitStatus{false, exit_code::worker_bad_config, false}},
-                        t0 + 1s);
+    Transition t =
+        step(in_state(S::ready), policy(),
+             event::Exited{ExitStatus{false, exit_code::worker_bad_config, false}}, t0 + 1s);
     CHECK(t.next.state == S::failed);
     CHECK(t.next.last_cause == ExitCause::bad_config);
     CHECK(kinds(t.actions) == V{"cancel"});

@@ -1,0 +1,87 @@
+// The built-in worker's HTTP/1.1 server: owns the open connections of one loop, their
+// timeouts (one sweep a second instead of a timer per request) and the cached Date header.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "worker/document_root.hpp"
+#include "worker/runtime.hpp"
+
+namespace clusterd::worker {
+
+class HttpSession;
+
+/// What the server answers and how long it waits.
+struct HttpOptions {
+    /// Body of every response for other paths when there is no root.
+    std::string body = "Hello from clusterd-worker\n";
+    /// Serve files from here instead of `body`; null for none.
+    std::shared_ptr<const DocumentRoot> root;
+    /// A keep-alive connection may sit idle this long.
+    std::chrono::seconds idle_timeout{60};
+    /// From the first byte of a request to its last (the slowloris bound).
+    std::chrono::seconds request_timeout{30};
+    /// Without progress while sending a response.
+    std::chrono::seconds send_timeout{60};
+    /// Discarding input after an error response, so the peer reads it before the close.
+    std::chrono::seconds linger_timeout{2};
+    /// Request bodies are read and discarded up to this size; larger ones get 413.
+    std::uint64_t body_limit = 1 << 20;
+};
+
+/// Serves HTTP on the connections the runtime hands it.
+class HttpServer {
+  public:
+    /// A server on `ioc`; call start() before the loop runs.
+    HttpServer(boost::asio::io_context& ioc, HttpOptions options);
+    /// Closes what is still open; the sessions outlive it only as closed sockets.
+    ~HttpServer();
+    HttpServer(const HttpServer&) = delete;
+    HttpServer& operator=(const HttpServer&) = delete;
+
+    /// Starts the once-a-second sweep.
+    void start();
+    /// Serves one accepted connection.
+    void accept(AcceptedSocket socket);
+    /// Graceful stop: closes idle connections, lets the others finish their request.
+    void drain();
+
+    /// True once drain() ran: no more keep-alive.
+    bool draining() const { return draining_; }
+    /// The loop the connections run on.
+    boost::asio::io_context& context() { return ioc_; }
+    /// The configuration.
+    const HttpOptions& options() const { return options_; }
+    /// The current Date header value, refreshed every second.
+    std::string_view date() const { return {date_, date_len_}; }
+    /// Open connections.
+    std::size_t sessions() const { return sessions_.size(); }
+
+    /// Registers a session (HttpSession calls it); returns its slot.
+    std::size_t add(HttpSession* session);
+    /// Unregisters the session in `slot`.
+    void remove(std::size_t slot);
+
+  private:
+    void do_sweep();
+    void on_sweep(const boost::system::error_code& ec);
+    void update_date();
+
+    boost::asio::io_context& ioc_;
+    HttpOptions options_;
+    boost::asio::steady_timer sweep_;
+    std::vector<HttpSession*> sessions_;
+    char date_[32] = {};
+    std::size_t date_len_ = 0;
+    bool draining_ = false;
+};
+
+}  // namespace clusterd::worker

@@ -1,0 +1,249 @@
+#include "worker/http_session.hpp"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+
+#include "worker/http_server.hpp"
+
+namespace clusterd::worker {
+
+namespace http = boost::beast::http;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Files up to this size are read into the connection's buffer and sent with the head in one
+// write; larger ones go out with sendfile(2) after the head.
+constexpr std::uint64_t small_file = 64 * 1024;
+constexpr std::size_t sendfile_chunk = 1 << 20;
+// sendfile calls per turn of the loop, so one fast reader cannot starve the others.
+constexpr int sendfile_rounds = 4;
+constexpr std::size_t buffer_limit = 64 * 1024;
+
+int status_for(const error_code& ec) {
+    if (ec == http::error::body_limit) return 413;
+    if (ec == http::error::header_limit) return 431;
+    return 400;
+}
+
+boost::asio::generic::stream_protocol protocol_for(int family) {
+    return {family, family == AF_UNIX ? 0 : IPPROTO_TCP};
+}
+
+}  // namespace
+
+HttpSession::HttpSession(HttpServer& server, AcceptedSocket socket)
+    : server_(&server),
+      slot_(0),
+      socket_(server.context()),
+      token_(std::move(socket.token)),
+      buffer_(buffer_limit) {
+    socket_.assign(protocol_for(socket.family), socket.fd.get());
+    socket.fd.release();
+    slot_ = server.add(this);
+}
+
+HttpSession::~HttpSession() {
+    if (server_ != nullptr) server_->remove(slot_);
+}
+
+void HttpSession::start() {
+    do_read();
+}
+
+bool HttpSession::idle() const {
+    return state_ == State::reading && !request_started_ && buffer_.size() == 0 &&
+           !(parser_ && parser_->got_some());
+}
+
+void HttpSession::drain() {
+    if (idle() || state_ == State::lingering) close();
+}
+
+void HttpSession::sweep(Clock::time_point now) {
+    if (state_ == State::closed) return;
+    if (state_ == State::reading && !request_started_ && !idle()) {
+        // The first bytes of a request arrived: from now on it has request_timeout to finish.
+        request_started_ = true;
+        deadline_ = now + server_->options().request_timeout;
+    }
+    if (now >= deadline_) close();
+}
+
+void HttpSession::detach() {
+    server_ = nullptr;
+    close();
+}
+
+void HttpSession::do_read() {
+    state_ = State::reading;
+    parser_.emplace(target_, server_->options().body_limit);
+    request_started_ = buffer_.size() > 0;
+    const auto& opts = server_->options();
+    deadline_ = Clock::now() + (request_started_ ? opts.request_timeout : opts.idle_timeout);
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_read(ec); });
+}
+
+void HttpSession::on_read(const error_code& ec) {
+    if (server_ == nullptr || state_ == State::closed) return;
+    if (ec == http::error::end_of_stream || ec == http::error::partial_message) return close();
+    if (ec && ec.category() == http::make_error_code(http::error::bad_target).category()) {
+        keep_alive_ = false;
+        is_head_ = false;
+        int status = status_for(ec);
+        return respond(
+            {.status = status, .keep_alive = false, .content_length = error_body(status).size()},
+            error_body(status));
+    }
+    if (ec) return close();
+    handle_request();
+}
+
+void HttpSession::handle_request() {
+    const RequestParser& req = *parser_;
+    keep_alive_ = req.keep_alive() && !server_->draining();
+    is_head_ = req.method() == http::verb::head;
+    ResponseHead head{.version = req.version(), .keep_alive = keep_alive_};
+
+    if (request_path(target_) == "/healthz") {
+        head.content_length = 3;
+        return respond(head, "ok\n");
+    }
+    if (req.method() != http::verb::get && !is_head_) {
+        head.status = 405;
+        head.allow = true;
+        head.content_length = error_body(405).size();
+        return respond(head, error_body(405));
+    }
+    if (const auto& root = server_->options().root) return respond_file(root->open(target_));
+    const std::string& body = server_->options().body;
+    head.content_length = body.size();
+    respond(head, body);
+}
+
+void HttpSession::respond_file(RootFile file) {
+    ResponseHead head{.version = parser_->version(), .keep_alive = keep_alive_};
+    if (file.status != 200) {
+        head.status = file.status;
+        head.content_length = error_body(file.status).size();
+        return respond(head, error_body(file.status));
+    }
+    head.content_type = content_type_for(file.name);
+    head.content_length = file.size;
+    if (is_head_) return respond(head, {});
+    if (file.size <= small_file) {
+        file_data_.resize(file.size);
+        ssize_t n = ::pread(file.fd.get(), file_data_.data(), file_data_.size(), 0);
+        if (n != static_cast<ssize_t>(file_data_.size())) {
+            // Changed under us: the head would lie about the length.
+            head = {.status = 500,
+                    .version = head.version,
+                    .keep_alive = false,
+                    .content_length = error_body(500).size()};
+            keep_alive_ = false;
+            return respond(head, error_body(500));
+        }
+        return respond(head, file_data_);
+    }
+    file_ = std::move(file.fd);
+    file_offset_ = 0;
+    file_end_ = static_cast<off_t>(file.size);
+    respond(head, {});
+}
+
+void HttpSession::respond(ResponseHead head, std::string_view body) {
+    head_.clear();
+    append_head(head_, head, server_->date());
+    do_write(is_head_ ? std::string_view{} : body);
+}
+
+void HttpSession::do_write(std::string_view body) {
+    state_ = State::writing;
+    deadline_ = Clock::now() + server_->options().send_timeout;
+    std::array<boost::asio::const_buffer, 2> buffers{boost::asio::buffer(head_),
+                                                     boost::asio::buffer(body.data(), body.size())};
+    boost::asio::async_write(
+        socket_, buffers,
+        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_write(ec); });
+}
+
+void HttpSession::on_write(const error_code& ec) {
+    if (server_ == nullptr || state_ == State::closed) return;
+    if (ec) return close();
+    if (file_) return do_sendfile();
+    finish_response();
+}
+
+void HttpSession::do_sendfile() {
+    for (int round = 0; round < sendfile_rounds; ++round) {
+        std::size_t want = static_cast<std::size_t>(file_end_ - file_offset_);
+        if (want == 0) {
+            file_.reset();
+            return finish_response();
+        }
+        ssize_t n = ::sendfile(socket_.native_handle(), file_.get(), &file_offset_,
+                               want < sendfile_chunk ? want : sendfile_chunk);
+        if (n > 0) {
+            deadline_ = Clock::now() + server_->options().send_timeout;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+        // n == 0: the file shrank; the promised length can no longer be kept.
+        file_.reset();
+        return close();
+    }
+    socket_.async_wait(boost::asio::socket_base::wait_write,
+                       [self = shared_from_this()](const error_code& ec) {
+                           if (self->server_ == nullptr || self->state_ == State::closed) return;
+                           if (ec) return self->close();
+                           self->do_sendfile();
+                       });
+}
+
+void HttpSession::finish_response() {
+    if (keep_alive_ && !server_->draining()) return do_read();
+    bool fully_read = parser_ && parser_->is_done();
+    if (fully_read && buffer_.size() == 0) return close();
+    // Input is still arriving (an error response, or pipelined requests): closing now would
+    // reset the connection and could destroy the response before the peer reads it.
+    do_linger();
+}
+
+void HttpSession::do_linger() {
+    if (state_ != State::lingering) {
+        state_ = State::lingering;
+        deadline_ = Clock::now() + server_->options().linger_timeout;
+        error_code ignored;
+        socket_.shutdown(boost::asio::socket_base::shutdown_send, ignored);
+        buffer_.clear();
+    }
+    socket_.async_read_some(
+        buffer_.prepare(4096),
+        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_linger(ec); });
+}
+
+void HttpSession::on_linger(const error_code& ec) {
+    if (server_ == nullptr || state_ == State::closed) return;
+    if (ec) return close();
+    do_linger();
+}
+
+void HttpSession::close() {
+    state_ = State::closed;
+    error_code ignored;
+    socket_.close(ignored);
+    file_.reset();
+    token_.release();
+}
+
+}  // namespace clusterd::worker

@@ -1,0 +1,108 @@
+// clusterd-worker: the built-in HTTP/1.1 worker. Serves a fixed body or the files under
+// --root on the sockets inherited from clusterd (or --listen when run by hand).
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+#include <csignal>
+#include <exception>
+#include <system_error>
+
+#include "common/exit_codes.hpp"
+#include "worker/address.hpp"
+#include "worker/document_root.hpp"
+#include "worker/http_server.hpp"
+#include "worker/logging.hpp"
+#include "worker/runtime.hpp"
+
+namespace {
+
+using namespace clusterd;
+using namespace clusterd::worker;
+
+struct Options {
+    std::string listen = "127.0.0.1:8080";
+    std::string root;
+    std::string body = "Hello from clusterd-worker\n";
+    double drain_timeout = 0;
+};
+
+int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
+    RuntimeOptions runtime_opts;
+    runtime_opts.listen = opts.listen;
+    runtime_opts.drain_timeout =
+        std::chrono::milliseconds(static_cast<long long>(opts.drain_timeout * 1000));
+    Runtime runtime(runtime_opts);
+
+    HttpOptions http_opts;
+    http_opts.body = opts.body;
+    http_opts.root = std::move(root);
+    // Declared after the runtime: destroyed before the io_context its sessions live on.
+    HttpServer server(runtime.context(), std::move(http_opts));
+    runtime.on_accept([&server](AcceptedSocket socket) { server.accept(std::move(socket)); });
+    runtime.on_drain([&server] { server.drain(); });
+    server.start();
+    return runtime.run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    init_logging("clusterd-worker");
+    // sendfile(2) has no MSG_NOSIGNAL: a peer that went away must not kill the worker.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    Options opts;
+    CLI::App app{
+        "The built-in HTTP/1.1 worker of clusterd: serves a fixed body, or the files\n"
+        "under --root, on the sockets clusterd passes (LISTEN_FDS), or on --listen.",
+        "clusterd-worker"};
+    app.add_option("--listen", opts.listen,
+                   "HOST:PORT to bind when no socket is inherited ([v6]:port for IPv6)")
+        ->type_name("HOST:PORT")
+        ->capture_default_str();
+    auto* root_opt =
+        app.add_option("--root", opts.root, "Serve the files under DIR (a directory: index.html)")
+            ->type_name("DIR");
+    app.add_option("--body", opts.body, "Body of every response when there is no --root")
+        ->type_name("TEXT")
+        ->excludes(root_opt);
+    app.add_option("--drain-timeout", opts.drain_timeout,
+                   "After TERM, close connections still open after SECONDS (0 = wait)")
+        ->type_name("SECONDS")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.set_version_flag("--version", std::string("clusterd-worker ") + CLUSTERD_VERSION);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? exit_code::ok : exit_code::worker_bad_config;
+    }
+    if (!parse_host_port(opts.listen)) {
+        spdlog::error("--listen: not a HOST:PORT address: \"{}\"", opts.listen);
+        return exit_code::worker_bad_config;
+    }
+
+    std::shared_ptr<const DocumentRoot> root;
+    if (!opts.root.empty()) {
+        try {
+            root = std::make_shared<const DocumentRoot>(opts.root);
+        } catch (const std::system_error& e) {
+            spdlog::error("--root: {}", e.what());
+            return exit_code::worker_bad_config;
+        }
+    }
+
+    spdlog::info("clusterd-worker {} starting, pid {}, {}", CLUSTERD_VERSION, ::getpid(),
+                 root ? "serving files from " + root->path()
+                      : "serving a fixed body of " + std::to_string(opts.body.size()) + " bytes");
+    int rc = 1;
+    try {
+        rc = serve(opts, std::move(root));
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+    }
+    spdlog::shutdown();
+    return rc;
+}
