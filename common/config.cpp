@@ -72,7 +72,9 @@ void check_endpoints(ConfigReader& r, const std::vector<Endpoint>& endpoints) {
 
 void read_daemon(ConfigReader& r, const Item& item, DaemonConfig& d,
                  std::vector<Endpoint>& endpoints) {
-    r.fields(item, {"control", "log_level", "log_file", "metrics", "shutdown_timeout"},
+    r.fields(item,
+             {"control", "control_group", "state_dir", "log_level", "log_file", "metrics",
+              "shutdown_timeout"},
              [&](const std::string& key, const Item& v) {
                  if (key == "control") {
                      auto s = r.string(v);
@@ -81,6 +83,15 @@ void read_daemon(ConfigReader& r, const Item& item, DaemonConfig& d,
                          r.expected(v, "an absolute socket path of at most 107 bytes");
                      } else if (s) {
                          d.control = *s;
+                     }
+                 } else if (key == "control_group") {
+                     if (auto s = r.string(v)) d.control_group = *s;
+                 } else if (key == "state_dir") {
+                     auto s = r.string(v);
+                     if (s && !s->starts_with("/")) {
+                         r.expected(v, "an absolute directory path");
+                     } else if (s) {
+                         d.state_dir = *s;
                      }
                  } else if (key == "log_level") {
                      auto level = r.choice<std::string_view>(v, {{"trace", "trace"},

@@ -84,10 +84,14 @@ struct ProgramConfig {
     bool cpu_affinity = false;
     /// "inherit" or a file path the worker's stdout and stderr are appended to.
     std::string output = "inherit";
+    /// Rolling restart: how many slots may run a new worker beside the old one at once.
+    int max_surge = 1;
 };
 
 struct DaemonConfig {
     std::string control = "/run/clusterd/control.sock";
+    std::string control_group;  // "" = only root and the daemon's own user may connect
+    std::string state_dir = "/var/lib/clusterd";  // runtime scale overrides survive restarts
     std::string log_level = "info";  // trace debug info warn error
     std::string log_file;            // "" = stderr
     std::string metrics;             // "" = disabled
