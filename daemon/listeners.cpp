@@ -1,7 +1,9 @@
 #include "daemon/listeners.hpp"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -15,6 +17,14 @@ namespace {
 [[noreturn]] void fail(const char* call, const ListenConfig& listen) {
     throw std::system_error(errno, std::system_category(),
                             std::string(call) + "(" + listen.address() + ") failed");
+}
+
+bool same_socket(const ListenConfig& a, const ListenConfig& b) {
+    return a.host == b.host && a.port == b.port && a.reuseport == b.reuseport;
+}
+
+SocketRef share(UniqueFd fd) {
+    return std::make_shared<const UniqueFd>(std::move(fd));
 }
 
 }  // namespace
@@ -54,28 +64,105 @@ UniqueFd open_listener(const ListenConfig& listen) {
     return fd;
 }
 
-ProgramListeners::ProgramListeners(const ProgramConfig& program, int slots) {
-    per_slot_.resize(static_cast<std::size_t>(slots));
-    for (const auto& entry : program.listen) {
+int accept_queue_length(int fd) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) return -1;
+    return static_cast<int>(info.tcpi_unacked);  // for a LISTEN socket: the accept queue
+}
+
+SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
+                         const SocketTable* previous)
+    : entries_(entries) {
+    for (const auto& entry : entries_) {
         if (!names_.empty()) names_ += ':';
         names_ += entry.name;
-        reuseport_.push_back(entry.reuseport);
-        if (entry.reuseport) {
-            shared_.emplace_back();
-            for (auto& row : per_slot_) row.push_back(open_listener(entry));
-        } else {
-            shared_.push_back(open_listener(entry));
-            for (auto& row : per_slot_) row.emplace_back();
+    }
+    shared_.resize(entries_.size());
+    per_slot_.assign(static_cast<std::size_t>(slots), std::vector<SocketRef>(entries_.size()));
+    slots_ = slots;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        const ListenConfig& entry = entries_[e];
+        std::size_t old = previous ? previous->entries_.size() : 0;
+        for (std::size_t j = 0; j < old; ++j) {
+            if (!same_socket(previous->entries_[j], entry)) continue;
+            if (entry.reuseport) {
+                for (int s = 0; s < slots && s < previous->slots_; ++s)
+                    per_slot_[s][e] = previous->per_slot_[s][j];
+            } else {
+                shared_[e] = previous->shared_[j];
+            }
+            break;
+        }
+    }
+    // Open what could not be reused; a backlog change applies to reused sockets too.
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        const ListenConfig& entry = entries_[e];
+        if (!entry.reuseport) {
+            if (!shared_[e]) shared_[e] = share(open_listener(entry));
+            ::listen(shared_[e]->get(), entry.backlog);
+            continue;
+        }
+        for (int s = 0; s < slots; ++s) {
+            if (!per_slot_[s][e]) {
+                per_slot_[s][e] = share(open_listener(entry));
+            } else {
+                ::listen(per_slot_[s][e]->get(), entry.backlog);
+            }
         }
     }
 }
 
-std::vector<int> ProgramListeners::fds_for(int slot) const {
-    std::vector<int> fds;
-    const auto& row = per_slot_.at(static_cast<std::size_t>(slot));
-    for (std::size_t i = 0; i < reuseport_.size(); ++i)
-        fds.push_back(reuseport_[i] ? row[i].get() : shared_[i].get());
-    return fds;
+void SocketTable::resize(int slots) {
+    if (slots < slots_) {
+        per_slot_.resize(static_cast<std::size_t>(slots));
+        slots_ = slots;
+        return;
+    }
+    std::vector<std::vector<SocketRef>> added;
+    for (int s = slots_; s < slots; ++s) {
+        std::vector<SocketRef> row(entries_.size());
+        for (std::size_t e = 0; e < entries_.size(); ++e)
+            if (entries_[e].reuseport) row[e] = share(open_listener(entries_[e]));
+        added.push_back(std::move(row));
+    }
+    for (auto& row : added) per_slot_.push_back(std::move(row));
+    slots_ = slots;
+}
+
+std::string SocketTable::steer(int active) const {
+    if (slots_ == 0 || active <= 0) return "";
+    std::string problems;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (!entries_[e].reuseport) continue;
+        // A = skb hash; A %= active; return A: the index of a socket in the group.
+        sock_filter code[] = {
+            {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RXHASH)},
+            {BPF_ALU | BPF_MOD | BPF_K, 0, 0, static_cast<__u32>(active)},
+            {BPF_RET | BPF_A, 0, 0, 0},
+        };
+        sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+        int fd = per_slot_[0][e]->get();
+        if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
+            problems += "setsockopt(SO_ATTACH_REUSEPORT_CBPF) on " + entries_[e].address() +
+                        " failed: " + std::strerror(errno) + "; ";
+    }
+    return problems;
+}
+
+std::vector<SocketRef> SocketTable::for_slot(int slot) const {
+    std::vector<SocketRef> out;
+    for (std::size_t e = 0; e < entries_.size(); ++e)
+        out.push_back(entries_[e].reuseport ? per_slot_.at(static_cast<std::size_t>(slot))[e]
+                                            : shared_[e]);
+    return out;
+}
+
+std::vector<SocketRef> SocketTable::own_sockets(int slot) const {
+    std::vector<SocketRef> out;
+    for (std::size_t e = 0; e < entries_.size(); ++e)
+        if (entries_[e].reuseport) out.push_back(per_slot_.at(static_cast<std::size_t>(slot))[e]);
+    return out;
 }
 
 }  // namespace clusterd

@@ -5,8 +5,14 @@
 // `reuseport: false` one socket is shared by every worker. Sockets are opened close-on-exec
 // and left blocking (O_NONBLOCK belongs to the open file description the worker inherits;
 // the worker chooses).
+//
+// Each socket is reference counted: the program's table holds the current ones, and every
+// worker holds the ones it was started with, so a socket stays open while any worker may
+// still accept on it (an old generation during a rolling restart, a slot being scaled away)
+// and closes with the last holder.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,26 +21,47 @@
 
 namespace clusterd {
 
+using SocketRef = std::shared_ptr<const UniqueFd>;
+
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. Throws std::system_error whose
 /// message names the call and the address: `bind(127.0.0.1:80) failed: Permission denied`.
 UniqueFd open_listener(const ListenConfig& listen);
 
-/// The sockets of one program: sockets[slot][entry] (one row shared by all slots when every
-/// entry is `reuseport: false`; a shared entry appears in every row as the same fd).
-class ProgramListeners {
-  public:
-    /// Open everything for `slots` worker slots. Throws std::system_error.
-    ProgramListeners(const ProgramConfig& program, int slots);
+/// Connections waiting in a listening socket's accept queue (TCP_INFO); -1 on error.
+int accept_queue_length(int fd);
 
-    /// The fds slot `slot` receives, in `listen:` order.
-    std::vector<int> fds_for(int slot) const;
+/// The sockets of one program's `listen:` list for a number of slots.
+class SocketTable {
+  public:
+    SocketTable() = default;
+    /// Open everything for `slots` slots, reusing the sockets of `previous` (if any) whose
+    /// entry has the same address and mode, so their queues carry over. Throws
+    /// std::system_error (nothing of `previous` is changed then).
+    SocketTable(const std::vector<ListenConfig>& entries, int slots,
+                const SocketTable* previous = nullptr);
+
+    /// Grow or shrink to `slots` slots (new reuseport sockets join the end of each group;
+    /// sockets of removed slots are released here, and close with their last holder).
+    void resize(int slots);
+    /// Steer new connections of every reuseport group to its first `active` sockets only
+    /// (a classic BPF program on the group), so the sockets behind them can be drained.
+    /// Returns "" or a description of what failed.
+    std::string steer(int active) const;
+
+    int slots() const { return slots_; }
+    /// The sockets slot `slot` receives, in `listen:` order.
+    std::vector<SocketRef> for_slot(int slot) const;
+    /// The sockets only slot `slot` uses (its reuseport sockets).
+    std::vector<SocketRef> own_sockets(int slot) const;
     /// "name1:name2", for LISTEN_FDNAMES.
     const std::string& names() const { return names_; }
+    bool empty() const { return entries_.empty(); }
 
   private:
-    std::vector<UniqueFd> shared_;                 // per entry, when not reuseport
-    std::vector<std::vector<UniqueFd>> per_slot_;  // [slot][entry], when reuseport
-    std::vector<bool> reuseport_;
+    std::vector<ListenConfig> entries_;
+    std::vector<SocketRef> shared_;                 // per entry; null for reuseport entries
+    std::vector<std::vector<SocketRef>> per_slot_;  // [slot][entry]; null for shared entries
+    int slots_ = 0;
     std::string names_;
 };
 

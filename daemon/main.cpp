@@ -13,6 +13,8 @@
 #include "common/config.hpp"
 #include "common/exit_codes.hpp"
 #include "common/signals.hpp"
+#include "daemon/cli.hpp"
+#include "daemon/control_server.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/supervisor.hpp"
 
@@ -99,16 +101,51 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     boost::asio::io_context io(1);
-    Supervisor supervisor(io, std::move(*config), builtin_worker_path(), std::move(env));
+    std::string control_path = config->daemon.control;
+    std::string control_group = config->daemon.control_group;
+    std::string reload_path =
+        config->source == "<built-in>" ? "" : std::filesystem::absolute(config->source).string();
+    Supervisor supervisor(io, std::move(*config), reload_path, builtin_worker_path(),
+                          std::move(env));
+    std::unique_ptr<ControlServer> control;
     try {
         supervisor.start();
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());
         return exit_code::system_error;
     }
+    try {
+        control = std::make_unique<ControlServer>(
+            io, control_path, control_group,
+            [&supervisor](const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
+                supervisor.command(request, std::move(reporter));
+            });
+        control->start();
+        spdlog::info("control socket {}", control_path);
+    } catch (const std::exception& e) {
+        spdlog::warn(
+            "control socket disabled ({}): `clusterd status`, `reload`... cannot reach "
+            "this daemon; signals still work",
+            e.what());
+    }
     io.run();
+    if (control) control->close();
     spdlog::shutdown();
     return supervisor.exit_code();
+}
+
+// -s wins; else the `daemon.control` of -c FILE or of the default config file.
+std::string control_socket(const std::string& socket, const std::string& config_file) {
+    if (!socket.empty()) return socket;
+    std::string path = config_file;
+    if (path.empty() && std::filesystem::exists(kDefaultConfigPath)) path = kDefaultConfigPath;
+    if (path.empty()) return DaemonConfig{}.control;
+    try {
+        return load_config_file(path).daemon.control;
+    } catch (const ConfigError& e) {
+        std::cerr << "clusterd: " << path << " is invalid, using the default control socket\n";
+        return DaemonConfig{}.control;
+    }
 }
 
 int check(const std::string& path) {
@@ -147,7 +184,44 @@ int main(int argc, char** argv) {
     auto* check_cmd = app.add_subcommand("check", "Validate a config file and summarise it");
     check_cmd->add_option("-c,--config", check_path, "Config file")->capture_default_str();
 
-    auto* version_cmd = app.add_subcommand("version", "Print the version");
+    // Control commands: talk to a running daemon over its control socket.
+    std::string socket_path;
+    std::string client_config;
+    bool json_output = false;
+    std::string program;
+    std::string arg;
+    int workers = 0;
+    bool rolling = false;
+    nlohmann::json request;
+    auto client = [&](const std::string& name, const std::string& help) {
+        auto* cmd = app.add_subcommand(name, help);
+        cmd->add_option("-s,--socket", socket_path, "Control socket of the daemon");
+        cmd->add_option("-c,--config", client_config, "Find the control socket in this config");
+        cmd->add_flag("--json", json_output, "Print the daemon's raw JSON replies");
+        return cmd;
+    };
+    auto* status_cmd = client("status", "Show programs and workers (like pm2 list)");
+    status_cmd->add_option("program", program, "Only this program");
+    client("reload", "Reload the config file: validate, diff, apply (rolling where needed)");
+    auto* restart_cmd = client("restart", "Restart a program's workers");
+    restart_cmd->add_option("program", program, "Program")->required();
+    restart_cmd->add_flag("--rolling", rolling, "One slot at a time, new worker ready first");
+    auto* scale_cmd = client("scale", "Set a program's number of workers");
+    scale_cmd->add_option("program", program, "Program")->required();
+    scale_cmd->add_option("workers", workers, "Number of workers")
+        ->required()
+        ->check(CLI::Range(1, 4096));
+    auto* stop_cmd = client("stop", "Stop a program's workers (they stay stopped)");
+    stop_cmd->add_option("program", program, "Program")->required();
+    auto* start_cmd = client("start", "Start a program's stopped workers");
+    start_cmd->add_option("program", program, "Program")->required();
+    auto* signal_cmd = client("signal", "Send a signal to a program's workers");
+    signal_cmd->add_option("program", program, "Program")->required();
+    signal_cmd->add_option("signal", arg, "Signal, e.g. HUP or USR1")->required();
+    auto* level_cmd = client("log-level", "Change the daemon's log level");
+    level_cmd->add_option("level", arg, "trace, debug, info, warn or error")->required();
+
+    auto* version_cmd = client("version", "Print the version of clusterd and of the daemon");
 
     try {
         app.parse(argc, argv);
@@ -157,9 +231,18 @@ int main(int argc, char** argv) {
     }
     if (*run_cmd) return run(config_path, config_opt->count() > 0, log_level);
     if (*check_cmd) return check(check_path);
-    if (*version_cmd) {
-        std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
-        return 0;
+    for (auto* cmd : app.get_subcommands()) {
+        std::string name = cmd->get_name();
+        request = {{"cmd", name}};
+        if (!program.empty()) request["program"] = program;
+        if (name == "restart") request["rolling"] = rolling;
+        if (name == "scale") request["workers"] = workers;
+        if (name == "signal") request["signal"] = arg;
+        if (name == "log-level") request["level"] = arg;
+        if (name == "version" && !json_output) std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
+        int rc = run_client(control_socket(socket_path, client_config), request, json_output);
+        return name == "version" ? 0 : rc;  // our own version was printed either way
     }
+    (void)version_cmd;
     return exit_code::usage;
 }

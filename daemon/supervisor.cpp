@@ -6,30 +6,18 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <unordered_map>
 
 #include "common/duration.hpp"
 #include "common/exit_codes.hpp"
-#include "common/fd.hpp"
 #include "common/signals.hpp"
-#include "daemon/launch.hpp"
-#include "daemon/listeners.hpp"
-#include "daemon/notify_receiver.hpp"
-#include "daemon/reaper.hpp"
-#include "daemon/slot.hpp"
 #include "daemon/spawner.hpp"
+#include "daemon/supervisor_impl.hpp"
 
 namespace clusterd {
 
-namespace asio = boost::asio;
 using boost::system::error_code;
 
 namespace {
@@ -59,345 +47,398 @@ std::vector<int> allowed_cpus() {
     return cpus;
 }
 
+UniqueFd open_output(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!fd) throw std::system_error(errno, std::system_category(), "open(" + path + ") failed");
+    return fd;
+}
+
+bool gone(const Slot& s) {
+    return s.pid == 0 && (s.state == SlotState::stopped || s.state == SlotState::failed);
+}
+
 }  // namespace
 
-struct WorkerSlot {
-    explicit WorkerSlot(asio::io_context& io) : timer(io) {}
-    Slot slot;
-    asio::steady_timer timer;
-    std::string status;                         // last STATUS= text
-    std::map<std::string, std::string> fields;  // last X_CLUSTERD_* values
-};
+Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std::string worker,
+                       std::vector<std::string> env)
+    : io(io_),
+      config(std::move(cfg)),
+      config_path(std::move(path)),
+      builtin_worker(std::move(worker)),
+      environment(std::move(env)),
+      signals(io_),
+      shutdown_timer(io_),
+      reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
+      notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }),
+      systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr) {}
 
-struct Program {
-    ProgramConfig config;
-    SlotPolicy policy;
-    LaunchPlan plan;
-    std::unique_ptr<ProgramListeners> listeners;
-    UniqueFd output;
-    std::uint64_t generation = 1;
-    std::vector<std::unique_ptr<WorkerSlot>> slots;
-    TimePoint started_at{};
-    bool all_ready_logged = false;
-};
+// ---- start-up: everything that can fail happens before the first fork ----
 
-struct SlotRef {
-    std::size_t program;
-    std::size_t slot;
-};
-
-struct Supervisor::Impl {
-    Impl(asio::io_context& io_, Config cfg, std::string worker, std::vector<std::string> env)
-        : io(io_),
-          config(std::move(cfg)),
-          builtin_worker(std::move(worker)),
-          environment(std::move(env)),
-          signals(io_),
-          shutdown_timer(io_),
-          reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
-          notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }) {}
-
-    // ---- start-up (may throw: nothing runs yet) ----
-
-    void start() {
-        for (const auto& pc : config.programs) programs.push_back(make_program(pc));
-        reaper.start();
-        notify.start();
-        for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU})
-            signals.add(sig);
-        do_wait_signal();
-        for (std::size_t p = 0; p < programs.size(); ++p) {
-            Program& prog = *programs[p];
-            spdlog::info(
-                "{}: starting {} worker{} ({})", prog.config.name, prog.config.workers,
-                prog.config.workers == 1 ? "" : "s",
-                prog.config.command.empty() ? "built-in worker " + prog.plan.path : prog.plan.path);
-            prog.started_at = Clock::now();
-            for (std::size_t s = 0; s < prog.slots.size(); ++s) dispatch({p, s}, event::Start{});
+void Supervisor::Impl::start() {
+    started_at = Clock::now();
+    std::string error;
+    state = load_state(config.daemon.state_dir, error);
+    if (!error.empty()) spdlog::warn("ignoring unreadable state file: {}", error);
+    for (const auto& pc : config.programs) {
+        auto it = state.scale.find(pc.name);
+        int n = it != state.scale.end() ? it->second : pc.workers;
+        auto prog = make_program(pc, n);
+        if (it != state.scale.end()) {
+            prog->runtime_scale = n;
+            spdlog::info("{}: {} workers from a runtime scale (config says {})", pc.name, n,
+                         pc.workers);
         }
+        programs.push_back(std::move(prog));
     }
-
-    std::unique_ptr<Program> make_program(const ProgramConfig& pc) {
-        auto prog = std::make_unique<Program>();
-        prog->config = pc;
-        prog->policy = SlotPolicy::from(pc);
-        prog->plan = LaunchPlan::resolve(pc, builtin_worker, environment);
-        prog->listeners = std::make_unique<ProgramListeners>(pc, pc.workers);
-        if (pc.output != "inherit") prog->output = open_output(pc.output);
-        for (int i = 0; i < pc.workers; ++i)
-            prog->slots.push_back(std::make_unique<WorkerSlot>(io));
-        for (const auto& l : pc.listen)
-            spdlog::info("{}: listening on {} ({}{})", pc.name, l.address(), l.name,
-                         l.reuseport ? ", one reuseport socket per worker" : ", shared socket");
-        return prog;
+    reaper.start();
+    notify.start();
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU}) signals.add(sig);
+    do_wait_signal();
+    for (auto& prog : programs) {
+        spdlog::info("{}: starting {} worker{} ({})", prog->name, prog->slots.size(),
+                     prog->slots.size() == 1 ? "" : "s", prog->spec->plan.path);
+        prog->started_at = Clock::now();
+        for (Worker* w : prog->slots) dispatch(w, event::Start{});
     }
+}
 
-    static UniqueFd open_output(const std::string& path) {
-        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-        if (!fd)
-            throw std::system_error(errno, std::system_category(), "open(" + path + ") failed");
-        return fd;
+std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConfig& pc,
+                                                               std::uint64_t generation) const {
+    auto spec = std::make_shared<ProgramSpec>();
+    spec->config = pc;
+    spec->policy = SlotPolicy::from(pc);
+    spec->plan = LaunchPlan::resolve(pc, builtin_worker, environment);
+    spec->generation = generation;
+    return spec;
+}
+
+std::unique_ptr<Program> Supervisor::Impl::make_program(const ProgramConfig& pc, int n) {
+    auto prog = std::make_unique<Program>();
+    prog->name = pc.name;
+    prog->spec = make_spec(pc, 1);
+    prog->sockets = SocketTable(pc.listen, n);
+    if (pc.output != "inherit") prog->output = open_output(pc.output);
+    std::string problem = prog->sockets.steer(n);
+    if (!problem.empty())
+        spdlog::warn("{}: {}scale-down may lose queued connections", pc.name, problem);
+    for (int k = 0; k < n; ++k)
+        prog->slots.push_back(add_worker(*prog, k, prog->spec, prog->sockets.for_slot(k)));
+    for (const auto& l : pc.listen)
+        spdlog::info("{}: listening on {} ({}{})", pc.name, l.address(), l.name,
+                     l.reuseport ? ", one reuseport socket per worker" : ", shared socket");
+    return prog;
+}
+
+Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
+                                     std::shared_ptr<const ProgramSpec> spec,
+                                     std::vector<SocketRef> sockets) {
+    std::uint64_t id = next_worker_id++;
+    auto w = std::make_unique<Worker>(io, id, &prog, slot, std::move(spec), std::move(sockets));
+    Worker* raw = w.get();
+    workers.emplace(id, std::move(w));
+    return raw;
+}
+
+std::string Supervisor::Impl::label(const Worker* w) const {
+    return w->program->name + "[" + std::to_string(w->slot) + "]";
+}
+
+// ---- the one dispatch ----
+
+void Supervisor::Impl::dispatch(Worker* w, Event ev) {
+    SlotState before = w->sm.state;
+    std::vector<Event> pending{std::move(ev)};
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+        Event e = std::move(pending[i]);
+        Transition t = step(w->sm, w->spec->policy, e, Clock::now());
+        pid_t old_pid = w->sm.pid;
+        w->sm = std::move(t.next);
+        if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
+        for (auto& a : t.actions) perform(w, a, old_pid, pending);
     }
+    after_dispatch(w, before);
+}
 
-    // ---- the one dispatch ----
-
-    void dispatch(SlotRef ref, Event ev) {
-        std::deque<Event> pending{std::move(ev)};
-        while (!pending.empty()) {
-            Event e = std::move(pending.front());
-            pending.pop_front();
-            Program& prog = *programs[ref.program];
-            WorkerSlot& ws = *prog.slots[ref.slot];
-            Transition t = step(ws.slot, prog.policy, e, Clock::now());
-            pid_t old_pid = ws.slot.pid;
-            ws.slot = std::move(t.next);
-            if (old_pid != 0 && ws.slot.pid != old_pid) pids.erase(old_pid);
-            for (auto& a : t.actions) perform(ref, a, old_pid, pending);
-        }
-        after_dispatch(ref);
-    }
-
-    void perform(SlotRef ref, Action& a, pid_t old_pid, std::deque<Event>& pending) {
-        Program& prog = *programs[ref.program];
-        WorkerSlot& ws = *prog.slots[ref.slot];
-        if (auto* log = std::get_if<action::Log>(&a)) {
-            spdlog::log(to_spdlog(log->level), "{}[{}]: {}", prog.config.name, ref.slot,
-                        log->message);
-        } else if (auto* sig = std::get_if<action::Signal>(&a)) {
-            pid_t pid = ws.slot.pid != 0 ? ws.slot.pid : old_pid;
-            if (pid > 0) send_signal(prog, ref, pid, sig->sig);
-        } else if (auto* arm = std::get_if<action::ArmDeadline>(&a)) {
-            ws.timer.expires_at(arm->at);
-            ws.timer.async_wait([this, ref](const error_code& ec) {
-                if (!ec) dispatch(ref, event::Deadline{});
-            });
-        } else if (std::holds_alternative<action::CancelDeadline>(a)) {
-            ws.timer.cancel();
-        } else if (std::holds_alternative<action::Spawn>(a)) {
-            pending.push_back(do_spawn(ref));
-        }
-    }
-
-    void send_signal(Program& prog, SlotRef ref, pid_t pid, int sig) {
+void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending) {
+    if (auto* log = std::get_if<action::Log>(&a)) {
+        spdlog::log(to_spdlog(log->level), "{}: {}", label(w), log->message);
+    } else if (auto* sig = std::get_if<action::Signal>(&a)) {
+        pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
         // KILL takes the worker's whole process group, so no grandchild outlives it.
-        pid_t target = sig == SIGKILL ? -pid : pid;
-        if (::kill(target, sig) < 0 && errno != ESRCH)
-            spdlog::critical("{}[{}]: kill({}, {}) failed: {}", prog.config.name, ref.slot, target,
-                             signal_name(sig), std::strerror(errno));
-    }
-
-    Event do_spawn(SlotRef ref) {
-        Program& prog = *programs[ref.program];
-        static const std::vector<int> cpus = allowed_cpus();
-        SlotContext ctx;
-        ctx.slot = static_cast<int>(ref.slot);
-        ctx.workers = static_cast<int>(prog.slots.size());
-        ctx.generation = prog.generation;
-        ctx.notify_socket = notify.address();
-        ctx.listen_fds = prog.listeners->fds_for(ctx.slot);
-        ctx.listen_names = prog.listeners->names();
-        ctx.output_fd = prog.output.get();
-        if (prog.config.cpu_affinity && !cpus.empty()) ctx.cpu = cpus[ref.slot % cpus.size()];
-        SpawnResult r = spawn(make_spawn_spec(prog.config, prog.plan, ctx));
-        if (r.pid < 0) {
-            spdlog::critical("{}[{}]: fork() failed: {}", prog.config.name, ref.slot,
-                             std::strerror(r.error));
-            return event::SpawnFailed{r.error};
-        }
-        pids[r.pid] = ref;
-        watch_exec(ref, r.pid, std::move(r.status_pipe));
-        return event::Spawned{r.pid};
-    }
-
-    // The status pipe reports a failed set-up step or execve; read it on the loop.
-    void watch_exec(SlotRef ref, pid_t pid, UniqueFd pipe) {
-        auto sd = std::make_shared<asio::posix::stream_descriptor>(io, pipe.release());
-        auto failure = std::make_shared<SpawnFailure>();
-        sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),
-                            [this, ref, pid, sd, failure](const error_code& ec, std::size_t n) {
-                                if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
-                                const Program& prog = *programs[ref.program];
-                                spdlog::critical("{}[{}]: {}(\"{}\") failed in pid {}: {}",
-                                                 prog.config.name, ref.slot,
-                                                 spawn_step_name(failure->step), prog.plan.path,
-                                                 pid, std::strerror(failure->error));
-                            });
-    }
-
-    void after_dispatch(SlotRef ref) {
-        Program& prog = *programs[ref.program];
-        if (!prog.all_ready_logged) {
-            bool all = true;
-            for (const auto& ws : prog.slots) all = all && ws->slot.state == SlotState::ready;
-            if (all) {
-                prog.all_ready_logged = true;
-                spdlog::info("{}: all {} workers ready in {}", prog.config.name, prog.slots.size(),
-                             format_duration(std::chrono::duration_cast<Duration>(
-                                 Clock::now() - prog.started_at)));
-            }
-        }
-        report_to_systemd();
-        if (stopping) finish_if_stopped();
-    }
-
-    // sd_notify to our own supervisor (systemd), when there is one: READY=1 once every
-    // program's initial workers are ready or have failed for good, then STATUS= on change.
-    void report_to_systemd() {
-        if (!systemd_notify) return;
-        std::string status;
-        bool settled = true;
-        for (const auto& prog : programs) {
-            std::size_t ready = 0;
-            for (const auto& ws : prog->slots) {
-                SlotState st = ws->slot.state;
-                if (st == SlotState::ready) ++ready;
-                if (st != SlotState::ready && st != SlotState::failed &&
-                    !(st == SlotState::stopped && !ws->slot.want_up))
-                    settled = false;
-            }
-            if (!status.empty()) status += ", ";
-            status += prog->config.name + " " + std::to_string(ready) + "/" +
-                      std::to_string(prog->slots.size()) + " ready";
-        }
-        std::string message;
-        if (settled && !sent_ready && !stopping) {
-            sent_ready = true;
-            message = "READY=1\n";
-        }
-        if (status != last_status) message += "STATUS=" + status;
-        last_status = status;
-        if (!message.empty()) clusterd::notify(message);
-    }
-
-    // ---- events from the outside ----
-
-    void on_child_exit(pid_t pid, int status) {
-        auto it = pids.find(pid);
-        if (it == pids.end()) {
-            spdlog::debug("reaped pid {} (not a worker): {}", pid,
-                          ExitStatus::from_wait_status(status).describe());
-            return;
-        }
-        SlotRef ref = it->second;
-        pids.erase(it);
-        dispatch(ref, event::Exited{ExitStatus::from_wait_status(status)});
-    }
-
-    void on_notify(pid_t pid, const NotifyMessage& m) {
-        auto it = pids.find(pid);
-        if (it == pids.end()) {
-            spdlog::debug("notify message from pid {} (not a worker) ignored", pid);
-            return;
-        }
-        SlotRef ref = it->second;
-        WorkerSlot& ws = *programs[ref.program]->slots[ref.slot];
-        if (m.status) ws.status = *m.status;
-        for (const auto& [k, v] : m.fields) ws.fields[k] = v;
-        if (m.ready) dispatch(ref, event::Ready{});
-        if (m.watchdog) dispatch(ref, event::Heartbeat{});
-    }
-
-    void do_wait_signal() {
-        signals.async_wait([this](const error_code& ec, int sig) {
-            if (ec) return;
-            on_signal(sig);
-            if (!finished) do_wait_signal();
+        pid_t target = sig->sig == SIGKILL ? -pid : pid;
+        if (pid > 0 && ::kill(target, sig->sig) < 0 && errno != ESRCH)
+            spdlog::critical("{}: kill({}, {}) failed: {}", label(w), target, signal_name(sig->sig),
+                             std::strerror(errno));
+    } else if (auto* arm = std::get_if<action::ArmDeadline>(&a)) {
+        w->timer.expires_at(arm->at);
+        std::uint64_t id = w->id;
+        w->timer.async_wait([this, id](const error_code& ec) {
+            auto it = workers.find(id);
+            if (!ec && it != workers.end()) dispatch(it->second.get(), event::Deadline{});
         });
+    } else if (std::holds_alternative<action::CancelDeadline>(a)) {
+        w->timer.cancel();
+    } else if (std::holds_alternative<action::Spawn>(a)) {
+        pending.push_back(do_spawn(w));
     }
+}
 
-    void on_signal(int sig) {
-        switch (sig) {
-            case SIGTERM:
-            case SIGINT:
-                return handle_stop(sig);
-            case SIGUSR1:
-                return handle_usr1();
-            default:
-                spdlog::warn("{} received: not supported by this version of clusterd, ignored",
-                             signal_name(sig));
+Event Supervisor::Impl::do_spawn(Worker* w) {
+    static const std::vector<int> cpus = allowed_cpus();
+    const ProgramSpec& spec = *w->spec;
+    SlotContext ctx;
+    ctx.slot = w->slot;
+    ctx.workers = static_cast<int>(w->program->slots.size());
+    ctx.generation = spec.generation;
+    ctx.notify_socket = notify.address();
+    for (const auto& s : w->sockets) ctx.listen_fds.push_back(s->get());
+    ctx.listen_names = w->program->sockets.names();
+    ctx.output_fd = w->program->output.get();
+    if (spec.config.cpu_affinity && !cpus.empty())
+        ctx.cpu = cpus[static_cast<std::size_t>(w->slot) % cpus.size()];
+    SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
+    if (r.pid < 0) {
+        spdlog::critical("{}: fork() failed: {}", label(w), std::strerror(r.error));
+        return event::SpawnFailed{r.error};
+    }
+    pids[r.pid] = w;
+    watch_exec(w, r.pid, std::move(r.status_pipe));
+    return event::Spawned{r.pid};
+}
+
+// The status pipe reports a failed set-up step or execve; read it on the loop.
+void Supervisor::Impl::watch_exec(Worker* w, pid_t pid, UniqueFd pipe) {
+    auto sd = std::make_shared<asio::posix::stream_descriptor>(io, pipe.release());
+    auto failure = std::make_shared<SpawnFailure>();
+    std::string who = label(w);
+    std::string path = w->spec->plan.path;
+    sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),
+                        [sd, failure, who, path, pid](const error_code& ec, std::size_t n) {
+                            if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
+                            spdlog::critical("{}: {}(\"{}\") failed in pid {}: {}", who,
+                                             spawn_step_name(failure->step), path, pid,
+                                             std::strerror(failure->error));
+                        });
+}
+
+void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
+    std::uint64_t id = w->id;
+    Program* prog = w->program;
+    if (w->waiting) rollout_worker_changed(w, before);  // may stop, even drop, w
+    auto it = workers.find(id);
+    if (it != workers.end() && !prog->all_ready_logged && !prog->slots.empty()) {
+        bool all = true;
+        for (const Worker* s : prog->slots) all = all && s->sm.state == SlotState::ready;
+        if (all) {
+            prog->all_ready_logged = true;
+            spdlog::info("{}: all {} workers ready in {}", prog->name, prog->slots.size(),
+                         format_duration(std::chrono::duration_cast<Duration>(Clock::now() -
+                                                                              prog->started_at)));
         }
     }
+    if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
+    report_to_systemd();
+    if (stopping) finish_if_stopped();
+}
 
-    /// TERM/INT: graceful stop of everything; a second one kills what is left.
-    void handle_stop(int sig) {
-        if (stopping) {
-            spdlog::warn("{} again: killing the remaining workers", signal_name(sig));
-            for_each_slot([this](SlotRef ref) { dispatch(ref, event::Kill{}); });
-            return;
+// A retired worker is gone: forget it, and with it the last reference to the sockets only
+// it held (a slot scaled away). What is still queued there now is lost: count and say so.
+void Supervisor::Impl::drop_worker(Worker* w) {
+    Program* prog = w->program;
+    for (const auto& s : w->sockets) {
+        if (s.use_count() != 1) continue;
+        int queued = accept_queue_length(s->get());
+        if (queued > 0)
+            spdlog::warn("{}: closing its socket with {} queued connection{} (lost)", label(w),
+                         queued, queued == 1 ? "" : "s");
+    }
+    workers.erase(w->id);
+    if (!prog->removed) return;
+    for (const auto& [id, other] : workers)
+        if (other->program == prog) return;
+    spdlog::info("{}: removed", prog->name);
+    std::erase_if(programs, [prog](const auto& p) { return p.get() == prog; });
+}
+
+// ---- events from the outside ----
+
+void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
+    auto it = pids.find(pid);
+    if (it == pids.end()) {
+        spdlog::debug("reaped pid {} (not a worker): {}", pid,
+                      ExitStatus::from_wait_status(status).describe());
+        return;
+    }
+    Worker* w = it->second;
+    pids.erase(it);
+    dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
+}
+
+void Supervisor::Impl::on_notify(pid_t pid, const NotifyMessage& m) {
+    auto it = pids.find(pid);
+    if (it == pids.end()) {
+        spdlog::debug("notify message from pid {} (not a worker) ignored", pid);
+        return;
+    }
+    Worker* w = it->second;
+    if (m.status) w->status = *m.status;
+    for (const auto& [k, v] : m.fields) w->fields[k] = v;
+    std::uint64_t id = w->id;
+    if (m.ready) dispatch(w, event::Ready{});
+    if (m.watchdog && workers.count(id)) dispatch(w, event::Heartbeat{});
+}
+
+void Supervisor::Impl::do_wait_signal() {
+    signals.async_wait([this](const error_code& ec, int sig) {
+        if (ec) return;
+        on_signal(sig);
+        if (!finished) do_wait_signal();
+    });
+}
+
+void Supervisor::Impl::on_signal(int sig) {
+    switch (sig) {
+        case SIGTERM:
+        case SIGINT:
+            return handle_stop(sig);
+        case SIGHUP:
+            return handle_hup();
+        case SIGUSR1:
+            return handle_usr1();
+        case SIGTTIN:
+            return handle_scale_signal(+1);
+        case SIGTTOU:
+            return handle_scale_signal(-1);
+        default:
+            spdlog::warn("{} received: not supported by this version of clusterd, ignored",
+                         signal_name(sig));
+    }
+}
+
+/// TERM/INT: graceful stop of everything; a second one kills what is left.
+void Supervisor::Impl::handle_stop(int sig) {
+    auto kill_all = [this] {
+        std::vector<std::uint64_t> ids;
+        for (const auto& [id, w] : workers) ids.push_back(id);
+        for (auto id : ids)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Kill{});
+    };
+    if (stopping) {
+        spdlog::warn("{} again: killing the remaining workers", signal_name(sig));
+        return kill_all();
+    }
+    stopping = true;
+    if (systemd_notify) clusterd::notify("STOPPING=1");
+    spdlog::info("{} received: stopping all workers (shutdown_timeout {})", signal_name(sig),
+                 format_duration(config.daemon.shutdown_timeout));
+    shutdown_timer.expires_after(config.daemon.shutdown_timeout);
+    shutdown_timer.async_wait([this, kill_all](const error_code& ec) {
+        if (ec) return;
+        spdlog::warn("shutdown_timeout reached: killing the remaining workers");
+        kill_all();
+    });
+    std::vector<std::uint64_t> ids;
+    for (const auto& [id, w] : workers) ids.push_back(id);
+    for (auto id : ids)
+        if (auto it = workers.find(id); it != workers.end()) {
+            it->second->waiting.reset();
+            dispatch(it->second.get(), event::Stop{});
         }
-        stopping = true;
-        if (systemd_notify) clusterd::notify("STOPPING=1");
-        spdlog::info("{} received: stopping all workers (shutdown_timeout {})", signal_name(sig),
-                     format_duration(config.daemon.shutdown_timeout));
-        shutdown_timer.expires_after(config.daemon.shutdown_timeout);
-        shutdown_timer.async_wait([this](const error_code& ec) {
-            if (ec) return;
-            spdlog::warn("shutdown_timeout reached: killing the remaining workers");
-            for_each_slot([this](SlotRef ref) { dispatch(ref, event::Kill{}); });
-        });
-        for_each_slot([this](SlotRef ref) { dispatch(ref, event::Stop{}); });
-        finish_if_stopped();
-    }
+    finish_if_stopped();
+}
 
-    /// USR1: reopen output files (logrotate's convention).
-    void handle_usr1() {
-        for (auto& prog : programs) {
-            if (prog->config.output == "inherit") continue;
-            try {
-                prog->output = open_output(prog->config.output);
-            } catch (const std::exception& e) {
-                spdlog::critical("{}: {}", prog->config.name, e.what());
-            }
+/// HUP: reload the config file.
+void Supervisor::Impl::handle_hup() {
+    reload(log_reporter("reload (SIGHUP)"));
+}
+
+/// USR1: reopen output files (logrotate's convention).
+void Supervisor::Impl::handle_usr1() {
+    for (auto& prog : programs) {
+        if (prog->spec->config.output == "inherit") continue;
+        try {
+            prog->output = open_output(prog->spec->config.output);
+        } catch (const std::exception& e) {
+            spdlog::critical("{}: {}", prog->name, e.what());
         }
-        spdlog::info("SIGUSR1 received: output files reopened");
     }
+    spdlog::info("SIGUSR1 received: output files reopened");
+}
 
-    template <class F>
-    void for_each_slot(F f) {
-        for (std::size_t p = 0; p < programs.size(); ++p)
-            for (std::size_t s = 0; s < programs[p]->slots.size(); ++s) f(SlotRef{p, s});
-    }
-
-    void finish_if_stopped() {
-        if (finished || !pids.empty()) return;
-        finished = true;
-        spdlog::info("all workers stopped; exiting");
-        shutdown_timer.cancel();
-        signals.cancel();
-        notify.close();
-        for (auto& prog : programs) {
-            for (auto& ws : prog->slots) ws->timer.cancel();
-            prog->listeners.reset();
+/// TTIN/TTOU: one worker more/less for every program.
+void Supervisor::Impl::handle_scale_signal(int delta) {
+    auto op = std::make_shared<Operation>();
+    op->reporter = log_reporter(delta > 0 ? "SIGTTIN" : "SIGTTOU");
+    op->pending = 1;  // held until every program is handled
+    for (auto& prog : programs) {
+        if (prog->removed) continue;
+        int n = static_cast<int>(prog->slots.size()) + delta;
+        if (prog->rollout || n < 1) {
+            spdlog::warn("{}: {} ignored: {}", prog->name, delta > 0 ? "SIGTTIN" : "SIGTTOU",
+                         prog->rollout ? "a rolling restart is in progress" : "already 1 worker");
+            continue;
         }
-        io.stop();
+        prog->runtime_scale = n;
+        scale(*prog, n, op);
     }
+    persist_scale();
+    part_done(op, true, "");
+}
 
-    asio::io_context& io;
-    Config config;
-    std::string builtin_worker;
-    std::vector<std::string> environment;
-    asio::signal_set signals;
-    asio::steady_timer shutdown_timer;
-    Reaper reaper;
-    NotifyReceiver notify;
-    std::vector<std::unique_ptr<Program>> programs;
-    std::unordered_map<pid_t, SlotRef> pids;
-    bool stopping = false;
-    bool finished = false;
-    bool systemd_notify = std::getenv("NOTIFY_SOCKET") != nullptr;
-    bool sent_ready = false;
-    std::string last_status;
-};
+// sd_notify to our own supervisor (systemd), when there is one: READY=1 once every
+// program's initial workers are ready or have failed for good, then STATUS= on change.
+void Supervisor::Impl::report_to_systemd() {
+    if (!systemd_notify) return;
+    std::string status;
+    bool settled = true;
+    for (const auto& prog : programs) {
+        std::size_t ready = 0;
+        for (const Worker* w : prog->slots) {
+            SlotState st = w->sm.state;
+            if (st == SlotState::ready) ++ready;
+            if (st != SlotState::ready && st != SlotState::failed &&
+                !(st == SlotState::stopped && !w->sm.want_up))
+                settled = false;
+        }
+        if (!status.empty()) status += ", ";
+        status += prog->name + " " + std::to_string(ready) + "/" +
+                  std::to_string(prog->slots.size()) + " ready";
+    }
+    std::string message;
+    if (settled && !sent_ready && !stopping) {
+        sent_ready = true;
+        message = "READY=1\n";
+    }
+    if (status != last_status) message += "STATUS=" + status;
+    last_status = status;
+    if (!message.empty()) clusterd::notify(message);
+}
 
-Supervisor::Supervisor(asio::io_context& io, Config config, std::string builtin_worker,
-                       std::vector<std::string> environment)
-    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(builtin_worker),
-                                   std::move(environment))) {}
+void Supervisor::Impl::finish_if_stopped() {
+    if (finished || !pids.empty()) return;
+    finished = true;
+    spdlog::info("all workers stopped; exiting");
+    shutdown_timer.cancel();
+    signals.cancel();
+    notify.close();
+    for (auto& [id, w] : workers) w->timer.cancel();
+    io.stop();
+}
+
+Supervisor::Supervisor(asio::io_context& io, Config config, std::string config_path,
+                       std::string builtin_worker, std::vector<std::string> environment)
+    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(config_path),
+                                   std::move(builtin_worker), std::move(environment))) {}
 
 Supervisor::~Supervisor() = default;
 
 void Supervisor::start() {
     impl_->start();
+}
+
+void Supervisor::command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
+    impl_->command(request, std::move(reporter));
 }
 
 int Supervisor::exit_code() const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "daemon/reporter.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -19,14 +20,18 @@ namespace clusterd {
 
 class Supervisor {
   public:
-    /// `builtin_worker`: path of clusterd-worker, for programs without `command`.
-    Supervisor(boost::asio::io_context& io, Config config, std::string builtin_worker,
-               std::vector<std::string> environment);
+    /// `config_path`: the file `reload` reads ("" = the built-in default, nothing to
+    /// reload); `builtin_worker`: path of clusterd-worker, for programs without `command`.
+    Supervisor(boost::asio::io_context& io, Config config, std::string config_path,
+               std::string builtin_worker, std::vector<std::string> environment);
     ~Supervisor();
 
     /// Open every listening socket, then start every worker. Throws on a start-up error
     /// (socket in use, unknown user, executable not found), before any worker runs.
     void start();
+
+    /// Run one control command (see commands.cpp); replies go to `reporter`.
+    void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
 
     /// The exit code for main() once the io_context has returned.
     int exit_code() const;

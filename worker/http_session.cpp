@@ -55,6 +55,10 @@ HttpSession::~HttpSession() {
     if (server_ != nullptr) server_->remove(slot_);
 }
 
+namespace {
+constexpr std::chrono::milliseconds kDrainIdleGrace{1000};
+}  // namespace
+
 void HttpSession::start() {
     do_read();
 }
@@ -64,8 +68,13 @@ bool HttpSession::idle() const {
            !(parser_ && parser_->got_some());
 }
 
+// Closing an idle keep-alive connection at once races with the client's next request,
+// which would then fail. Give it a short grace instead: a request that arrives is served
+// with `Connection: close` (the client reconnects, to another worker), and a connection
+// still idle when the grace is over is closed by the sweep.
 void HttpSession::drain() {
-    if (idle() || state_ == State::lingering) close();
+    if (state_ == State::lingering) return close();
+    if (idle()) deadline_ = std::min(deadline_, Clock::now() + kDrainIdleGrace);
 }
 
 void HttpSession::sweep(Clock::time_point now) {
@@ -89,6 +98,7 @@ void HttpSession::do_read() {
     request_started_ = buffer_.size() > 0;
     const auto& opts = server_->options();
     deadline_ = Clock::now() + (request_started_ ? opts.request_timeout : opts.idle_timeout);
+    if (server_->draining()) deadline_ = std::min(deadline_, Clock::now() + kDrainIdleGrace);
     http::async_read(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_read(ec); });
@@ -211,7 +221,10 @@ void HttpSession::do_sendfile() {
 }
 
 void HttpSession::finish_response() {
-    if (keep_alive_ && !server_->draining()) return do_read();
+    // The response promised keep-alive: even while draining, the client may already be
+    // sending its next request. Read it (it gets `Connection: close`) or close after the
+    // drain grace.
+    if (keep_alive_) return do_read();
     bool fully_read = parser_ && parser_->is_done();
     if (fully_read && buffer_.size() == 0) return close();
     // Input is still arriving (an error response, or pipelined requests): closing now would

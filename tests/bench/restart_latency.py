@@ -49,6 +49,9 @@ def main():
 programs:
   web:
     cores: {args.workers}
+    # Each kill is a failure to the backoff unless the worker stayed ready for reset_after;
+    # the kills are spaced past it, so every replacement is the immediate first restart.
+    backoff: {{initial: 0s, max: 30s, reset_after: 500ms}}
     listen:
       - {{name: http, address: "127.0.0.1:{port}"}}
 """)
@@ -63,7 +66,7 @@ programs:
             new = wait_for(lambda: (p := d.workers().get(0)) not in (None, victim) and p, 5,
                            interval=0.001, what="replacement")
             latencies.append((ready_time(d, new) - killed_at) * 1000)
-            time.sleep(0.05)
+            time.sleep(0.6)
         latencies.sort()
         p90 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.9))]
         print(f"kill -9 -> replacement READY over {len(latencies)} kills: "

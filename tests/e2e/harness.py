@@ -64,14 +64,25 @@ def http_get(port, path="/", timeout=5.0):
 class Daemon:
     """One `clusterd run -c CONFIG` process; its log goes to a file."""
 
-    def __init__(self, config_text, args=()):
+    def __init__(self, config_text=None, args=()):
+        """Starts at once when given the config text; else write_config() then launch()."""
         self.dir = tempfile.mkdtemp(prefix="clusterd-e2e-")
         self.config = os.path.join(self.dir, "clusterd.yaml")
-        with open(self.config, "w") as f:
-            f.write(config_text)
         self.log_path = os.path.join(self.dir, "clusterd.log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *args],
+        self.args = list(args)
+        self.proc = None
+        if config_text is not None:
+            self.write_config(config_text)
+            self.launch()
+
+    def write_config(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def launch(self):
+        """Start (or start again, after it exited) the daemon on the config file."""
+        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
@@ -119,7 +130,7 @@ class Daemon:
         return self.proc.wait(timeout=timeout)
 
     def close(self):
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)

@@ -1,0 +1,137 @@
+#include "daemon/cli.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "common/duration.hpp"
+#include "common/fd.hpp"
+
+namespace clusterd {
+
+using nlohmann::json;
+
+namespace {
+
+std::string uptime(double seconds) {
+    if (seconds <= 0) return "-";
+    auto ms = std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+    if (ms >= std::chrono::seconds(60)) ms -= ms % std::chrono::seconds(1);
+    return format_duration(ms);
+}
+
+std::string pad(std::string s, std::size_t width) {
+    if (s.size() < width) s.append(width - s.size(), ' ');
+    return s;
+}
+
+}  // namespace
+
+std::string format_status(const json& status) {
+    std::string out;
+    const json& d = status.at("daemon");
+    out += "clusterd " + d.value("version", "") + ", pid " + std::to_string(d.value("pid", 0)) +
+           ", up " + uptime(d.value("uptime_s", 0.0)) + ", config " + d.value("config", "") +
+           " (generation " + std::to_string(d.value("config_generation", 0)) + ", reloads " +
+           std::to_string(d.value("reloads_ok", 0)) + " ok / " +
+           std::to_string(d.value("reloads_failed", 0)) + " failed)\n";
+    for (const auto& p : status.at("programs")) {
+        out += "\n" + p.value("name", "") + ": " + std::to_string(p.value("workers", 0)) +
+               " workers, generation " + std::to_string(p.value("generation", 0));
+        if (!p["runtime_scale"].is_null())
+            out += ", runtime scale (config says " + std::to_string(p.value("config_workers", 0)) +
+                   ")";
+        if (p.value("rolling", false)) out += ", rolling restart in progress";
+        if (p.value("removed", false)) out += ", being removed";
+        out += "\n";
+        const std::vector<std::pair<const char*, std::size_t>> cols = {
+            {"SLOT", 5},   {"PID", 8},      {"STATE", 9},      {"GEN", 4},
+            {"UPTIME", 9}, {"RESTARTS", 9}, {"LAST EXIT", 28}, {"STATUS", 0}};
+        for (const auto& [name, w] : cols) out += pad(name, w) + " ";
+        out += "\n";
+        auto row = [&](const json& s, const std::string& note) {
+            std::string last = s.value("last_exit", "");
+            if (!last.empty()) last += " (" + s.value("last_cause", "") + ")";
+            std::vector<std::string> v = {
+                std::to_string(s.value("slot", 0)),
+                s.value("pid", 0) ? std::to_string(s.value("pid", 0)) : "-",
+                s.value("state", "") + note,
+                std::to_string(s.value("generation", 0)),
+                uptime(s.value("uptime_s", 0.0)),
+                std::to_string(s.value("restarts", 0)),
+                last.empty() ? "-" : last,
+                s.value("status", ""),
+            };
+            for (std::size_t i = 0; i < v.size(); ++i) out += pad(v[i], cols[i].second) + " ";
+            out += "\n";
+        };
+        for (const auto& s : p.at("slots")) row(s, "");
+        for (const auto& s : p.at("other_workers")) row(s, "*");
+        if (!p.at("other_workers").empty()) out += "(* = old generation or leaving slot)\n";
+    }
+    return out;
+}
+
+int run_client(const std::string& socket_path, const json& request, bool json_output) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (socket_path.size() >= sizeof addr.sun_path) {
+        std::cerr << "clusterd: socket path too long: " << socket_path << "\n";
+        return 1;
+    }
+    std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size());
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+        std::cerr << "clusterd: cannot connect to the daemon at " << socket_path << ": "
+                  << std::strerror(errno)
+                  << " (is it running? -s PATH or -c FILE names another one)\n";
+        return 1;
+    }
+    std::string line = request.dump() + "\n";
+    if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(line.size())) {
+        std::cerr << "clusterd: sending the request failed: " << std::strerror(errno) << "\n";
+        return 1;
+    }
+    std::string buffer;
+    char chunk[4096];
+    for (;;) {
+        std::size_t nl;
+        while ((nl = buffer.find('\n')) != std::string::npos) {
+            std::string text = buffer.substr(0, nl);
+            buffer.erase(0, nl + 1);
+            json reply = json::parse(text, nullptr, false);
+            if (reply.is_discarded()) {
+                std::cerr << "clusterd: unreadable reply: " << text << "\n";
+                return 1;
+            }
+            if (json_output) std::cout << text << "\n" << std::flush;
+            if (reply.contains("progress")) {
+                if (!json_output)
+                    std::cout << reply["progress"].get<std::string>() << "\n" << std::flush;
+                continue;
+            }
+            bool ok = reply.value("ok", false);
+            if (!json_output) {
+                if (reply.contains("status")) std::cout << format_status(reply["status"]);
+                std::string message = reply.value("message", "");
+                if (!message.empty()) (ok ? std::cout : std::cerr) << message << "\n";
+            }
+            return ok ? 0 : 1;
+        }
+        ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            std::cerr << "clusterd: the daemon closed the connection without a result\n";
+            return 1;
+        }
+        buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+}  // namespace clusterd

@@ -1,0 +1,17 @@
+// The `clusterd` control commands' client side: one request to the control socket, progress
+// lines printed as they arrive, then the result. Blocking: this is the CLI, not the master.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace clusterd {
+
+/// Send `request` to the daemon at `socket_path`; print progress and the result (raw JSON
+/// lines with `json_output`). Returns the process exit code: 0 only when the daemon said ok.
+int run_client(const std::string& socket_path, const nlohmann::json& request, bool json_output);
+
+/// The human form of a status reply (a table per program, like `pm2 list`).
+std::string format_status(const nlohmann::json& status);
+
+}  // namespace clusterd

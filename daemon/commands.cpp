@@ -1,0 +1,201 @@
+// The control commands (one JSON object per request, see control_server.hpp), dispatched
+// through a table of one function each.
+#include <signal.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+#include <functional>
+
+#include "common/signals.hpp"
+#include "daemon/logging.hpp"
+#include "daemon/supervisor_impl.hpp"
+
+#ifndef CLUSTERD_VERSION
+#define CLUSTERD_VERSION "unknown"
+#endif
+
+namespace clusterd {
+
+using nlohmann::json;
+
+namespace {
+
+double seconds_since(TimePoint t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+json worker_json(const Worker& w) {
+    const Slot& s = w.sm;
+    json j = {
+        {"slot", w.slot},
+        {"pid", s.pid},
+        {"state", to_string(s.state)},
+        {"generation", w.spec->generation},
+        {"restarts", s.restarts},
+        {"last_cause", to_string(s.last_cause)},
+        {"status", w.status},
+        {"fields", w.fields},
+        {"retiring", w.retiring},
+    };
+    j["uptime_s"] = s.pid != 0 ? seconds_since(s.started_at) : 0.0;
+    j["last_exit"] = s.last_cause == ExitCause::none ? "" : s.last_status.describe();
+    return j;
+}
+
+}  // namespace
+
+json Supervisor::Impl::status_json(const std::string& only) const {
+    json progs = json::array();
+    for (const auto& p : programs) {
+        if (!only.empty() && p->name != only) continue;
+        json slots = json::array();
+        for (const Worker* w : p->slots) slots.push_back(worker_json(*w));
+        json draining = json::array();
+        for (const auto& [id, w] : workers)
+            if (w->program == p.get() &&
+                std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
+                draining.push_back(worker_json(*w));
+        int configured = p->removed ? 0 : configured_workers(*p);
+        progs.push_back({
+            {"name", p->name},
+            {"generation", p->spec->generation},
+            {"workers", p->slots.size()},
+            {"config_workers", configured},
+            {"runtime_scale", p->runtime_scale ? json(*p->runtime_scale) : json(nullptr)},
+            {"rolling", p->rollout.has_value()},
+            {"removed", p->removed},
+            {"slots", slots},
+            {"other_workers", draining},
+        });
+    }
+    return {
+        {"daemon",
+         {{"pid", ::getpid()},
+          {"version", CLUSTERD_VERSION},
+          {"uptime_s", seconds_since(started_at)},
+          {"config", config_path.empty() ? "<built-in>" : config_path},
+          {"config_generation", config_generation},
+          {"reloads_ok", reloads_ok},
+          {"reloads_failed", reloads_failed}}},
+        {"programs", progs},
+    };
+}
+
+void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> reporter) {
+    auto fail = [&](const std::string& why) { reporter->finish(reply(false, why)); };
+    if (stopping) return fail("clusterd is shutting down");
+    const std::string cmd = req.value("cmd", "");
+    const std::string name = req.contains("program") && req["program"].is_string()
+                                 ? req["program"].get<std::string>()
+                                 : "";
+    Program* prog = name.empty() ? nullptr : find_program(name);
+    auto need_program = [&]() -> Program* {
+        if (name.empty())
+            fail("\"program\" is required");
+        else if (!prog)
+            fail("no program named \"" + name + "\"");
+        return prog;
+    };
+    auto each_worker = [&](Program& p, const std::function<void(Worker*)>& f) {
+        for (Worker* w : std::vector<Worker*>(p.slots))
+            if (workers.count(w->id)) f(w);
+    };
+
+    using Handler = std::function<void()>;
+    const std::map<std::string, Handler> table = {
+        {"version",
+         [&] {
+             json r = reply(true, std::string("clusterd ") + CLUSTERD_VERSION);
+             r["version"] = CLUSTERD_VERSION;
+             reporter->finish(r);
+         }},
+        {"status",
+         [&] {
+             if (!name.empty() && !prog) return fail("no program named \"" + name + "\"");
+             json r = reply(true, "");
+             r["status"] = status_json(name);
+             reporter->finish(r);
+         }},
+        {"reload", [&] { reload(reporter); }},
+        {"restart",
+         [&] {
+             if (!need_program()) return;
+             if (prog->rollout) return fail(name + ": a rolling restart is in progress");
+             if (req.value("rolling", false)) {
+                 auto spec = std::make_shared<ProgramSpec>(*prog->spec);
+                 spec->generation += 1;
+                 auto op = std::make_shared<Operation>();
+                 op->reporter = reporter;
+                 op->pending = 1;
+                 begin_rollout(*prog, spec, op);
+                 return part_done(op, true, "");
+             }
+             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Restart{}); });
+             reporter->finish(reply(
+                 true, name + ": restarting " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"scale",
+         [&] {
+             if (!need_program()) return;
+             if (!req.contains("workers") || !req["workers"].is_number_integer() ||
+                 req["workers"].get<int>() < 1 || req["workers"].get<int>() > 4096)
+                 return fail("\"workers\" must be an integer from 1 to 4096");
+             if (prog->rollout) return fail(name + ": a rolling restart is in progress");
+             int n = req["workers"].get<int>();
+             prog->runtime_scale = n;
+             if (n == configured_workers(*prog)) prog->runtime_scale.reset();
+             persist_scale();
+             auto op = std::make_shared<Operation>();
+             op->reporter = reporter;
+             op->pending = 1;
+             scale(*prog, n, op);
+             part_done(
+                 op, true,
+                 op->results.empty() ? name + ": already " + std::to_string(n) + " workers" : "");
+         }},
+        {"stop",
+         [&] {
+             if (!need_program()) return;
+             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Stop{}); });
+             reporter->finish(reply(
+                 true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"start",
+         [&] {
+             if (!need_program()) return;
+             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Start{}); });
+             reporter->finish(reply(
+                 true, name + ": starting " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"signal",
+         [&] {
+             if (!need_program()) return;
+             auto sig = parse_signal(req.value("signal", ""));
+             if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
+             int sent = 0;
+             each_worker(*prog, [&](Worker* w) {
+                 if (w->sm.pid > 0 && ::kill(w->sm.pid, *sig) == 0) ++sent;
+             });
+             reporter->finish(reply(true, name + ": " + signal_name(*sig) + " sent to " +
+                                              std::to_string(sent) + " workers"));
+         }},
+        {"log-level",
+         [&] {
+             std::string level = req.value("level", "");
+             if (!valid_log_level(level))
+                 return fail("\"level\" must be one of trace, debug, info, warn, error");
+             spdlog::set_level(spdlog::level::from_str(level));
+             spdlog::info("log level set to {}", level);
+             reporter->finish(reply(true, "log level " + level));
+         }},
+    };
+    auto it = table.find(cmd);
+    if (it == table.end()) {
+        std::string known;
+        for (const auto& [k, v] : table) known += (known.empty() ? "" : ", ") + k;
+        return fail("unknown command \"" + cmd + "\" (known: " + known + ")");
+    }
+    it->second();
+}
+
+}  // namespace clusterd

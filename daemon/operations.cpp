@@ -1,0 +1,372 @@
+// Reload, rolling restart and scale: the supervisor's long operations. Each is started by a
+// command or a signal, runs on the loop through worker events, and reports through an
+// Operation to whoever asked.
+#include <spdlog/spdlog.h>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/duration.hpp"
+#include "daemon/reload_plan.hpp"
+#include "daemon/supervisor_impl.hpp"
+
+namespace clusterd {
+
+using boost::system::error_code;
+
+namespace {
+
+// How long new connections may still be landing on a socket after it was steered away
+// (a handshake that started before the steering finishes into the old queue).
+constexpr Duration kSteerSettle{50};
+constexpr Duration kDrainPoll{10};
+
+std::string join(const std::vector<std::string>& lines, const char* sep) {
+    std::string s;
+    for (const auto& l : lines)
+        if (!l.empty()) s += (s.empty() ? "" : sep) + l;
+    return s;
+}
+
+}  // namespace
+
+void Supervisor::Impl::part_done(const std::shared_ptr<Operation>& op, bool ok,
+                                 const std::string& line) {
+    if (!line.empty()) {
+        op->results.push_back(line);
+        (ok ? spdlog::info("{}", line) : spdlog::error("{}", line));
+    }
+    if (!ok) op->ok = false;
+    if (--op->pending > 0) return;
+    if (op->reload) (op->ok ? reloads_ok : reloads_failed)++;
+    if (op->reload) reload_in_progress = false;
+    if (op->reporter) op->reporter->finish(reply(op->ok, join(op->results, "\n")));
+}
+
+Program* Supervisor::Impl::find_program(const std::string& name) {
+    for (auto& p : programs)
+        if (p->name == name && !p->removed) return p.get();
+    return nullptr;
+}
+
+int Supervisor::Impl::configured_workers(const Program& prog) const {
+    for (const auto& pc : config.programs)
+        if (pc.name == prog.name) return pc.workers;
+    return static_cast<int>(prog.slots.size());
+}
+
+void Supervisor::Impl::persist_scale() {
+    state.scale.clear();
+    for (const auto& p : programs)
+        if (p->runtime_scale && !p->removed) state.scale[p->name] = *p->runtime_scale;
+    std::string error = save_state(config.daemon.state_dir, state);
+    if (!error.empty())
+        spdlog::warn("runtime scale not saved, it will not survive a restart: {}", error);
+}
+
+// ---- reload: load, validate, diff, then apply; nothing changes unless all of it can ----
+
+void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
+    auto refuse = [&](const std::string& why) {
+        spdlog::error("reload refused: {}", why);
+        ++reloads_failed;
+        reporter->finish(reply(false, why));
+    };
+    if (config_path.empty())
+        return refuse("clusterd runs its built-in default config: there is no file to reload");
+    if (reload_in_progress) return refuse("another reload is still in progress");
+    for (const auto& p : programs)
+        if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
+
+    Config next;
+    try {
+        next = load_config_file(config_path);
+    } catch (const ConfigError& e) {
+        std::string text;
+        for (const auto& d : e.diagnostics()) text += (text.empty() ? "" : "\n") + d.to_string();
+        return refuse("invalid config, nothing changed:\n" + text);
+    }
+    ReloadPlan plan = plan_reload(config, next);
+
+    // Everything that can fail (users, executables, sockets) is prepared before anything
+    // running is touched.
+    struct Prepared {
+        std::shared_ptr<const ProgramSpec> spec;
+        std::optional<SocketTable> sockets;
+        int workers = 0;
+    };
+    std::map<std::string, Prepared> prepared;
+    try {
+        for (const auto& pp : plan.programs) {
+            if (pp.kind == ProgramPlan::Kind::remove) continue;
+            const ProgramConfig& pc =
+                *std::find_if(next.programs.begin(), next.programs.end(),
+                              [&](const auto& p) { return p.name == pp.name; });
+            Program* prog = find_program(pp.name);
+            Prepared p;
+            if (pp.kind == ProgramPlan::Kind::add) {
+                p.workers = pc.workers;
+                p.spec = make_spec(pc, 1);
+                p.sockets.emplace(pc.listen, p.workers);
+            } else {
+                p.workers = pp.scale ? pc.workers : static_cast<int>(prog->slots.size());
+                if (pp.restart || pp.in_place)
+                    p.spec = make_spec(pc, prog->spec->generation + (pp.restart ? 1 : 0));
+                bool listen_changed =
+                    std::find(pp.changed.begin(), pp.changed.end(), "listen") != pp.changed.end();
+                if (listen_changed) p.sockets.emplace(pc.listen, p.workers, &prog->sockets);
+            }
+            prepared.emplace(pp.name, std::move(p));
+        }
+    } catch (const std::exception& e) {
+        return refuse(std::string("nothing changed: ") + e.what());
+    }
+
+    std::string summary = plan.summary();
+    spdlog::info("reload of {}: {}", config_path, summary);
+    auto op = std::make_shared<Operation>();
+    op->reporter = reporter;
+    op->reload = true;
+    op->pending = 1;  // held until everything below is started
+    reload_in_progress = true;
+    op->progress("reload: " + summary);
+
+    if (next.daemon.log_level != config.daemon.log_level)
+        spdlog::set_level(spdlog::level::from_str(next.daemon.log_level));
+    for (const auto& field : plan.daemon_changed)
+        if (field == "control" || field == "log_file" || field == "metrics")
+            op->progress("daemon." + field + " changes take effect when clusterd restarts");
+
+    config = next;
+    ++config_generation;
+    for (const auto& pp : plan.programs) {
+        if (pp.kind == ProgramPlan::Kind::remove) {
+            Program* prog = find_program(pp.name);
+            prog->removed = true;
+            prog->slots.clear();
+            std::vector<Worker*> mine;
+            for (auto& [id, w] : workers)
+                if (w->program == prog) mine.push_back(w.get());
+            for (Worker* w : mine) {
+                w->retiring = true;
+                w->waiting.reset();
+                dispatch(w, event::Stop{});
+            }
+            op->results.push_back(pp.name + ": removed, " + std::to_string(mine.size()) +
+                                  " workers stopping");
+            continue;
+        }
+        Prepared& p = prepared.at(pp.name);
+        if (pp.kind == ProgramPlan::Kind::add) {
+            auto prog = std::make_unique<Program>();
+            prog->name = pp.name;
+            prog->spec = p.spec;
+            prog->sockets = std::move(*p.sockets);
+            prog->sockets.steer(p.workers);
+            prog->started_at = Clock::now();
+            Program* raw = prog.get();
+            programs.push_back(std::move(prog));
+            for (int k = 0; k < p.workers; ++k) {
+                Worker* w = add_worker(*raw, k, raw->spec, raw->sockets.for_slot(k));
+                raw->slots.push_back(w);
+                w->waiting = op;
+                ++op->pending;
+            }
+            for (Worker* w : std::vector<Worker*>(raw->slots)) dispatch(w, event::Start{});
+            continue;
+        }
+        Program& prog = *find_program(pp.name);
+        if (pp.scale) prog.runtime_scale.reset();
+        int current = static_cast<int>(prog.slots.size());
+        if (pp.restart) {
+            if (p.workers < current) scale(prog, p.workers, op);
+            if (p.sockets) prog.sockets = std::move(*p.sockets);
+            begin_rollout(prog, p.spec, op);
+            if (p.workers > current) scale(prog, p.workers, op);
+        } else {
+            if (pp.in_place) {
+                prog.spec = p.spec;
+                for (auto& [id, w] : workers)
+                    if (w->program == &prog && w->spec->generation == p.spec->generation)
+                        w->spec = p.spec;
+                op->results.push_back(pp.name + ": applied in place (" + join(pp.changed, ", ") +
+                                      ")");
+            }
+            if (p.workers != current) scale(prog, p.workers, op);
+        }
+    }
+    persist_scale();
+    part_done(op, true, "");
+}
+
+// ---- rolling restart: new worker beside the old one, ready, then the old one drains ----
+
+void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
+                                     std::shared_ptr<Operation> op) {
+    ++op->pending;
+    Rollout r;
+    r.from = prog.spec;
+    r.to = std::move(to);
+    r.op = op;
+    r.slots = static_cast<int>(prog.slots.size());
+    prog.rollout = std::move(r);
+    prog.spec = prog.rollout->to;
+    op->progress(prog.name + ": rolling restart of " + std::to_string(prog.slots.size()) +
+                 " workers to generation " + std::to_string(prog.spec->generation) +
+                 " (max_surge " + std::to_string(prog.spec->config.max_surge) + ")");
+    advance_rollout(prog);
+}
+
+void Supervisor::Impl::advance_rollout(Program& prog) {
+    const int n = prog.rollout ? prog.rollout->slots : 0;
+    while (prog.rollout && prog.rollout->in_flight < prog.rollout->to->config.max_surge &&
+           prog.rollout->next_slot < n) {
+        int k = prog.rollout->next_slot++;
+        Worker* w = add_worker(prog, k, prog.rollout->to, prog.sockets.for_slot(k));
+        w->incoming = true;
+        w->waiting = prog.rollout->op;
+        ++prog.rollout->in_flight;
+        dispatch(w, event::Start{});  // may fail at once and end the rollout
+    }
+    if (!prog.rollout || prog.rollout->in_flight > 0 || prog.rollout->next_slot < n) return;
+    auto op = prog.rollout->op;
+    std::string line = prog.name + ": " + std::to_string(prog.rollout->done) +
+                       " workers now run generation " +
+                       std::to_string(prog.rollout->to->generation);
+    prog.rollout.reset();
+    part_done(op, true, line);
+}
+
+void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
+    Program& prog = *w->program;
+    const Slot& s = w->sm;
+    bool ready = s.state == SlotState::ready && before != SlotState::ready;
+    bool failed = !ready && (s.restarts > 0 ||
+                             (s.state != SlotState::starting && s.state != SlotState::ready));
+    if (!ready && !failed) return;
+    std::shared_ptr<Operation> op = std::move(w->waiting);
+    w->waiting.reset();
+
+    if (!w->incoming) {  // a scale-up or a new program: this slot is simply up, or not
+        std::string line =
+            label(w) +
+            (ready ? "" : ": did not become ready (" + std::string(to_string(s.last_cause)) + ")");
+        if (ready) op->progress(label(w) + ": ready (pid " + std::to_string(s.pid) + ")");
+        part_done(op, ready, ready ? "" : line);
+        return;
+    }
+    w->incoming = false;
+    if (ready) {
+        Worker* old = prog.slots[static_cast<std::size_t>(w->slot)];
+        prog.slots[static_cast<std::size_t>(w->slot)] = w;
+        --prog.rollout->in_flight;
+        ++prog.rollout->done;
+        op->progress(prog.name + ": slot " + std::to_string(w->slot + 1) + "/" +
+                     std::to_string(prog.slots.size()) + " ready (pid " + std::to_string(s.pid) +
+                     ", generation " + std::to_string(w->spec->generation) + ")");
+        old->retiring = true;
+        old->waiting.reset();
+        dispatch(old, event::Stop{});
+        advance_rollout(prog);
+        return;
+    }
+    // The new generation does not come up: stop the roll, keep the old workers serving.
+    Rollout r = std::move(*prog.rollout);
+    prog.rollout.reset();
+    prog.spec = r.from;
+    for (auto& pc : config.programs)
+        if (pc.name == prog.name) pc = r.from->config;
+    std::string line =
+        prog.name + ": generation " + std::to_string(r.to->generation) +
+        " did not become ready on slot " + std::to_string(w->slot) + " (" +
+        s.last_status.describe() + ", " + to_string(s.last_cause) + "): rolling restart stopped; " +
+        std::to_string(r.done) + " of " + std::to_string(prog.slots.size()) +
+        " slots run it, the others keep generation " + std::to_string(r.from->generation);
+    std::vector<Worker*> abandoned;
+    for (auto& [id, other] : workers)
+        if (other->program == &prog && (other.get() == w || (other->incoming && other->waiting)))
+            abandoned.push_back(other.get());
+    for (Worker* a : abandoned) {
+        a->incoming = false;
+        a->waiting.reset();
+        a->retiring = true;
+    }
+    for (Worker* a : abandoned) dispatch(a, event::Stop{});
+    part_done(op, false, line);
+}
+
+// ---- scale: new slots join the reuseport group; leaving slots are drained first ----
+
+void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op) {
+    const int current = static_cast<int>(prog.slots.size());
+    if (n == current) return;
+    ++op->pending;
+    std::string line =
+        prog.name + ": scaled " + std::to_string(current) + " -> " + std::to_string(n);
+    op->progress(prog.name + ": scaling " + std::to_string(current) + " -> " + std::to_string(n));
+    if (n > current) {
+        try {
+            prog.sockets.resize(n);
+        } catch (const std::exception& e) {
+            return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
+        }
+        prog.sockets.steer(n);
+        std::vector<Worker*> added;
+        for (int k = current; k < n; ++k) {
+            Worker* w = add_worker(prog, k, prog.spec, prog.sockets.for_slot(k));
+            prog.slots.push_back(w);
+            w->waiting = op;
+            ++op->pending;
+            added.push_back(w);
+        }
+        for (Worker* w : added) dispatch(w, event::Start{});
+        return part_done(op, true, line);
+    }
+    std::vector<Worker*> leaving(prog.slots.begin() + n, prog.slots.end());
+    prog.slots.resize(static_cast<std::size_t>(n));
+    std::string problem = prog.sockets.steer(n);
+    if (!problem.empty()) spdlog::warn("{}: {}", prog.name, problem);
+    prog.sockets.resize(n);
+    for (Worker* w : leaving) {
+        w->retiring = true;
+        w->waiting.reset();
+    }
+    drain_and_stop(prog, std::move(leaving), op);
+    part_done(op, true, line);
+}
+
+// Wait until nothing is queued on the leaving slots' own sockets (their workers keep
+// accepting meanwhile), then stop those workers. Bounded by the program's stop_timeout.
+void Supervisor::Impl::drain_and_stop(Program& prog, std::vector<Worker*> leaving,
+                                      std::shared_ptr<Operation>) {
+    auto d = std::make_shared<Drain>(io);
+    d->program = prog.name;
+    d->started = Clock::now();
+    d->deadline = d->started + prog.spec->policy.stop_timeout;
+    for (Worker* w : leaving) {
+        d->ids.push_back(w->id);
+        for (const auto& s : w->sockets)
+            if (s.use_count() == 1) d->sockets.push_back(s);  // only this worker's
+    }
+    drain_poll(d);
+}
+
+void Supervisor::Impl::drain_poll(std::shared_ptr<Drain> d) {
+    TimePoint now = Clock::now();
+    int queued = 0;
+    for (const auto& s : d->sockets) queued += std::max(0, accept_queue_length(s->get()));
+    if (now - d->started < kSteerSettle || (queued > 0 && now < d->deadline)) {
+        d->timer.expires_after(kDrainPoll);
+        d->timer.async_wait([this, d](const error_code& ec) {
+            if (!ec) drain_poll(d);
+        });
+        return;
+    }
+    if (queued > 0)
+        spdlog::warn("{}: drain deadline reached with {} connections still queued", d->program,
+                     queued);
+    d->sockets.clear();  // the workers hold the last references now
+    for (auto id : d->ids)
+        if (auto it = workers.find(id); it != workers.end())
+            dispatch(it->second.get(), event::Stop{});
+}
+
+}  // namespace clusterd

@@ -1,0 +1,26 @@
+// Where a command or long operation (reload, rolling restart, scale) reports to: a
+// control-socket client, or the log when it came from a signal.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace clusterd {
+
+class Reporter {
+  public:
+    virtual ~Reporter() = default;
+    /// One progress line ("web: slot 3/8 ready").
+    virtual void progress(const std::string& line) = 0;
+    /// The end: {"ok": bool, "message": text, ...data}. Called once.
+    virtual void finish(const nlohmann::json& reply) = 0;
+};
+
+/// {"ok": ok, "message": message}.
+nlohmann::json reply(bool ok, const std::string& message);
+
+/// Reports to the daemon's log (SIGHUP reloads, TTIN/TTOU).
+std::shared_ptr<Reporter> log_reporter(std::string what);
+
+}  // namespace clusterd

@@ -1,0 +1,190 @@
+// The supervisor's state, shared by its .cpp files (supervisor.cpp: the event loop and the
+// one dispatch; operations.cpp: reload, rolling restart, scale; commands.cpp: the control
+// commands). Included only by those.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/fd.hpp"
+#include "daemon/launch.hpp"
+#include "daemon/listeners.hpp"
+#include "daemon/notify_receiver.hpp"
+#include "daemon/reaper.hpp"
+#include "daemon/reporter.hpp"
+#include "daemon/slot.hpp"
+#include "daemon/state_file.hpp"
+#include "daemon/supervisor.hpp"
+
+namespace clusterd {
+
+namespace asio = boost::asio;
+
+struct Program;
+struct Operation;
+
+/// One generation of a program's config: what its workers are started with. Immutable.
+struct ProgramSpec {
+    ProgramConfig config;
+    SlotPolicy policy;
+    LaunchPlan plan;
+    std::uint64_t generation = 1;
+};
+
+/// One worker process (and its restarts) in one slot of one generation.
+struct Worker {
+    Worker(asio::io_context& io, std::uint64_t id_, Program* program_, int slot_,
+           std::shared_ptr<const ProgramSpec> spec_, std::vector<SocketRef> sockets_)
+        : id(id_),
+          program(program_),
+          slot(slot_),
+          spec(std::move(spec_)),
+          sockets(std::move(sockets_)),
+          timer(io) {}
+
+    std::uint64_t id;
+    Program* program;
+    int slot;
+    std::shared_ptr<const ProgramSpec> spec;
+    std::vector<SocketRef> sockets;  // what it was started with; kept while it lives
+    Slot sm;
+    asio::steady_timer timer;
+    std::string status;                         // last STATUS=
+    std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
+    bool retiring = false;                      // replaced or scaled away: dropped once stopped
+    bool incoming = false;  // a new generation's worker that a rollout waits for
+    /// The operation waiting for this worker to become ready (rollout, scale-up).
+    std::shared_ptr<Operation> waiting;
+};
+
+/// A rolling restart of one program to a new generation.
+struct Rollout {
+    std::shared_ptr<const ProgramSpec> from;
+    std::shared_ptr<const ProgramSpec> to;
+    int slots = 0;      // slots to roll (those that existed when it began)
+    int next_slot = 0;  // next slot to start a new worker for
+    int in_flight = 0;  // new workers started and not ready yet
+    int done = 0;
+    std::shared_ptr<Operation> op;
+};
+
+struct Program {
+    std::string name;
+    std::shared_ptr<const ProgramSpec> spec;  // current generation
+    SocketTable sockets;                      // current listeners, one row per slot
+    UniqueFd output;
+    std::vector<Worker*> slots;        // current worker of each slot
+    std::optional<int> runtime_scale;  // set by `scale`, TTIN/TTOU
+    std::optional<Rollout> rollout;
+    bool removed = false;  // stopping for good; erased once its workers are gone
+    TimePoint started_at{};
+    bool all_ready_logged = false;
+};
+
+/// A long operation (reload, restart, scale): finishes once every part has finished.
+struct Operation {
+    std::shared_ptr<Reporter> reporter;
+    int pending = 0;
+    bool ok = true;
+    std::vector<std::string> results;  // what happened, one line per part
+    bool reload = false;               // count it in reloads_ok / reloads_failed
+    void progress(const std::string& line) const {
+        if (reporter) reporter->progress(line);
+    }
+};
+
+/// Slots being scaled away: their sockets are watched until empty, then they stop.
+struct Drain {
+    explicit Drain(asio::io_context& io) : timer(io) {}
+    std::vector<std::uint64_t> ids;
+    std::vector<SocketRef> sockets;
+    TimePoint started{};
+    TimePoint deadline{};
+    std::string program;
+    asio::steady_timer timer;
+};
+
+struct Supervisor::Impl {
+    Impl(asio::io_context& io, Config config, std::string config_path, std::string builtin_worker,
+         std::vector<std::string> environment);
+
+    // ---- supervisor.cpp: start-up, events, the one dispatch ----
+    void start();
+    std::unique_ptr<Program> make_program(const ProgramConfig& pc, int workers);
+    std::shared_ptr<const ProgramSpec> make_spec(const ProgramConfig& pc,
+                                                 std::uint64_t generation) const;
+    Worker* add_worker(Program& prog, int slot, std::shared_ptr<const ProgramSpec> spec,
+                       std::vector<SocketRef> sockets);
+    void dispatch(Worker* w, Event ev);
+    void perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending);
+    Event do_spawn(Worker* w);
+    void watch_exec(Worker* w, pid_t pid, UniqueFd pipe);
+    void after_dispatch(Worker* w, SlotState before);
+    void drop_worker(Worker* w);
+    void on_child_exit(pid_t pid, int status);
+    void on_notify(pid_t pid, const NotifyMessage& m);
+    void do_wait_signal();
+    void on_signal(int sig);
+    void handle_stop(int sig);
+    void handle_hup();
+    void handle_usr1();
+    void handle_scale_signal(int delta);
+    void report_to_systemd();
+    void finish_if_stopped();
+    std::string label(const Worker* w) const;
+
+    // ---- operations.cpp: reload, rolling restart, scale ----
+    void reload(std::shared_ptr<Reporter> reporter);
+    void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
+                       std::shared_ptr<Operation> op);
+    void advance_rollout(Program& prog);
+    void rollout_worker_changed(Worker* w, SlotState before);
+    void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
+    void drain_and_stop(Program& prog, std::vector<Worker*> leaving, std::shared_ptr<Operation> op);
+    void drain_poll(std::shared_ptr<Drain> d);
+    void part_done(const std::shared_ptr<Operation>& op, bool ok, const std::string& line);
+    void persist_scale();
+    int configured_workers(const Program& prog) const;
+    Program* find_program(const std::string& name);
+
+    // ---- commands.cpp: the control socket's commands ----
+    void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
+    nlohmann::json status_json(const std::string& only) const;
+
+    asio::io_context& io;
+    Config config;
+    std::string config_path;  // "" for the built-in default
+    std::string builtin_worker;
+    std::vector<std::string> environment;
+    asio::signal_set signals;
+    asio::steady_timer shutdown_timer;
+    Reaper reaper;
+    NotifyReceiver notify;
+    std::vector<std::unique_ptr<Program>> programs;
+    std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
+    std::unordered_map<pid_t, Worker*> pids;
+    std::uint64_t next_worker_id = 1;
+    DaemonState state;
+    std::uint64_t config_generation = 1;
+    int reloads_ok = 0;
+    int reloads_failed = 0;
+    bool reload_in_progress = false;
+    bool stopping = false;
+    bool finished = false;
+    bool systemd_notify = false;
+    bool sent_ready = false;
+    std::string last_status;
+    TimePoint started_at{};
+};
+
+}  // namespace clusterd
