@@ -328,6 +328,8 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     for (Worker* w : leaving) {
         w->retiring = true;
         w->waiting.reset();
+        w->on_exit = op;  // the scale is done once the leaving workers are gone
+        ++op->pending;
     }
     drain_and_stop(prog, std::move(leaving), op);
     part_done(op, true, line);

@@ -252,7 +252,9 @@ void Supervisor::Impl::drop_worker(Worker* w) {
             spdlog::warn("{}: closing its socket with {} queued connection{} (lost)", label(w),
                          queued, queued == 1 ? "" : "s");
     }
+    std::shared_ptr<Operation> on_exit = std::move(w->on_exit);
     workers.erase(w->id);
+    if (on_exit) part_done(on_exit, true, "");
     if (!prog->removed) return;
     for (const auto& [id, other] : workers)
         if (other->program == prog) return;

@@ -65,6 +65,8 @@ struct Worker {
     bool incoming = false;  // a new generation's worker that a rollout waits for
     /// The operation waiting for this worker to become ready (rollout, scale-up).
     std::shared_ptr<Operation> waiting;
+    /// The operation waiting for this worker to be gone (scale-down).
+    std::shared_ptr<Operation> on_exit;
 };
 
 /// A rolling restart of one program to a new generation.
