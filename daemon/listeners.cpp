@@ -72,7 +72,8 @@ int accept_queue_length(int fd) {
 }
 
 SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
-                         const SocketTable* previous)
+                         const SocketTable* previous,
+                         const std::map<std::string, SocketRef>* activated)
     : entries_(entries) {
     for (const auto& entry : entries_) {
         if (!names_.empty()) names_ += ':';
@@ -82,6 +83,14 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
     per_slot_.assign(static_cast<std::size_t>(slots), std::vector<SocketRef>(entries_.size()));
     slots_ = slots;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (activated) {
+            auto it = activated->find(entries_[e].name);
+            if (it != activated->end()) {
+                entries_[e].reuseport = false;  // one socket from systemd, shared by all slots
+                shared_[e] = it->second;
+                continue;
+            }
+        }
         const ListenConfig& entry = entries_[e];
         std::size_t old = previous ? previous->entries_.size() : 0;
         for (std::size_t j = 0; j < old; ++j) {
@@ -91,6 +100,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
                     per_slot_[s][e] = previous->per_slot_[s][j];
             } else {
                 shared_[e] = previous->shared_[j];
+                ::listen(shared_[e]->get(), entry.backlog);
             }
             break;
         }
@@ -99,8 +109,10 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
     for (std::size_t e = 0; e < entries_.size(); ++e) {
         const ListenConfig& entry = entries_[e];
         if (!entry.reuseport) {
-            if (!shared_[e]) shared_[e] = share(open_listener(entry));
-            ::listen(shared_[e]->get(), entry.backlog);
+            if (!shared_[e]) {
+                shared_[e] = share(open_listener(entry));
+                ::listen(shared_[e]->get(), entry.backlog);
+            }
             continue;
         }
         for (int s = 0; s < slots; ++s) {

@@ -12,6 +12,7 @@
 // and closes with the last holder.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,10 +36,13 @@ class SocketTable {
   public:
     SocketTable() = default;
     /// Open everything for `slots` slots, reusing the sockets of `previous` (if any) whose
-    /// entry has the same address and mode, so their queues carry over. Throws
-    /// std::system_error (nothing of `previous` is changed then).
+    /// entry has the same address and mode, so their queues carry over. An entry whose
+    /// name is in `activated` (sockets systemd passed) uses that socket, shared by every
+    /// slot, instead of binding. Throws std::system_error (nothing of `previous` is
+    /// changed then).
     SocketTable(const std::vector<ListenConfig>& entries, int slots,
-                const SocketTable* previous = nullptr);
+                const SocketTable* previous = nullptr,
+                const std::map<std::string, SocketRef>* activated = nullptr);
 
     /// Grow or shrink to `slots` slots (new reuseport sockets join the end of each group;
     /// sockets of removed slots are released here, and close with their last holder).

@@ -17,6 +17,7 @@
 #include "daemon/control_server.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/supervisor.hpp"
+#include "daemon/systemd.hpp"
 
 extern char** environ;
 
@@ -99,7 +100,8 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     ::signal(SIGPIPE, SIG_IGN);
 
     std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    for (char** e = environ; *e != nullptr; ++e)
+        if (!std::string_view(*e).starts_with("LISTEN_")) env.emplace_back(*e);
     boost::asio::io_context io(1);
     std::string control_path = config->daemon.control;
     std::string control_group = config->daemon.control_group;
@@ -107,6 +109,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         config->source == "<built-in>" ? "" : std::filesystem::absolute(config->source).string();
     Supervisor supervisor(io, std::move(*config), reload_path, builtin_worker_path(),
                           std::move(env));
+    supervisor.adopt_sockets(take_activated_sockets());
     std::unique_ptr<ControlServer> control;
     try {
         supervisor.start();

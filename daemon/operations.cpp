@@ -7,6 +7,7 @@
 #include "common/duration.hpp"
 #include "daemon/reload_plan.hpp"
 #include "daemon/supervisor_impl.hpp"
+#include "daemon/systemd.hpp"
 
 namespace clusterd {
 
@@ -38,6 +39,7 @@ void Supervisor::Impl::part_done(const std::shared_ptr<Operation>& op, bool ok,
     if (--op->pending > 0) return;
     if (op->reload) (op->ok ? reloads_ok : reloads_failed)++;
     if (op->reload) reload_in_progress = false;
+    if (op->reload && systemd_notify) clusterd::notify("READY=1");
     if (op->reporter) op->reporter->finish(reply(op->ok, join(op->results, "\n")));
 }
 
@@ -65,9 +67,11 @@ void Supervisor::Impl::persist_scale() {
 // ---- reload: load, validate, diff, then apply; nothing changes unless all of it can ----
 
 void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
+    if (systemd_notify) clusterd::notify("RELOADING=1\n" + monotonic_usec_field());
     auto refuse = [&](const std::string& why) {
         spdlog::error("reload refused: {}", why);
         ++reloads_failed;
+        if (systemd_notify) clusterd::notify("READY=1");
         reporter->finish(reply(false, why));
     };
     if (config_path.empty())
@@ -105,14 +109,15 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
             if (pp.kind == ProgramPlan::Kind::add) {
                 p.workers = pc.workers;
                 p.spec = make_spec(pc, 1);
-                p.sockets.emplace(pc.listen, p.workers);
+                p.sockets.emplace(pc.listen, p.workers, nullptr, &activated);
             } else {
                 p.workers = pp.scale ? pc.workers : static_cast<int>(prog->slots.size());
                 if (pp.restart || pp.in_place)
                     p.spec = make_spec(pc, prog->spec->generation + (pp.restart ? 1 : 0));
                 bool listen_changed =
                     std::find(pp.changed.begin(), pp.changed.end(), "listen") != pp.changed.end();
-                if (listen_changed) p.sockets.emplace(pc.listen, p.workers, &prog->sockets);
+                if (listen_changed)
+                    p.sockets.emplace(pc.listen, p.workers, &prog->sockets, &activated);
             }
             prepared.emplace(pp.name, std::move(p));
         }

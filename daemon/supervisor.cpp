@@ -15,6 +15,7 @@
 #include "common/signals.hpp"
 #include "daemon/spawner.hpp"
 #include "daemon/supervisor_impl.hpp"
+#include "daemon/systemd.hpp"
 
 namespace clusterd {
 
@@ -70,7 +71,8 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
       shutdown_timer(io_),
       reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
       notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }),
-      systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr) {}
+      systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
+      systemd_watchdog(io_) {}
 
 // ---- start-up: everything that can fail happens before the first fork ----
 
@@ -90,8 +92,18 @@ void Supervisor::Impl::start() {
         }
         programs.push_back(std::move(prog));
     }
+    for (const auto& [name, sock] : activated) {
+        bool used = false;
+        for (const auto& pc : config.programs)
+            for (const auto& l : pc.listen) used = used || l.name == name;
+        spdlog::info(
+            "socket \"{}\" (fd {}) passed by systemd{}", name, sock->get(),
+            used ? ": used instead of binding" : ": no listen entry has that name, unused");
+    }
     reaper.start();
     notify.start();
+    if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
+        do_systemd_watchdog(interval / 2);
     for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU}) signals.add(sig);
     do_wait_signal();
     for (auto& prog : programs) {
@@ -116,7 +128,7 @@ std::unique_ptr<Program> Supervisor::Impl::make_program(const ProgramConfig& pc,
     auto prog = std::make_unique<Program>();
     prog->name = pc.name;
     prog->spec = make_spec(pc, 1);
-    prog->sockets = SocketTable(pc.listen, n);
+    prog->sockets = SocketTable(pc.listen, n, nullptr, &activated);
     if (pc.output != "inherit") prog->output = open_output(pc.output);
     std::string problem = prog->sockets.steer(n);
     if (!problem.empty())
@@ -417,11 +429,21 @@ void Supervisor::Impl::report_to_systemd() {
     if (!message.empty()) clusterd::notify(message);
 }
 
+// WATCHDOG=1 from the loop itself: a master stuck anywhere stops sending it.
+void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
+    clusterd::notify("WATCHDOG=1");
+    systemd_watchdog.expires_after(interval);
+    systemd_watchdog.async_wait([this, interval](const error_code& ec) {
+        if (!ec) do_systemd_watchdog(interval);
+    });
+}
+
 void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty()) return;
     finished = true;
     spdlog::info("all workers stopped; exiting");
     shutdown_timer.cancel();
+    systemd_watchdog.cancel();
     signals.cancel();
     notify.close();
     for (auto& [id, w] : workers) w->timer.cancel();
@@ -441,6 +463,11 @@ void Supervisor::start() {
 
 void Supervisor::command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
     impl_->command(request, std::move(reporter));
+}
+
+void Supervisor::adopt_sockets(const std::map<std::string, int>& sockets) {
+    for (const auto& [name, fd] : sockets)
+        impl_->activated[name] = std::make_shared<const UniqueFd>(fd);
 }
 
 int Supervisor::exit_code() const {

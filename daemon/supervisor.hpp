@@ -5,6 +5,7 @@
 // actions it returns. Nothing else changes supervisor state, and nothing here blocks.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,9 @@ class Supervisor {
     Supervisor(boost::asio::io_context& io, Config config, std::string config_path,
                std::string builtin_worker, std::vector<std::string> environment);
     ~Supervisor();
+
+    /// Use these sockets (passed by systemd, by name) for the listen entries of that name.
+    void adopt_sockets(const std::map<std::string, int>& sockets);
 
     /// Open every listening socket, then start every worker. Throws on a start-up error
     /// (socket in use, unknown user, executable not found), before any worker runs.

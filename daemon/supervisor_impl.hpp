@@ -142,6 +142,7 @@ struct Supervisor::Impl {
     void handle_usr1();
     void handle_scale_signal(int delta);
     void report_to_systemd();
+    void do_systemd_watchdog(std::chrono::microseconds interval);
     void finish_if_stopped();
     std::string label(const Worker* w) const;
 
@@ -187,6 +188,8 @@ struct Supervisor::Impl {
     bool sent_ready = false;
     std::string last_status;
     TimePoint started_at{};
+    std::map<std::string, SocketRef> activated;  // sockets systemd passed us, by name
+    asio::steady_timer systemd_watchdog;
 };
 
 }  // namespace clusterd
