@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake make g++ pkgconf libboost1.81-dev libyaml-cpp-dev libspdlog-dev doctest-dev
-          libcli11-dev nlohmann-json3-dev python3)
+          libcli11-dev nlohmann-json3-dev python3
+          systemd-container debootstrap zstd dpkg-dev)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
