@@ -1,12 +1,14 @@
 // clusterd: the master (`clusterd run`) and its command line.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -98,6 +100,11 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         spdlog::info("config {} loaded", config->source);
     }
     ::signal(SIGPIPE, SIG_IGN);
+    // Orphans of workers come to us (as PID 1 of a container they do anyway), so the one
+    // Reaper reaps them and none outlives the master.
+    if (::getpid() != 1 && ::prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        spdlog::warn("prctl(PR_SET_CHILD_SUBREAPER) failed: {}", std::strerror(errno));
+    if (::getpid() == 1) spdlog::info("running as PID 1: reaping every orphan of the container");
 
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e)

@@ -9,6 +9,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "common/duration.hpp"
 #include "common/exit_codes.hpp"
@@ -429,6 +430,20 @@ void Supervisor::Impl::report_to_systemd() {
     if (!message.empty()) clusterd::notify(message);
 }
 
+// As PID 1 or a subreaper, the master inherits the orphans of its workers (a daemonized
+// helper a crashed worker left behind). None may outlive it: whatever child is left when
+// every worker has stopped is killed. It is reaped by the Reaper until the master exits.
+void Supervisor::Impl::kill_leftovers() {
+    std::string pid = std::to_string(::getpid());
+    std::ifstream in("/proc/" + pid + "/task/" + pid + "/children");
+    std::vector<pid_t> left;
+    for (pid_t child; in >> child;) left.push_back(child);
+    if (left.empty()) return;
+    spdlog::warn("killing {} process{} left behind by stopped workers", left.size(),
+                 left.size() == 1 ? "" : "es");
+    for (pid_t child : left) ::kill(child, SIGKILL);
+}
+
 // WATCHDOG=1 from the loop itself: a master stuck anywhere stops sending it.
 void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
     clusterd::notify("WATCHDOG=1");
@@ -441,6 +456,7 @@ void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
 void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty()) return;
     finished = true;
+    kill_leftovers();
     spdlog::info("all workers stopped; exiting");
     shutdown_timer.cancel();
     systemd_watchdog.cancel();

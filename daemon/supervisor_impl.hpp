@@ -144,6 +144,7 @@ struct Supervisor::Impl {
     void report_to_systemd();
     void do_systemd_watchdog(std::chrono::microseconds interval);
     void finish_if_stopped();
+    void kill_leftovers();
     std::string label(const Worker* w) const;
 
     // ---- operations.cpp: reload, rolling restart, scale ----

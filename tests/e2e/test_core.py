@@ -216,6 +216,17 @@ class CheckTest(unittest.TestCase):
         self.assertIn(f"{path}:3:12:", r.stderr)
         self.assertIn("cores", r.stderr)
 
+    def test_the_shipped_example_configs_are_valid(self):
+        root = os.path.join(os.path.dirname(__file__), "..", "..")
+        r = subprocess.run([CLUSTERD, "check", "-c", os.path.join(root, "etc/clusterd.yaml")],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(root, "etc/kubernetes/deployment.yaml")) as f:
+            block = f.read().split("clusterd.yaml: |\n", 1)[1].split("---", 1)[0]
+        path, r = self.run_check("\n".join(line[4:] for line in block.splitlines()))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("web:", r.stdout)
+
     def test_check_summarises_a_valid_file(self):
         path, r = self.run_check(web_config(8080, workers=3))
         self.assertEqual(r.returncode, 0, r.stderr)
