@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <set>
 
 #include "common/duration.hpp"
 #include "common/exit_codes.hpp"
@@ -122,6 +123,7 @@ std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConf
     spec->policy = SlotPolicy::from(pc);
     spec->plan = LaunchPlan::resolve(pc, builtin_worker, environment);
     spec->generation = generation;
+    if (pc.output != "inherit") *spec->output = open_output(pc.output);
     return spec;
 }
 
@@ -130,7 +132,6 @@ std::unique_ptr<Program> Supervisor::Impl::make_program(const ProgramConfig& pc,
     prog->name = pc.name;
     prog->spec = make_spec(pc, 1);
     prog->sockets = SocketTable(pc.listen, n, nullptr, &activated);
-    if (pc.output != "inherit") prog->output = open_output(pc.output);
     std::string problem = prog->sockets.steer(n);
     if (!problem.empty())
         spdlog::warn("{}: {}scale-down may lose queued connections", pc.name, problem);
@@ -206,7 +207,7 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     ctx.notify_socket = notify.address();
     for (const auto& s : w->sockets) ctx.listen_fds.push_back(s->get());
     ctx.listen_names = w->program->sockets.names();
-    ctx.output_fd = w->program->output.get();
+    ctx.output_fd = spec.output->get();
     if (spec.config.cpu_affinity && !cpus.empty())
         ctx.cpu = cpus[static_cast<std::size_t>(w->slot) % cpus.size()];
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
@@ -370,14 +371,17 @@ void Supervisor::Impl::handle_hup() {
 
 /// USR1: reopen output files (logrotate's convention).
 void Supervisor::Impl::handle_usr1() {
-    for (auto& prog : programs) {
-        if (prog->spec->config.output == "inherit") continue;
+    std::set<const ProgramSpec*> done;
+    auto reopen = [&](const ProgramSpec& spec) {
+        if (spec.config.output == "inherit" || !done.insert(&spec).second) return;
         try {
-            prog->output = open_output(prog->spec->config.output);
+            *spec.output = open_output(spec.config.output);
         } catch (const std::exception& e) {
-            spdlog::critical("{}: {}", prog->name, e.what());
+            spdlog::critical("{}: {}", spec.config.name, e.what());
         }
-    }
+    };
+    for (const auto& prog : programs) reopen(*prog->spec);
+    for (const auto& [id, w] : workers) reopen(*w->spec);
     spdlog::info("SIGUSR1 received: output files reopened");
 }
 

@@ -39,6 +39,8 @@ struct ProgramSpec {
     SlotPolicy policy;
     LaunchPlan plan;
     std::uint64_t generation = 1;
+    /// The workers' stdout/stderr for `output: <file>` (reopened in place on USR1).
+    std::shared_ptr<UniqueFd> output = std::make_shared<UniqueFd>();
 };
 
 /// One worker process (and its restarts) in one slot of one generation.
@@ -84,9 +86,8 @@ struct Program {
     std::string name;
     std::shared_ptr<const ProgramSpec> spec;  // current generation
     SocketTable sockets;                      // current listeners, one row per slot
-    UniqueFd output;
-    std::vector<Worker*> slots;        // current worker of each slot
-    std::optional<int> runtime_scale;  // set by `scale`, TTIN/TTOU
+    std::vector<Worker*> slots;               // current worker of each slot
+    std::optional<int> runtime_scale;         // set by `scale`, TTIN/TTOU
     std::optional<Rollout> rollout;
     bool removed = false;  // stopping for good; erased once its workers are gone
     TimePoint started_at{};

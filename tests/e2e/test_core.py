@@ -201,6 +201,25 @@ programs:
                    count=2, timeout=10)
 
 
+class OutputFileTest(unittest.TestCase):
+    def test_output_file_gets_the_workers_output_and_is_reopened_on_usr1(self):
+        d = Daemon()
+        self.addCleanup(d.close)
+        out = os.path.join(d.dir, "web.out")
+        d.write_config(web_config(free_port(), workers=1).replace(
+            "    watchdog: 5s", f"    watchdog: 5s\n    output: {out}"))
+        d.launch()
+        d.wait_log(r"web: all 1 workers ready")
+        wait_for(lambda: "[web:0]" in open(out).read(), 5, what="worker output in the file")
+        self.assertNotIn("[web:0]", d.log_text())
+        os.rename(out, out + ".1")
+        d.signal(signal.SIGUSR1)
+        d.wait_log(r"output files reopened")
+        os.kill(d.workers()[0], signal.SIGKILL)  # its replacement writes to the new file
+        wait_for(lambda: os.path.exists(out) and "[web:0]" in open(out).read(), 5,
+                 what="output in the reopened file")
+
+
 class CheckTest(unittest.TestCase):
     def run_check(self, text):
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"clusterd-check-{os.getpid()}.yaml")
