@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <vector>
 
 namespace clusterd {
 
@@ -25,6 +26,19 @@ bool same_socket(const ListenConfig& a, const ListenConfig& b) {
 
 SocketRef share(UniqueFd fd) {
     return std::make_shared<const UniqueFd>(std::move(fd));
+}
+
+// A reuseport socket that keeps its group's model right when it closes.
+SocketRef join(const std::shared_ptr<ReuseGroup>& group, UniqueFd fd) {
+    group->fds.push_back(fd.get());
+    return SocketRef(new UniqueFd(std::move(fd)), [group](const UniqueFd* sock) {
+        int i = group->index_of(sock->get());
+        if (i >= 0) {
+            group->fds[static_cast<std::size_t>(i)] = group->fds.back();
+            group->fds.pop_back();
+        }
+        delete sock;
+    });
 }
 
 }  // namespace
@@ -64,6 +78,12 @@ UniqueFd open_listener(const ListenConfig& listen) {
     return fd;
 }
 
+int ReuseGroup::index_of(int fd) const {
+    for (std::size_t i = 0; i < fds.size(); ++i)
+        if (fds[i] == fd) return static_cast<int>(i);
+    return -1;
+}
+
 int accept_queue_length(int fd) {
     tcp_info info{};
     socklen_t len = sizeof info;
@@ -80,6 +100,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
         names_ += entry.name;
     }
     shared_.resize(entries_.size());
+    groups_.resize(entries_.size());
     per_slot_.assign(static_cast<std::size_t>(slots), std::vector<SocketRef>(entries_.size()));
     slots_ = slots;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
@@ -96,6 +117,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
         for (std::size_t j = 0; j < old; ++j) {
             if (!same_socket(previous->entries_[j], entry)) continue;
             if (entry.reuseport) {
+                groups_[e] = previous->groups_[j];
                 for (int s = 0; s < slots && s < previous->slots_; ++s)
                     per_slot_[s][e] = previous->per_slot_[s][j];
             } else {
@@ -115,9 +137,10 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
             }
             continue;
         }
+        if (!groups_[e]) groups_[e] = std::make_shared<ReuseGroup>();
         for (int s = 0; s < slots; ++s) {
             if (!per_slot_[s][e]) {
-                per_slot_[s][e] = share(open_listener(entry));
+                per_slot_[s][e] = join(groups_[e], open_listener(entry));
             } else {
                 ::listen(per_slot_[s][e]->get(), entry.backlog);
             }
@@ -135,26 +158,39 @@ void SocketTable::resize(int slots) {
     for (int s = slots_; s < slots; ++s) {
         std::vector<SocketRef> row(entries_.size());
         for (std::size_t e = 0; e < entries_.size(); ++e)
-            if (entries_[e].reuseport) row[e] = share(open_listener(entries_[e]));
+            if (entries_[e].reuseport) row[e] = join(groups_[e], open_listener(entries_[e]));
         added.push_back(std::move(row));
     }
     for (auto& row : added) per_slot_.push_back(std::move(row));
     slots_ = slots;
 }
 
-std::string SocketTable::steer(int active) const {
-    if (slots_ == 0 || active <= 0) return "";
+std::string SocketTable::steer(const std::vector<int>& live) const {
+    std::vector<int> slots = live;
+    if (slots.empty())
+        for (int k = 0; k < slots_; ++k) slots.push_back(k);
     std::string problems;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
-        if (!entries_[e].reuseport) continue;
-        // A = skb hash; A %= active; return A: the index of a socket in the group.
-        sock_filter code[] = {
-            {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RXHASH)},
-            {BPF_ALU | BPF_MOD | BPF_K, 0, 0, static_cast<__u32>(active)},
-            {BPF_RET | BPF_A, 0, 0, 0},
-        };
-        sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
-        int fd = per_slot_[0][e]->get();
+        if (!entries_[e].reuseport || slots.empty()) continue;
+        // A = skb hash % n; then map A to the group index of the n-th chosen socket.
+        std::vector<int> targets;
+        for (int k : slots) targets.push_back(groups_[e]->index_of(per_slot_.at(k)[e]->get()));
+        const auto n = static_cast<__u32>(targets.size());
+        std::vector<sock_filter> code;
+        code.push_back(
+            {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RXHASH)});
+        code.push_back({BPF_ALU | BPF_MOD | BPF_K, 0, 0, n});
+        for (__u32 i = 0; i + 1 < n; ++i) {
+            code.push_back({BPF_JMP | BPF_JEQ | BPF_K, 0, 1, i});
+            code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(targets[i])});
+        }
+        code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(targets[n - 1])});
+        if (code.size() > BPF_MAXINSNS) {
+            problems += "too many slots to steer on " + entries_[e].address() + "; ";
+            continue;
+        }
+        sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+        int fd = per_slot_.at(slots[0])[e]->get();
         if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
             problems += "setsockopt(SO_ATTACH_REUSEPORT_CBPF) on " + entries_[e].address() +
                         " failed: " + std::strerror(errno) + "; ";

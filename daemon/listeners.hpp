@@ -24,6 +24,14 @@ namespace clusterd {
 
 using SocketRef = std::shared_ptr<const UniqueFd>;
 
+/// Our copy of the kernel's socket array of one SO_REUSEPORT group: a socket joins at the
+/// end when it starts listening; when one closes, the last moves into its place. A BPF
+/// program on the group picks a socket by this index.
+struct ReuseGroup {
+    std::vector<int> fds;
+    int index_of(int fd) const;
+};
+
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. Throws std::system_error whose
 /// message names the call and the address: `bind(127.0.0.1:80) failed: Permission denied`.
 UniqueFd open_listener(const ListenConfig& listen);
@@ -47,10 +55,11 @@ class SocketTable {
     /// Grow or shrink to `slots` slots (new reuseport sockets join the end of each group;
     /// sockets of removed slots are released here, and close with their last holder).
     void resize(int slots);
-    /// Steer new connections of every reuseport group to its first `active` sockets only
-    /// (a classic BPF program on the group), so the sockets behind them can be drained.
-    /// Returns "" or a description of what failed.
-    std::string steer(int active) const;
+    /// Steer new connections of every reuseport group to the sockets of `slots` only (a
+    /// classic BPF program on the group): leaving slots can then be drained, and a slot
+    /// whose worker is down gets no new connections while it waits for its replacement.
+    /// An empty list steers to every slot. Returns "" or a description of what failed.
+    std::string steer(const std::vector<int>& slots) const;
 
     int slots() const { return slots_; }
     /// The sockets slot `slot` receives, in `listen:` order.
@@ -63,8 +72,9 @@ class SocketTable {
 
   private:
     std::vector<ListenConfig> entries_;
-    std::vector<SocketRef> shared_;                 // per entry; null for reuseport entries
-    std::vector<std::vector<SocketRef>> per_slot_;  // [slot][entry]; null for shared entries
+    std::vector<SocketRef> shared_;                    // per entry; null for reuseport entries
+    std::vector<std::vector<SocketRef>> per_slot_;     // [slot][entry]; null for shared entries
+    std::vector<std::shared_ptr<ReuseGroup>> groups_;  // per entry; null for shared entries
     int slots_ = 0;
     std::string names_;
 };

@@ -165,7 +165,7 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
             prog->name = pp.name;
             prog->spec = p.spec;
             prog->sockets = std::move(*p.sockets);
-            prog->sockets.steer(p.workers);
+            resteer(*prog);
             prog->started_at = Clock::now();
             Program* raw = prog.get();
             programs.push_back(std::move(prog));
@@ -313,7 +313,6 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
         } catch (const std::exception& e) {
             return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
         }
-        prog.sockets.steer(n);
         std::vector<Worker*> added;
         for (int k = current; k < n; ++k) {
             Worker* w = add_worker(prog, k, prog.spec, prog.sockets.for_slot(k));
@@ -327,8 +326,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     }
     std::vector<Worker*> leaving(prog.slots.begin() + n, prog.slots.end());
     prog.slots.resize(static_cast<std::size_t>(n));
-    std::string problem = prog.sockets.steer(n);
-    if (!problem.empty()) spdlog::warn("{}: {}", prog.name, problem);
+    resteer(prog);
     prog.sockets.resize(n);
     for (Worker* w : leaving) {
         w->retiring = true;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstdlib>
 #include <cstring>
@@ -132,9 +133,7 @@ std::unique_ptr<Program> Supervisor::Impl::make_program(const ProgramConfig& pc,
     prog->name = pc.name;
     prog->spec = make_spec(pc, 1);
     prog->sockets = SocketTable(pc.listen, n, nullptr, &activated);
-    std::string problem = prog->sockets.steer(n);
-    if (!problem.empty())
-        spdlog::warn("{}: {}scale-down may lose queued connections", pc.name, problem);
+    resteer(*prog);
     for (int k = 0; k < n; ++k)
         prog->slots.push_back(add_worker(*prog, k, prog->spec, prog->sockets.for_slot(k)));
     for (const auto& l : pc.listen)
@@ -250,9 +249,27 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
                                                                               prog->started_at)));
         }
     }
+    if (std::any_of(programs.begin(), programs.end(),
+                    [prog](const auto& p) { return p.get() == prog; }))
+        resteer(*prog);
     if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
     report_to_systemd();
     if (stopping) finish_if_stopped();
+}
+
+// New connections go only to slots whose worker is ready (all of them when none is): a
+// slot whose worker crashed keeps what is already queued for its replacement, but gets
+// nothing new while it waits out its backoff; a slot being scaled away gets nothing new.
+void Supervisor::Impl::resteer(Program& prog) {
+    std::vector<int> live;
+    for (const Worker* w : prog.slots)
+        if (w->sm.state == SlotState::ready) live.push_back(w->slot);
+    if (prog.steered == live) return;
+    prog.steered = live;
+    std::string problem = prog.sockets.steer(live);
+    if (!problem.empty())
+        spdlog::warn("{}: {}new connections may wait on a slot without a worker", prog.name,
+                     problem);
 }
 
 // A retired worker is gone: forget it, and with it the last reference to the sockets only

@@ -89,7 +89,8 @@ struct Program {
     std::vector<Worker*> slots;               // current worker of each slot
     std::optional<int> runtime_scale;         // set by `scale`, TTIN/TTOU
     std::optional<Rollout> rollout;
-    bool removed = false;  // stopping for good; erased once its workers are gone
+    std::optional<std::vector<int>> steered;  // slots new connections go to (ready ones)
+    bool removed = false;                     // stopping for good; erased once its workers are gone
     TimePoint started_at{};
     bool all_ready_logged = false;
 };
@@ -134,6 +135,7 @@ struct Supervisor::Impl {
     void watch_exec(Worker* w, pid_t pid, UniqueFd pipe);
     void after_dispatch(Worker* w, SlotState before);
     void drop_worker(Worker* w);
+    void resteer(Program& prog);
     void on_child_exit(pid_t pid, int status);
     void on_notify(pid_t pid, const NotifyMessage& m);
     void do_wait_signal();

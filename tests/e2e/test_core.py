@@ -13,7 +13,7 @@ from harness import (CLUSTERD, MISBEHAVE, Daemon, Load, environ_of, free_port, h
                      pid_alive, wait_for)
 
 
-def web_config(port, workers=2, extra=""):
+def web_config(port, workers=2, extra=""):  # noqa: D103
     return f"""
 daemon:
   shutdown_timeout: 10s
@@ -81,6 +81,20 @@ class ServeTest(unittest.TestCase):
 
 
 class IsolationTest(unittest.TestCase):
+    def test_new_connections_avoid_a_slot_whose_worker_waits_out_its_backoff(self):
+        port = free_port()
+        d = Daemon(web_config(port, extra="    backoff: {initial: 4s, max: 4s, reset_after: 60s}"))
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 2 workers ready")
+        os.kill(d.workers()[1], signal.SIGKILL)
+        d.wait_log(r"web\[1\]: .* restarting in 4s")
+        # Slot 1's socket keeps what was queued for its replacement, but new connections
+        # all go to slot 0 meanwhile: none waits 4 s.
+        start = time.monotonic()
+        for _ in range(40):
+            self.assertEqual(http_get(port, timeout=2)[0], 200)
+        self.assertLess(time.monotonic() - start, 3)
+
     def test_a_worker_holds_only_stdio_and_its_listening_sockets(self):
         # The built-in worker opens its own epoll/eventfd; the idle helper opens nothing.
         port2 = free_port()
