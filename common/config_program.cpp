@@ -208,9 +208,10 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
     }
     std::optional<YAML::Mark> start_time_mark;
     r.fields(value,
-             {"command", "cores", "listen", "env", "inherit_env", "user", "group", "cwd", "umask",
-              "ready", "start_time", "start_timeout", "watchdog", "restart", "backoff",
-              "stop_signal", "stop_timeout", "cpu_affinity", "output", "max_surge"},
+             {"command",  "cores",     "listen",  "env",         "inherit_env",  "user",
+              "group",    "cwd",       "umask",   "ready",       "start_time",   "start_timeout",
+              "watchdog", "restart",   "backoff", "stop_signal", "stop_timeout", "cpu_affinity",
+              "output",   "max_surge", "rlimits"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p);
@@ -262,6 +263,8 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (auto d = r.duration(v)) p.stop_timeout = *d;
                  } else if (k == "cpu_affinity") {
                      if (auto b = r.boolean(v)) p.cpu_affinity = *b;
+                 } else if (k == "rlimits") {
+                     read_rlimits(r, v, p);
                  } else if (k == "max_surge") {
                      if (auto n = r.integer(v, 1, 4096)) p.max_surge = static_cast<int>(*n);
                  } else if (k == "output") {

@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <map>
@@ -78,6 +79,20 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
                                      *program.group + "\"");
         plan.gid = gr->gr_gid;
     }
+    // Only root may raise a hard limit: say so now rather than fail every spawn.
+    for (const auto& limit : program.rlimits) {
+        rlimit current{};
+        if (::geteuid() == 0 ||
+            ::getrlimit(static_cast<__rlimit_resource_t>(limit.resource), &current) < 0)
+            continue;
+        if (current.rlim_max != RLIM_INFINITY && limit.hard > current.rlim_max)
+            throw std::runtime_error(
+                "program " + program.name + ": rlimits." + limit.name + " hard limit " +
+                (limit.hard == RLimit::kUnlimited ? std::string("unlimited")
+                                                  : std::to_string(limit.hard)) +
+                " is above clusterd's own (" + std::to_string(current.rlim_max) +
+                "), which only root may raise");
+    }
     if (plan.gid) {
         plan.groups.push_back(*plan.gid);
         if (program.user) {
@@ -121,6 +136,7 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
     spec.groups = plan.groups;
     spec.output_fd = slot.output_fd;
     spec.cpu = slot.cpu;
+    spec.rlimits = program.rlimits;
     return spec;
 }
 
