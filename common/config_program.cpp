@@ -9,6 +9,7 @@
 #include "common/config_reader.hpp"
 #include "common/cpus.hpp"
 #include "common/duration.hpp"
+#include "common/placeholders.hpp"
 #include "common/signals.hpp"
 
 namespace clusterd::detail {
@@ -36,7 +37,7 @@ bool is_reserved_env(std::string_view name) {
            std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
 }
 
-void read_command(ConfigReader& r, const Item& item, ProgramConfig& p) {
+void read_command(ConfigReader& r, const Item& item, ProgramConfig& p, std::vector<Item>& args) {
     auto items = r.sequence(item, kArgv);
     if (!items) return;
     if (items->empty()) {
@@ -54,6 +55,7 @@ void read_command(ConfigReader& r, const Item& item, ProgramConfig& p) {
         argv.push_back(*s);
     }
     p.command = std::move(argv);
+    args = std::move(*items);
 }
 
 void read_cores(ConfigReader& r, const Item& item, ProgramConfig& p) {
@@ -207,6 +209,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                     "\": expected up to 64 letters, digits, '_', '.' or '-'");
     }
     std::optional<YAML::Mark> start_time_mark;
+    std::vector<Item> command_args;
     r.fields(value,
              {"command",  "cores",     "listen",  "env",         "inherit_env",  "user",
               "group",    "cwd",       "umask",   "ready",       "start_time",   "start_timeout",
@@ -214,7 +217,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
               "output",   "max_surge", "rlimits"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
-                     read_command(r, v, p);
+                     read_command(r, v, p, command_args);
                  } else if (k == "cores") {
                      read_cores(r, v, p);
                  } else if (k == "listen") {
@@ -280,6 +283,12 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
         r.error(start_time_mark.value_or(value.mark), value.path + ".start_time",
                 "must be less than start_timeout (" + format_duration(p.start_timeout) +
                     ") with ready: started, got " + format_duration(p.start_time));
+    }
+    // {listen.NAME.fd} must name a listener of this program (all of `listen:` is read now).
+    for (const Item& arg : command_args) {
+        std::string problem;
+        if (!expand_placeholders(arg.node.Scalar(), p.listen, problem))
+            r.error(arg.mark, arg.path, problem);
     }
     if (p.cores_auto) p.workers = available_cpus();
     return out;

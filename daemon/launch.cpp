@@ -8,6 +8,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "common/placeholders.hpp"
+
 namespace clusterd {
 
 namespace {
@@ -114,7 +116,12 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
                           const SlotContext& slot) {
     SpawnSpec spec;
     spec.path = plan.path;
-    spec.argv = plan.argv;
+    // {listen.NAME.fd}: validated by the loader; an argument that fails is passed as written.
+    spec.argv.reserve(plan.argv.size());
+    for (const auto& arg : plan.argv) {
+        std::string problem;
+        spec.argv.push_back(expand_placeholders(arg, program.listen, problem).value_or(arg));
+    }
     spec.env = plan.base_env;
     spec.env.push_back("CLUSTERD_PROGRAM=" + program.name);
     spec.env.push_back("CLUSTERD_WORKER_ID=" + std::to_string(slot.slot));
