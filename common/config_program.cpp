@@ -272,8 +272,8 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (auto n = r.integer(v, 1, 4096)) p.max_surge = static_cast<int>(*n);
                  } else if (k == "output") {
                      auto s = r.string(v);
-                     if (s && *s != "inherit" && !s->starts_with("/")) {
-                         r.expected(v, R"("inherit" or an absolute file path)");
+                     if (s && *s != "inherit" && *s != "capture" && !s->starts_with("/")) {
+                         r.expected(v, R"("inherit", "capture" or an absolute file path)");
                      } else if (s) {
                          p.output = *s;
                      }

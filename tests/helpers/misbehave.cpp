@@ -6,6 +6,10 @@
 //   ready              send READY=1, then idle until TERM (exit 0)
 //   ignore-term        send READY=1, ignore TERM, idle forever
 //   crash MS           send READY=1, SIGSEGV itself after MS milliseconds
+//   spew               write awkward output to stdout/stderr, then exit 0: a line split over
+//                      two writes 50ms apart, a 40000-byte line written without its newline
+//                      (the newline 50ms later), 5000 numbered lines as fast as possible, an
+//                      exactly 16384-byte line, and a last line without a newline at all
 #include <signal.h>
 #include <unistd.h>
 
@@ -35,10 +39,35 @@ void sleep_ms(long ms) {
     usleep(static_cast<useconds_t>(ms) * 1000);
 }
 
+void write_all(int fd, const std::string& text) {
+    std::size_t done = 0;
+    while (done < text.size()) {
+        ssize_t n = write(fd, text.data() + done, text.size() - done);
+        if (n <= 0) return;
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+int spew() {
+    write_all(1, "partial-");
+    sleep_ms(50);
+    write_all(1, "line-end\n");
+    write_all(2, "stderr-line\n");
+    write_all(1, std::string(40000, 'x'));
+    sleep_ms(50);
+    write_all(1, "\n");
+    std::string burst;
+    for (int i = 0; i < 5000; ++i) burst += "fast " + std::to_string(i) + "\n";
+    write_all(1, burst);
+    write_all(1, std::string(16384, 'y') + "\n");
+    write_all(1, "no-newline-at-eof");
+    return 0;
+}
+
 int usage() {
     std::fprintf(stderr,
                  "usage: clusterd-test-misbehave exit CODE | ready-exit MS CODE | "
-                 "never-ready | ready | ignore-term | crash MS\n");
+                 "never-ready | ready | ignore-term | crash MS | spew\n");
     return 2;
 }
 
@@ -73,5 +102,6 @@ int main(int argc, char** argv) {
         raise(SIGSEGV);
         return 1;
     }
+    if (mode == "spew") return spew();
     return usage();
 }
