@@ -4,6 +4,7 @@ C++ SDK, Python and Node.js servers, user/group drop, watchdog, exec failure, gr
 import os
 import re
 import signal
+import threading
 import time
 import unittest
 
@@ -70,6 +71,42 @@ class SdkExampleTest(unittest.TestCase, SupervisedProgram):
                                                       r"^sdk_example worker [01] pid \d+\n$")
         self.assertEqual({b.split()[2] for b in served}, {"0", "1"}, "both slots serve")
         self.assertIn("exited with code 0", d.log_text())  # graceful stop after TERM
+
+
+class OffloadTest(unittest.TestCase):
+    def test_cpu_work_runs_off_the_loop(self):
+        port = free_port()
+        d = Daemon(f"""
+programs:
+  web:
+    cores: 1
+    listen:
+      - {{name: http, address: "127.0.0.1:{port}"}}
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 1 workers ready")
+        result = {}
+
+        def burn():
+            start = time.monotonic()
+            result["cpu"] = http_get(port, "/cpu?ms=1500", timeout=20)
+            result["took"] = time.monotonic() - start
+
+        t = threading.Thread(target=burn)
+        t.start()
+        time.sleep(0.3)  # the burn is under way on the pool
+        latencies = []
+        for _ in range(10):
+            start = time.monotonic()
+            self.assertEqual(http_get(port, "/healthz"), (200, b"ok\n"))
+            latencies.append(time.monotonic() - start)
+        t.join(20)
+        print(f"\n/healthz during a 1500ms /cpu burn: max {max(latencies) * 1000:.1f} ms")
+        self.assertLess(max(latencies), 0.5, "the one worker's loop stayed responsive")
+        self.assertEqual(result["cpu"][0], 200)
+        self.assertRegex(result["cpu"][1].decode(), r"^burned 1[45]\d\d ms of CPU off the loop")
+        self.assertGreaterEqual(result["took"], 1.4)
+        self.assertEqual(http_get(port, "/cpu?ms=99999")[0], 400)
 
 
 if __name__ == "__main__":
