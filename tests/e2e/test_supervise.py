@@ -4,6 +4,7 @@ C++ SDK, Python and Node.js servers, user/group drop, watchdog, exec failure, gr
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import unittest
@@ -11,6 +12,7 @@ import unittest
 from harness import BIN, Daemon, http_get, free_port, pid_alive, wait_for
 
 SDK_EXAMPLE = os.path.join(BIN, "clusterd-sdk-example")
+NODE = "/usr/bin/node"
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
 
 
@@ -71,6 +73,31 @@ class SdkExampleTest(unittest.TestCase, SupervisedProgram):
                                                       r"^sdk_example worker [01] pid \d+\n$")
         self.assertEqual({b.split()[2] for b in served}, {"0", "1"}, "both slots serve")
         self.assertIn("exited with code 0", d.log_text())  # graceful stop after TERM
+
+
+class PythonServerTest(unittest.TestCase, SupervisedProgram):
+    def test_python_stdlib_server_takes_fd3_notifies_and_is_replaced(self):
+        port = free_port()
+        d = Daemon(program_config("py", [sys.executable, os.path.join(PROGRAMS, "py_server.py")],
+                                  port, "    ready: notify\n    watchdog: 2s\n"))
+        self.addCleanup(d.close)
+        served = self.check_serves_and_survives_kill9(d, "py", port,
+                                                      r"^python worker [01] pid \d+\n$")
+        self.assertNotIn("sent no heartbeat", d.log_text())
+        self.assertIn("exited with code 0", d.log_text())  # graceful stop on TERM
+        print(f"\npython workers served: {sorted(set(b.split()[2] for b in served))}")
+
+
+@unittest.skipUnless(os.access(NODE, os.X_OK), f"{NODE} not installed")
+class NodeServerTest(unittest.TestCase, SupervisedProgram):
+    def test_node_http_server_takes_fd3_and_is_replaced(self):
+        # Node cannot send to a unix datagram socket without a native module: ready: started.
+        port = free_port()
+        d = Daemon(program_config("node", [NODE, os.path.join(PROGRAMS, "node_server.js")], port,
+                                  "    ready: started\n    start_time: 500ms\n"))
+        self.addCleanup(d.close)
+        self.check_serves_and_survives_kill9(d, "node", port, r"^node worker [01] pid \d+\n$")
+        self.assertIn("exited with code 0", d.log_text())
 
 
 class OffloadTest(unittest.TestCase):
