@@ -1,101 +1,136 @@
 #include "daemon/reload_plan.hpp"
 
 #include <algorithm>
-#include <tuple>
 
 namespace clusterd {
 
 namespace {
 
-bool same_listen(const std::vector<ListenConfig>& a, const std::vector<ListenConfig>& b) {
-    auto key = [](const ListenConfig& l) {
-        return std::tie(l.name, l.host, l.port, l.reuseport, l.backlog);
-    };
-    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                      [&](const auto& x, const auto& y) { return key(x) == key(y); });
+const ProgramConfig* find(const Config& c, const std::string& name) {
+    for (const auto& p : c.programs)
+        if (p.name == name) return &p;
+    return nullptr;
 }
 
-bool same_backoff(const BackoffConfig& a, const BackoffConfig& b) {
-    return a.initial == b.initial && a.max == b.max && a.reset_after == b.reset_after;
+bool same_listen(const std::vector<ListenConfig>& a, const std::vector<ListenConfig>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+        return x.name == y.name && x.host == y.host && x.port == y.port &&
+               x.reuseport == y.reuseport && x.backlog == y.backlog;
+    });
+}
+
+ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
+    ProgramPlan plan;
+    plan.name = b.name;
+    auto worker_visible = [&](bool differs, const char* field) {
+        if (!differs) return;
+        plan.restart = true;
+        plan.changed.push_back(field);
+    };
+    auto master_only = [&](bool differs, const char* field) {
+        if (!differs) return;
+        plan.in_place = true;
+        plan.changed.push_back(field);
+    };
+    worker_visible(a.command != b.command, "command");
+    worker_visible(a.env != b.env, "env");
+    worker_visible(a.inherit_env != b.inherit_env, "inherit_env");
+    worker_visible(a.user != b.user, "user");
+    worker_visible(a.group != b.group, "group");
+    worker_visible(a.cwd != b.cwd, "cwd");
+    worker_visible(a.umask != b.umask, "umask");
+    worker_visible(a.rlimits != b.rlimits, "rlimits");
+    worker_visible(!same_listen(a.listen, b.listen), "listen");
+    worker_visible(a.output != b.output, "output");
+    worker_visible(a.cpu_affinity != b.cpu_affinity, "cpu_affinity");
+    if (a.watchdog != b.watchdog) {
+        bool workers_ping_often_enough =
+            b.watchdog.count() == 0 || (a.watchdog.count() > 0 && b.watchdog > a.watchdog);
+        if (workers_ping_often_enough) {
+            master_only(true, "watchdog");
+        } else {
+            worker_visible(true, "watchdog");
+        }
+    }
+    master_only(a.ready != b.ready, "ready");
+    master_only(a.start_time != b.start_time, "start_time");
+    master_only(a.start_timeout != b.start_timeout, "start_timeout");
+    master_only(a.restart != b.restart, "restart");
+    master_only(a.backoff.initial != b.backoff.initial || a.backoff.max != b.backoff.max ||
+                    a.backoff.reset_after != b.backoff.reset_after,
+                "backoff");
+    master_only(a.stop_signal != b.stop_signal, "stop_signal");
+    master_only(a.stop_timeout != b.stop_timeout, "stop_timeout");
+    master_only(a.max_surge != b.max_surge, "max_surge");
+    if (a.workers != b.workers || a.cores_auto != b.cores_auto) {
+        plan.scale = b.workers;
+        plan.changed.push_back("cores");
+    }
+    return plan;
+}
+
+std::string join(const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
 }
 
 }  // namespace
 
-std::vector<std::string> worker_visible_changes(const ProgramConfig& a, const ProgramConfig& b) {
-    std::vector<std::string> out;
-    auto check = [&](bool same, const char* name) {
-        if (!same) out.emplace_back(name);
-    };
-    check(a.command == b.command, "command");
-    check(same_listen(a.listen, b.listen), "listen");
-    check(a.env == b.env, "env");
-    check(a.inherit_env == b.inherit_env, "inherit_env");
-    check(a.user == b.user, "user");
-    check(a.group == b.group, "group");
-    check(a.cwd == b.cwd, "cwd");
-    check(a.umask == b.umask, "umask");
-    check(a.rlimits == b.rlimits, "rlimits");
-    check(a.cpu_affinity == b.cpu_affinity, "cpu_affinity");
-    check(a.output == b.output, "output");
-    // WATCHDOG_USEC is in the worker's environment: it paces its heartbeat from it.
-    check(a.watchdog == b.watchdog, "watchdog");
-    return out;
-}
-
-std::vector<std::string> master_only_changes(const ProgramConfig& a, const ProgramConfig& b) {
-    std::vector<std::string> out;
-    auto check = [&](bool same, const char* name) {
-        if (!same) out.emplace_back(name);
-    };
-    check(a.ready == b.ready, "ready");
-    check(a.start_time == b.start_time, "start_time");
-    check(a.start_timeout == b.start_timeout, "start_timeout");
-    check(a.restart == b.restart, "restart");
-    check(same_backoff(a.backoff, b.backoff), "backoff");
-    check(a.stop_signal == b.stop_signal, "stop_signal");
-    check(a.stop_timeout == b.stop_timeout, "stop_timeout");
-    check(a.max_surge == b.max_surge, "max_surge");
-    return out;
-}
-
-std::vector<ProgramDiff> plan_reload(const Config& before, const Config& after) {
-    std::vector<ProgramDiff> out;
-    auto find = [](const Config& c, const std::string& name) -> const ProgramConfig* {
-        for (const auto& p : c.programs)
-            if (p.name == name) return &p;
-        return nullptr;
-    };
-    for (const auto& next : after.programs) {
-        ProgramDiff d;
-        d.name = next.name;
-        d.workers_after = next.workers;
-        const ProgramConfig* prev = find(before, next.name);
-        if (prev == nullptr) {
-            d.added = true;
-            out.push_back(std::move(d));
-            continue;
+ReloadPlan plan_reload(const Config& current, const Config& next) {
+    ReloadPlan plan;
+    for (const auto& p : current.programs) {
+        if (find(next, p.name) == nullptr) {
+            ProgramPlan removed;
+            removed.name = p.name;
+            removed.kind = ProgramPlan::Kind::remove;
+            plan.programs.push_back(removed);
         }
-        d.workers_before = prev->workers;
-        d.scale = prev->workers != next.workers || prev->cores_auto != next.cores_auto;
-        if (d.scale) d.changed.emplace_back("cores");
-        auto visible = worker_visible_changes(*prev, next);
-        auto master = master_only_changes(*prev, next);
-        d.rolling_restart = !visible.empty();
-        d.new_sockets = std::find(visible.begin(), visible.end(), "listen") != visible.end();
-        d.in_place = !master.empty();
-        d.changed.insert(d.changed.end(), visible.begin(), visible.end());
-        d.changed.insert(d.changed.end(), master.begin(), master.end());
-        if (!d.changed.empty()) out.push_back(std::move(d));
     }
-    for (const auto& prev : before.programs) {
-        if (find(after, prev.name) != nullptr) continue;
-        ProgramDiff d;
-        d.name = prev.name;
-        d.removed = true;
-        d.workers_before = prev.workers;
-        out.push_back(std::move(d));
+    for (const auto& p : next.programs) {
+        const ProgramConfig* old = find(current, p.name);
+        if (old == nullptr) {
+            ProgramPlan added;
+            added.name = p.name;
+            added.kind = ProgramPlan::Kind::add;
+            plan.programs.push_back(added);
+        } else {
+            plan.programs.push_back(diff(*old, p));
+        }
     }
-    return out;
+    const DaemonConfig& a = current.daemon;
+    const DaemonConfig& b = next.daemon;
+    if (a.control != b.control) plan.daemon_changed.push_back("control");
+    if (a.log_level != b.log_level) plan.daemon_changed.push_back("log_level");
+    if (a.log_file != b.log_file) plan.daemon_changed.push_back("log_file");
+    if (a.metrics != b.metrics) plan.daemon_changed.push_back("metrics");
+    if (a.shutdown_timeout != b.shutdown_timeout) plan.daemon_changed.push_back("shutdown_timeout");
+    return plan;
+}
+
+std::string ReloadPlan::summary() const {
+    std::string s;
+    auto add = [&](const std::string& part) { s += (s.empty() ? "" : "; ") + part; };
+    for (const auto& p : programs) {
+        switch (p.kind) {
+            case ProgramPlan::Kind::add:
+                add(p.name + ": added");
+                break;
+            case ProgramPlan::Kind::remove:
+                add(p.name + ": removed");
+                break;
+            case ProgramPlan::Kind::keep:
+                if (!p.changes_anything()) break;
+                add(p.name + ": " +
+                    (p.restart                ? "rolling restart"
+                     : p.scale && !p.in_place ? "scale"
+                                              : "in place") +
+                    " (" + join(p.changed) + ")");
+                break;
+        }
+    }
+    if (!daemon_changed.empty()) add("daemon: " + join(daemon_changed));
+    return s.empty() ? "no changes" : s;
 }
 
 }  // namespace clusterd

@@ -1,12 +1,19 @@
-// Reload, step "diff" (design.md, "Reload"): what each program needs when a new config
-// replaces the running one. Pure: compares two validated Configs and touches nothing.
+// What a reload must do, worked out from the old and the new config before anything is
+// touched (design.md, "Reload"). Pure: unit tested in tests/unit/daemon/test_reload_plan.cpp.
 //
-//   added / removed programs        start / stop
-//   cores changed                   scale
-//   fields only the master reads    apply in place (timeouts, restart policy, watchdog...)
-//   fields the worker sees          rolling restart (command, env, user, rlimits, listen...)
+// Per program:
+//   added / removed               start it / stop it gracefully
+//   `cores` changed               scale (unless a runtime `scale` override is in force)
+//   master-only fields changed    apply in place: ready, start_time, start_timeout, restart,
+//                                 backoff, stop_signal, stop_timeout, max_surge, and a watchdog
+//                                 that is switched off or made longer
+//   worker-visible fields changed rolling restart: command, env, inherit_env, user, group,
+//                                 cwd, umask, rlimits, listen, output, cpu_affinity, and a watchdog
+//                                 that is switched on or made shorter (the workers must learn
+//                                 the new WATCHDOG_USEC, or they would ping too seldom)
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,33 +21,27 @@
 
 namespace clusterd {
 
-/// What one program needs.
-struct ProgramDiff {
+struct ProgramPlan {
+    enum class Kind { add, remove, keep };
     std::string name;
-    bool added = false;
-    bool removed = false;
-    /// `cores` changed: from `workers_before` to `workers_after`.
-    bool scale = false;
-    int workers_before = 0;
-    int workers_after = 0;
-    /// Master-only fields changed: update the policy, nothing restarts.
-    bool in_place = false;
-    /// Worker-visible fields changed: every slot gets a new-generation worker.
-    bool rolling_restart = false;
-    /// `listen` changed: new sockets must be opened before the rolling restart.
-    bool new_sockets = false;
-    /// Names of the changed fields, for the log ("command, rlimits").
-    std::vector<std::string> changed;
+    Kind kind = Kind::keep;
+    bool restart = false;              // rolling restart with the new config
+    bool in_place = false;             // master-only fields changed
+    std::optional<int> scale;          // new worker count
+    std::vector<std::string> changed;  // field names, for the log and the caller
+
+    bool changes_anything() const { return kind != Kind::keep || restart || in_place || scale; }
 };
 
-/// Per program of `before` and `after`, in `after`'s order then the removed ones; programs
-/// with no change are left out.
-std::vector<ProgramDiff> plan_reload(const Config& before, const Config& after);
+struct ReloadPlan {
+    std::vector<ProgramPlan> programs;  // removed ones first, then the new file's order
+    std::vector<std::string> daemon_changed;
 
-/// The worker-visible fields that differ between two versions of one program.
-std::vector<std::string> worker_visible_changes(const ProgramConfig& a, const ProgramConfig& b);
+    /// "web: rolling restart (command, env); api: scale 2 -> 4; old: removed".
+    std::string summary() const;
+};
 
-/// The master-only fields that differ between two versions of one program.
-std::vector<std::string> master_only_changes(const ProgramConfig& a, const ProgramConfig& b);
+/// Diff two configs.
+ReloadPlan plan_reload(const Config& current, const Config& next);
 
 }  // namespace clusterd

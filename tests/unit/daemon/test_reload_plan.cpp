@@ -1,82 +1,129 @@
-// The reload diff as a table: one changed key -> what the program needs.
+// The config diff behind a reload: each kind of change, table-driven.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
+#include <functional>
 #include <string>
+#include <vector>
 
-#include "common/config.hpp"
 #include "daemon/reload_plan.hpp"
 
 using namespace clusterd;
+using namespace std::chrono_literals;
 
 namespace {
 
-Config load(const std::string& web_extra, const std::string& more = "") {
-    return load_config_string("programs:\n  web:\n    cores: 2\n" + web_extra + more, "t.yaml");
+Config base() {
+    Config c;
+    ProgramConfig web;
+    web.name = "web";
+    web.workers = 2;
+    web.watchdog = 10s;
+    web.listen.push_back({"http", "127.0.0.1", 8080, true, 4096});
+    c.programs.push_back(web);
+    ProgramConfig api = web;
+    api.name = "api";
+    api.listen[0].port = 9090;
+    c.programs.push_back(api);
+    return c;
 }
+
+struct Row {
+    const char* change;
+    std::function<void(ProgramConfig&)> edit;
+    bool restart;
+    bool in_place;
+    bool scale;
+};
+
+const std::vector<Row> rows = {
+    {"command", [](auto& p) { p.command = {"/bin/app"}; }, true, false, false},
+    {"env", [](auto& p) { p.env["A"] = "1"; }, true, false, false},
+    {"inherit_env", [](auto& p) { p.inherit_env = true; }, true, false, false},
+    {"user", [](auto& p) { p.user = "nobody"; }, true, false, false},
+    {"group", [](auto& p) { p.group = "nogroup"; }, true, false, false},
+    {"cwd", [](auto& p) { p.cwd = "/srv"; }, true, false, false},
+    {"umask", [](auto& p) { p.umask = 022; }, true, false, false},
+    {"rlimits",
+     [](auto& p) {
+         p.rlimits.push_back({"nofile", RLIMIT_NOFILE, 1024, 4096});
+     },
+     true, false, false},
+    {"listen", [](auto& p) { p.listen[0].port = 8081; }, true, false, false},
+    {"listen", [](auto& p) { p.listen[0].backlog = 10; }, true, false, false},
+    {"output", [](auto& p) { p.output = "/var/log/x"; }, true, false, false},
+    {"cpu_affinity", [](auto& p) { p.cpu_affinity = true; }, true, false, false},
+    {"watchdog", [](auto& p) { p.watchdog = 5s; }, true, false, false},   // shorter
+    {"watchdog", [](auto& p) { p.watchdog = 20s; }, false, true, false},  // longer
+    {"watchdog", [](auto& p) { p.watchdog = 0s; }, false, true, false},   // off
+    {"ready", [](auto& p) { p.ready = ReadyMode::started; }, false, true, false},
+    {"start_time", [](auto& p) { p.start_time = 2s; }, false, true, false},
+    {"start_timeout", [](auto& p) { p.start_timeout = 5s; }, false, true, false},
+    {"restart", [](auto& p) { p.restart = RestartMode::never; }, false, true, false},
+    {"backoff", [](auto& p) { p.backoff.max = 1s; }, false, true, false},
+    {"stop_signal", [](auto& p) { p.stop_signal = 2; }, false, true, false},
+    {"stop_timeout", [](auto& p) { p.stop_timeout = 1s; }, false, true, false},
+    {"max_surge", [](auto& p) { p.max_surge = 2; }, false, true, false},
+    {"cores", [](auto& p) { p.workers = 4; }, false, false, true},
+};
 
 }  // namespace
 
-TEST_CASE("reload plan: each changed key is classified (table)") {
-    struct Row {
-        const char* yaml;   // lines added to program web of the new config
-        const char* field;  // the change reported
-        bool rolling;       // worker-visible
-    };
-    const Row rows[] = {
-        {"    command: [/bin/true]\n", "command", true},
-        {"    env: {A: b}\n", "env", true},
-        {"    inherit_env: true\n", "inherit_env", true},
-        {"    cwd: /tmp\n", "cwd", true},
-        {"    umask: \"0077\"\n", "umask", true},
-        {"    rlimits: {nofile: 4096}\n", "rlimits", true},
-        {"    output: /tmp/out.log\n", "output", true},
-        {"    cpu_affinity: true\n", "cpu_affinity", true},
-        {"    watchdog: 3s\n", "watchdog", true},
-        {"    listen: [{address: \"127.0.0.1:9999\"}]\n", "listen", true},
-        {"    stop_timeout: 1s\n", "stop_timeout", false},
-        {"    start_timeout: 5s\n", "start_timeout", false},
-        {"    restart: never\n", "restart", false},
-        {"    backoff: {max: 5s}\n", "backoff", false},
-        {"    stop_signal: INT\n", "stop_signal", false},
-        {"    max_surge: 2\n", "max_surge", false},
-    };
-    Config before = load("");
+TEST_CASE("reload plan: each field of a program, restart vs in place vs scale") {
     for (const auto& row : rows) {
-        CAPTURE(row.yaml);
-        auto plan = plan_reload(before, load(row.yaml));
-        REQUIRE(plan.size() == 1);
-        const ProgramDiff& d = plan[0];
-        CHECK(d.name == "web");
-        CHECK(d.changed == std::vector<std::string>{row.field});
-        CHECK(d.rolling_restart == row.rolling);
-        CHECK(d.in_place == !row.rolling);
-        CHECK_FALSE(d.scale);
-        CHECK(d.new_sockets == (std::string(row.field) == "listen"));
+        Config next = base();
+        row.edit(next.programs[0]);
+        ReloadPlan plan = plan_reload(base(), next);
+        INFO(row.change);
+        REQUIRE(plan.programs.size() == 2);
+        const ProgramPlan& web = plan.programs[0];
+        CHECK(web.kind == ProgramPlan::Kind::keep);
+        CHECK(web.restart == row.restart);
+        CHECK(web.in_place == row.in_place);
+        CHECK(web.scale.has_value() == row.scale);
+        CHECK(web.changed == std::vector<std::string>{row.change});
+        CHECK_FALSE(plan.programs[1].changes_anything());  // api untouched
     }
 }
 
-TEST_CASE("reload plan: rlimits soft/hard and order of entries matter") {
-    Config a = load("    rlimits: {nofile: {soft: 1024, hard: 4096}}\n");
-    CHECK(plan_reload(a, a).empty());
-    auto plan = plan_reload(a, load("    rlimits: {nofile: {soft: 2048, hard: 4096}}\n"));
-    REQUIRE(plan.size() == 1);
-    CHECK(plan[0].rolling_restart);
+TEST_CASE("reload plan: no change, added, removed, scale with a restart") {
+    CHECK(plan_reload(base(), base()).summary() == "no changes");
+
+    Config next = base();
+    next.programs.erase(next.programs.begin() + 1);  // api removed
+    ProgramConfig worker = next.programs[0];
+    worker.name = "jobs";
+    next.programs.push_back(worker);  // jobs added
+    next.programs[0].workers = 3;
+    next.programs[0].env["B"] = "2";
+    ReloadPlan plan = plan_reload(base(), next);
+    REQUIRE(plan.programs.size() == 3);
+    CHECK(plan.programs[0].name == "api");
+    CHECK(plan.programs[0].kind == ProgramPlan::Kind::remove);
+    CHECK(plan.programs[1].name == "web");
+    CHECK(plan.programs[1].restart);
+    CHECK(plan.programs[1].scale == 3);
+    CHECK(plan.programs[2].name == "jobs");
+    CHECK(plan.programs[2].kind == ProgramPlan::Kind::add);
+    CHECK(plan.summary() == "api: removed; web: rolling restart (env, cores); jobs: added");
 }
 
-TEST_CASE("reload plan: added, removed and scaled programs; unchanged ones are left out") {
-    Config before = load("", "  old:\n    cores: 1\n  same:\n    cores: 1\n");
-    Config after = load("", "  same:\n    cores: 1\n  fresh:\n    cores: 1\n");
-    after.programs[0].workers = 3;
-    after.programs[0].cores_auto = false;
-    auto plan = plan_reload(before, after);
-    REQUIRE(plan.size() == 3);
-    CHECK(plan[0].name == "web");
-    CHECK(plan[0].scale);
-    CHECK(plan[0].workers_before == 2);
-    CHECK(plan[0].workers_after == 3);
-    CHECK_FALSE(plan[0].rolling_restart);
-    CHECK(plan[1].name == "fresh");
-    CHECK(plan[1].added);
-    CHECK(plan[2].name == "old");
-    CHECK(plan[2].removed);
+TEST_CASE("reload plan: a changed soft limit alone is a rolling restart") {
+    Config current = base();
+    current.programs[0].rlimits.push_back({"nofile", RLIMIT_NOFILE, 1024, 4096});
+    Config next = current;
+    CHECK_FALSE(plan_reload(current, next).programs[0].changes_anything());
+    next.programs[0].rlimits[0].soft = 2048;
+    ReloadPlan plan = plan_reload(current, next);
+    CHECK(plan.programs[0].restart);
+    CHECK(plan.summary() == "web: rolling restart (rlimits)");
+}
+
+TEST_CASE("reload plan: daemon fields are reported") {
+    Config next = base();
+    next.daemon.log_level = "debug";
+    next.daemon.shutdown_timeout = 5s;
+    ReloadPlan plan = plan_reload(base(), next);
+    CHECK(plan.daemon_changed == std::vector<std::string>{"log_level", "shutdown_timeout"});
+    CHECK(plan.summary() == "daemon: log_level, shutdown_timeout");
 }
