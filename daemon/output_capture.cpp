@@ -116,9 +116,8 @@ OutputCapture::OutputCapture(asio::io_context& io, std::string program, int slot
     impl_->sink = std::make_shared<const LineSink>(std::move(sink));
 }
 
-OutputCapture::~OutputCapture() {
-    close();
-}
+// Each Pipe owns itself through its pending read and shares only the sink: nothing to do.
+OutputCapture::~OutputCapture() = default;
 
 UniqueFd OutputCapture::open() {
     int fds[2];

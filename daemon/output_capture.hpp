@@ -37,7 +37,8 @@ class OutputCapture {
     /// Lines are logged as "program[slot] line"; a `sink` replaces the logging (tests).
     OutputCapture(boost::asio::io_context& io, std::string program, int slot,
                   LineSink sink = nullptr);
-    /// Closes every pipe still open, logging what they hold.
+    /// Pipes still open keep being read until their EOF (a worker that just exited may have
+    /// left lines in its pipe); close() first to stop them now.
     ~OutputCapture();
     OutputCapture(const OutputCapture&) = delete;
     OutputCapture& operator=(const OutputCapture&) = delete;
@@ -47,7 +48,7 @@ class OutputCapture {
     UniqueFd open();
     /// Pipes not yet at EOF (the current worker's, and older ones a child still holds).
     std::size_t open_pipes() const;
-    /// Stops reading every pipe now; partial lines are logged first.
+    /// Stops reading every pipe now (shutdown); partial lines are logged, unread data is not.
     void close();
 
   private:

@@ -126,6 +126,36 @@ TEST_CASE("output capture: two workers' partial lines never mix") {
     CHECK(rec.lines[1].text == "b-begins-b-ends");
 }
 
+TEST_CASE("output capture: lines left in the pipe are still logged after the capture is gone") {
+    boost::asio::io_context io;
+    Recorder rec;
+    {
+        OutputCapture capture(io, "web", 0, rec.sink("w"));
+        UniqueFd w = capture.open();
+        put(w, "last words\npartial");
+    }                // the worker exited and its slot was dropped before the loop read its pipe
+    io.run_for(2s);  // returns once the pipe reached EOF: no work left
+    REQUIRE(rec.lines.size() == 2);
+    CHECK(rec.lines[0].text == "last words");
+    CHECK(rec.lines[1].text == "partial");
+}
+
+TEST_CASE("output capture: close() stops reading at once") {
+    boost::asio::io_context io;
+    Recorder rec;
+    OutputCapture capture(io, "web", 0, rec.sink("w"));
+    UniqueFd w = capture.open();
+    put(w, "x");
+    io.run_for(20ms);
+    capture.close();
+    CHECK(capture.open_pipes() == 0);
+    REQUIRE(rec.lines.size() == 1);  // the partial line is flushed
+    CHECK(rec.lines[0].text == "x");
+    io.restart();
+    CHECK(io.run_for(1s) >= 1);  // the aborted read completes; nothing is pending after it
+    CHECK(io.stopped());
+}
+
 TEST_CASE("output capture: the default sink logs \"program[slot] line\" at info") {
     std::ostringstream out;
     auto previous = spdlog::default_logger();
