@@ -89,10 +89,43 @@ class PythonServerTest(unittest.TestCase, SupervisedProgram):
                                   port, "    ready: notify\n    watchdog: 2s\n"))
         self.addCleanup(d.close)
         served = self.check_serves_and_survives_kill9(d, "py", port,
-                                                      r"^python worker [01] pid \d+\n$")
+                                                      r"^python worker [01] pid \d+ port \d+\n$")
         self.assertNotIn("sent no heartbeat", d.log_text())
         self.assertIn("exited with code 0", d.log_text())  # graceful stop on TERM
         print(f"\npython workers served: {sorted(set(b.split()[2] for b in served))}")
+
+
+    def test_listen_fd_placeholder_hands_the_second_listener_to_the_program(self):
+        http_port, admin_port = free_port(), free_port()
+        script = os.path.join(PROGRAMS, "py_server.py")
+        d = Daemon(f"""
+programs:
+  py:
+    command: ["{sys.executable}", "{script}", "--fd={{listen.admin.fd}}"]
+    cores: 1
+    listen:
+      - {{name: http, address: "127.0.0.1:{http_port}"}}
+      - {{name: admin, address: "127.0.0.1:{admin_port}"}}
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"py: all 1 workers ready")
+        pid = d.workers()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            self.assertEqual(f.read().split(b"\0")[2], b"--fd=4")
+        self.assertRegex(http_get(admin_port, "/")[1].decode(), rf" port {admin_port}\n$")
+
+    def test_an_unknown_listener_in_a_placeholder_is_a_config_error(self):
+        d = Daemon(f"""
+programs:
+  py:
+    command: [/bin/true, "--fd={{listen.nope.fd}}"]
+    listen:
+      - {{name: http, address: "127.0.0.1:{free_port()}"}}
+""")
+        self.addCleanup(d.close)
+        self.assertEqual(d.wait_exit(10), 3)
+        self.assertRegex(d.log_text(), r'clusterd.yaml:4:26: programs.py.command\[1\]: unknown '
+                                       r'listener "nope" in \{listen.nope.fd\} \(listeners: http\)')
 
 
 @unittest.skipUnless(os.access(NODE, os.X_OK), f"{NODE} not installed")

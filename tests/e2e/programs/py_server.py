@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A Python (stdlib only) HTTP worker for clusterd: takes its listening socket from fd 3
-(systemd socket activation: LISTEN_PID, LISTEN_FDS), sends READY=1 to NOTIFY_SOCKET once
+"""A Python (stdlib only) HTTP worker for clusterd: takes its listening socket from fd 3, or
+the fd given as --fd=N (systemd socket activation: LISTEN_PID, LISTEN_FDS), sends READY=1 to NOTIFY_SOCKET once
 serving, heartbeats when WATCHDOG_USEC is set, and stops gracefully on SIGTERM (exit 0)."""
 
 import http.server
@@ -21,12 +21,14 @@ def notify(message):
         s.sendto(message.encode(), address)
 
 
-def inherited_socket():
-    if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTEN_FDS", "0")) < 1:
-        sys.exit("py_server: no socket passed (LISTEN_PID/LISTEN_FDS): run me under clusterd")
+def inherited_socket(fd):
+    """Listener `fd` (3 unless --fd N, e.g. --fd={listen.admin.fd} in clusterd's command)."""
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or not 3 <= fd < 3 + count:
+        sys.exit(f"py_server: fd {fd} was not passed (LISTEN_PID/LISTEN_FDS): run me under clusterd")
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)
-    return socket.socket(fileno=3)
+    return socket.socket(fileno=fd)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,7 +36,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         body = (f"python worker {os.environ.get('CLUSTERD_WORKER_ID', '?')} "
-                f"pid {os.getpid()}\n").encode()
+                f"pid {os.getpid()} port {self.server.server_address[1]}\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -55,7 +57,8 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 def main():
-    server = Server(inherited_socket())
+    fd = int(sys.argv[1].split("=", 1)[1]) if sys.argv[1:2] and sys.argv[1].startswith("--fd=") else 3
+    server = Server(inherited_socket(fd))
     stop = threading.Event()
 
     def on_term(signum, frame):
