@@ -294,6 +294,32 @@ programs:
         self.assertGreaterEqual(after_ready, 0.99)
 
 
+    def test_a_worker_that_stops_heartbeating_is_replaced(self):
+        d = Daemon(f"""
+programs:
+  silent:
+    command: ["{MISBEHAVE}", stop-heartbeat, "4"]
+    cores: 1
+    watchdog: 600ms
+    stop_timeout: 500ms
+    rlimits: {{core: 0}}
+""")
+        self.addCleanup(d.close)
+        ready = d.wait_log(r"silent\[0\]: pid \d+ ready after")[0]
+        first = int(re.search(r"pid (\d+) ready", ready).group(1))
+        d.wait_log(rf"misbehave: pid {first} stops heartbeating")
+        detected = d.wait_log(rf"silent\[0\]: pid {first} sent no heartbeat for 600ms", timeout=5)[0]
+        d.wait_log(rf"silent\[0\]: pid {first} killed by SIGABRT.*watchdog", timeout=5)
+        d.wait_log(r"silent\[0\]: pid (?!%d)\d+ ready after" % first, timeout=10)
+        # Heartbeats at READY + 0, 0.3, 0.6, 0.9s, none after: detection due 0.6s after the
+        # last one, 1.5s after READY; never while it was still beating.
+        lifetime = (log_time(detected) - log_time(ready)).total_seconds()
+        print(f"\nwatchdog 600ms, 4 heartbeats 300ms apart then silence: detected "
+              f"{lifetime:.3f}s after READY (due at 1.5s: last heartbeat 0.9s + 0.6s)")
+        self.assertGreater(lifetime, 1.45)
+        self.assertLess(lifetime, 1.9)
+
+
 class ExecFailureTest(unittest.TestCase):
     def test_a_missing_binary_at_start_is_a_clear_start_up_error(self):
         d = Daemon("""

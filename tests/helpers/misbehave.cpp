@@ -79,6 +79,9 @@ long watchdog_period_ms() {
 }
 
 int stop_heartbeat(int beats) {
+    struct sigaction sa {};
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, nullptr);  // before READY: TERM may follow it at once
     clusterd::notify("READY=1");
     for (int i = 0; i < beats && !stop_requested; ++i) {
         clusterd::notify("WATCHDOG=1");
@@ -114,6 +117,8 @@ int leak(long mb_per_sec, long max_mb) {
 int spawn_grandchildren(int n, int argc, char** argv) {
     std::string then = argc > 0 ? argv[0] : "";
     if (then != "ignore-term" && !(then == "crash" && argc == 2)) return 2;
+    // Before anything is printed or notified: whoever sees us ready may send TERM at once.
+    if (then == "ignore-term") signal(SIGTERM, SIG_IGN);
     for (int i = 0; i < n; ++i) {
         pid_t pid = fork();
         if (pid == 0) {
@@ -127,7 +132,6 @@ int spawn_grandchildren(int n, int argc, char** argv) {
     std::fflush(stdout);
     clusterd::notify("READY=1");
     if (then == "ignore-term") {
-        signal(SIGTERM, SIG_IGN);
         for (;;) pause();
     }
     sleep_ms(std::atol(argv[1]));

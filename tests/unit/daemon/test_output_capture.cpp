@@ -52,7 +52,7 @@ void put(const UniqueFd& fd, const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("output capture: whole lines only; partial lines wait; EOF flushes and closes") {
+TEST_CASE("output capture: whole lines only, partial lines wait, EOF flushes and closes") {
     boost::asio::io_context io;
     Recorder rec;
     OutputCapture capture(io, "web", 0, rec.sink("web[0]"));

@@ -37,7 +37,7 @@ TEST_CASE("proc_stats: this process has RSS, CPU time and a start time in the pa
     CHECK(s->state == 'R');
 }
 
-TEST_CASE("proc_stats: a child that touches 64 MiB and burns 300ms; vanished after it dies") {
+TEST_CASE("proc_stats: a child that touches 64 MiB and burns 300ms, vanished after it dies") {
     constexpr std::size_t kBytes = 64u << 20;
     int ready[2];
     REQUIRE(::pipe(ready) == 0);

@@ -75,7 +75,7 @@ TEST_CASE("sdk: watchdog_timeout and watchdog_interval read WATCHDOG_USEC for th
     ::unsetenv("WATCHDOG_USEC");
 }
 
-TEST_CASE("sdk: notify_* datagrams reach NOTIFY_SOCKET; no-op without it") {
+TEST_CASE("sdk: notify_* datagrams reach NOTIFY_SOCKET, no-op without it") {
     CHECK(sdk::notify_ready() == 0);  // unset: nothing to do
     FakeMaster master;
     CHECK(sdk::notify_ready("up") == 0);
@@ -89,7 +89,7 @@ TEST_CASE("sdk: notify_* datagrams reach NOTIFY_SOCKET; no-op without it") {
     CHECK(sdk::notify_to("relative", "x") == EAFNOSUPPORT);
 }
 
-TEST_CASE("sdk: tcp_listeners wraps an inherited TCP socket; rejects a datagram socket") {
+TEST_CASE("sdk: tcp_listeners wraps an inherited TCP socket, rejects a datagram socket") {
     int tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -106,7 +106,7 @@ TEST_CASE("sdk: tcp_listeners wraps an inherited TCP socket; rejects a datagram 
     ::close(udp);
 }
 
-TEST_CASE("sdk: Heartbeat sends WATCHDOG=1 with loop lag from the loop; stop() lets run() end") {
+TEST_CASE("sdk: Heartbeat sends WATCHDOG=1 with loop lag from the loop, stop() lets run() end") {
     FakeMaster master;
     sdk::net::io_context io;
     sdk::Heartbeat heartbeat(io, microseconds(20000));
