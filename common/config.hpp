@@ -59,6 +59,20 @@ struct BackoffConfig {
     Duration reset_after{std::chrono::seconds(60)};
 };
 
+/// A resource limit for the workers (`rlimits:` entry), applied with setrlimit(2) in the child.
+struct RLimit {
+    /// "nofile", "core", ... as written in the config.
+    std::string name;
+    /// RLIMIT_NOFILE, RLIMIT_CORE, ...
+    int resource = 0;
+    /// Values in the resource's unit (bytes, count, seconds); kUnlimited = RLIM_INFINITY.
+    std::uint64_t soft = 0;
+    std::uint64_t hard = 0;
+
+    static constexpr std::uint64_t kUnlimited = ~std::uint64_t{0};
+    bool operator==(const RLimit&) const = default;
+};
+
 struct ProgramConfig {
     std::string name;
     /// argv; empty = the built-in clusterd-worker found beside the clusterd binary.
@@ -73,6 +87,8 @@ struct ProgramConfig {
     std::optional<std::string> group;
     std::optional<std::string> cwd;
     std::optional<unsigned> umask;
+    /// Resource limits, in file order, at most one per resource.
+    std::vector<RLimit> rlimits;
     ReadyMode ready = ReadyMode::notify;
     Duration start_time{std::chrono::seconds(1)};
     Duration start_timeout{std::chrono::seconds(30)};
@@ -82,7 +98,8 @@ struct ProgramConfig {
     int stop_signal = 15;  // SIGTERM
     Duration stop_timeout{std::chrono::seconds(10)};
     bool cpu_affinity = false;
-    /// "inherit" or a file path the worker's stdout and stderr are appended to.
+    /// "inherit", "capture" (lines go to the daemon's log) or a file path the worker's
+    /// stdout and stderr are appended to.
     std::string output = "inherit";
     /// Rolling restart: how many slots may run a new worker beside the old one at once.
     int max_surge = 1;
@@ -92,9 +109,9 @@ struct DaemonConfig {
     std::string control = "/run/clusterd/control.sock";
     std::string control_group;  // "" = only root and the daemon's own user may connect
     std::string state_dir = "/var/lib/clusterd";  // runtime scale overrides survive restarts
-    std::string log_level = "info";  // trace debug info warn error
-    std::string log_file;            // "" = stderr
-    std::string metrics;             // "" = disabled
+    std::string log_level = "info";               // trace debug info warn error
+    std::string log_file;                         // "" = stderr
+    std::string metrics;                          // "" = disabled
     Duration shutdown_timeout{std::chrono::seconds(30)};
 };
 

@@ -1,6 +1,4 @@
 // Reading one program of the config: its keys, listen entries, env and cross-field checks.
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -9,6 +7,7 @@
 #include "common/config_reader.hpp"
 #include "common/cpus.hpp"
 #include "common/duration.hpp"
+#include "common/placeholders.hpp"
 #include "common/signals.hpp"
 
 namespace clusterd::detail {
@@ -36,7 +35,7 @@ bool is_reserved_env(std::string_view name) {
            std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
 }
 
-void read_command(ConfigReader& r, const Item& item, ProgramConfig& p) {
+void read_command(ConfigReader& r, const Item& item, ProgramConfig& p, std::vector<Item>& args) {
     auto items = r.sequence(item, kArgv);
     if (!items) return;
     if (items->empty()) {
@@ -54,6 +53,7 @@ void read_command(ConfigReader& r, const Item& item, ProgramConfig& p) {
         argv.push_back(*s);
     }
     p.command = std::move(argv);
+    args = std::move(*items);
 }
 
 void read_cores(ConfigReader& r, const Item& item, ProgramConfig& p) {
@@ -207,13 +207,15 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                     "\": expected up to 64 letters, digits, '_', '.' or '-'");
     }
     std::optional<YAML::Mark> start_time_mark;
+    std::vector<Item> command_args;
     r.fields(value,
-             {"command", "cores", "listen", "env", "inherit_env", "user", "group", "cwd", "umask",
-              "ready", "start_time", "start_timeout", "watchdog", "restart", "backoff",
-              "stop_signal", "stop_timeout", "cpu_affinity", "output", "max_surge"},
+             {"command",  "cores",     "listen",  "env",         "inherit_env",  "user",
+              "group",    "cwd",       "umask",   "ready",       "start_time",   "start_timeout",
+              "watchdog", "restart",   "backoff", "stop_signal", "stop_timeout", "cpu_affinity",
+              "output",   "max_surge", "rlimits"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
-                     read_command(r, v, p);
+                     read_command(r, v, p, command_args);
                  } else if (k == "cores") {
                      read_cores(r, v, p);
                  } else if (k == "listen") {
@@ -262,12 +264,14 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (auto d = r.duration(v)) p.stop_timeout = *d;
                  } else if (k == "cpu_affinity") {
                      if (auto b = r.boolean(v)) p.cpu_affinity = *b;
+                 } else if (k == "rlimits") {
+                     read_rlimits(r, v, p);
                  } else if (k == "max_surge") {
                      if (auto n = r.integer(v, 1, 4096)) p.max_surge = static_cast<int>(*n);
                  } else if (k == "output") {
                      auto s = r.string(v);
-                     if (s && *s != "inherit" && !s->starts_with("/")) {
-                         r.expected(v, R"("inherit" or an absolute file path)");
+                     if (s && *s != "inherit" && *s != "capture" && !s->starts_with("/")) {
+                         r.expected(v, R"("inherit", "capture" or an absolute file path)");
                      } else if (s) {
                          p.output = *s;
                      }
@@ -278,60 +282,14 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                 "must be less than start_timeout (" + format_duration(p.start_timeout) +
                     ") with ready: started, got " + format_duration(p.start_time));
     }
+    // {listen.NAME.fd} must name a listener of this program (all of `listen:` is read now).
+    for (const Item& arg : command_args) {
+        std::string problem;
+        if (!expand_placeholders(arg.node.Scalar(), p.listen, problem))
+            r.error(arg.mark, arg.path, problem);
+    }
     if (p.cores_auto) p.workers = available_cpus();
     return out;
-}
-
-bool parse_host_port(std::string_view text, std::string& host, std::uint16_t& port,
-                     std::string& problem) {
-    std::string_view host_part;
-    std::string_view port_part;
-    bool bracketed = text.starts_with("[");
-    if (bracketed) {
-        auto close = text.find(']');
-        if (close == std::string_view::npos || text.substr(close + 1, 1) != ":") {
-            problem = "an IPv6 address goes in brackets, followed by :port";
-            return false;
-        }
-        host_part = text.substr(1, close - 1);
-        port_part = text.substr(close + 2);
-    } else {
-        auto colon = text.rfind(':');
-        if (colon == std::string_view::npos) {
-            problem = "no :port";
-            return false;
-        }
-        host_part = text.substr(0, colon);
-        port_part = text.substr(colon + 1);
-        if (host_part.find(':') != std::string_view::npos) {
-            problem = "put an IPv6 address in brackets, e.g. [::1]:8080";
-            return false;
-        }
-    }
-    if (host_part.empty() || host_part == "*") {
-        problem = "the host must be a numeric address; use 0.0.0.0 or [::] for every interface";
-        return false;
-    }
-    int family = bracketed ? AF_INET6 : AF_INET;
-    unsigned char bytes[sizeof(in6_addr)];
-    std::string host_string(host_part);
-    if (inet_pton(family, host_string.c_str(), bytes) != 1) {
-        problem = "\"" + host_string + "\" is not a numeric " + (bracketed ? "IPv6" : "IPv4") +
-                  " address; host names are not resolved";
-        return false;
-    }
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), value);
-    if (port_part.empty() || ec != std::errc{} || end != port_part.data() + port_part.size() ||
-        value < 1 || value > 65535) {
-        problem = "the port must be from 1 to 65535";
-        return false;
-    }
-    char canonical[INET6_ADDRSTRLEN];
-    inet_ntop(family, bytes, canonical, sizeof canonical);
-    host = canonical;
-    port = static_cast<std::uint16_t>(value);
-    return true;
 }
 
 }  // namespace clusterd::detail

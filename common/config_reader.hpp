@@ -106,6 +106,9 @@ struct ParsedProgram {
 /// Reads one entry of `programs:`; problems go to `reader`.
 ParsedProgram read_program(ConfigReader& reader, const YAML::Node& key, const Item& value);
 
+/// Reads `rlimits:` (common/config_rlimits.cpp).
+void read_rlimits(ConfigReader& reader, const Item& item, ProgramConfig& program);
+
 /// Splits "host:port" / "[v6]:port" with a numeric host into the canonical host (as
 /// inet_ntop prints it) and port. On failure returns false and says why in `problem`.
 bool parse_host_port(std::string_view text, std::string& host, std::uint16_t& port,

@@ -2,10 +2,13 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <map>
 #include <stdexcept>
+
+#include "common/placeholders.hpp"
 
 namespace clusterd {
 
@@ -78,6 +81,20 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
                                      *program.group + "\"");
         plan.gid = gr->gr_gid;
     }
+    // Only root may raise a hard limit: say so now rather than fail every spawn.
+    for (const auto& limit : program.rlimits) {
+        rlimit current{};
+        if (::geteuid() == 0 ||
+            ::getrlimit(static_cast<__rlimit_resource_t>(limit.resource), &current) < 0)
+            continue;
+        if (current.rlim_max != RLIM_INFINITY && limit.hard > current.rlim_max)
+            throw std::runtime_error(
+                "program " + program.name + ": rlimits." + limit.name + " hard limit " +
+                (limit.hard == RLimit::kUnlimited ? std::string("unlimited")
+                                                  : std::to_string(limit.hard)) +
+                " is above clusterd's own (" + std::to_string(current.rlim_max) +
+                "), which only root may raise");
+    }
     if (plan.gid) {
         plan.groups.push_back(*plan.gid);
         if (program.user) {
@@ -99,7 +116,12 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
                           const SlotContext& slot) {
     SpawnSpec spec;
     spec.path = plan.path;
-    spec.argv = plan.argv;
+    // {listen.NAME.fd}: validated by the loader; an argument that fails is passed as written.
+    spec.argv.reserve(plan.argv.size());
+    for (const auto& arg : plan.argv) {
+        std::string problem;
+        spec.argv.push_back(expand_placeholders(arg, program.listen, problem).value_or(arg));
+    }
     spec.env = plan.base_env;
     spec.env.push_back("CLUSTERD_PROGRAM=" + program.name);
     spec.env.push_back("CLUSTERD_WORKER_ID=" + std::to_string(slot.slot));
@@ -121,6 +143,7 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
     spec.groups = plan.groups;
     spec.output_fd = slot.output_fd;
     spec.cpu = slot.cpu;
+    spec.rlimits = program.rlimits;
     return spec;
 }
 

@@ -39,6 +39,7 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     worker_visible(a.group != b.group, "group");
     worker_visible(a.cwd != b.cwd, "cwd");
     worker_visible(a.umask != b.umask, "umask");
+    worker_visible(a.rlimits != b.rlimits, "rlimits");
     worker_visible(!same_listen(a.listen, b.listen), "listen");
     worker_visible(a.output != b.output, "output");
     worker_visible(a.cpu_affinity != b.cpu_affinity, "cpu_affinity");

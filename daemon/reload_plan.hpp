@@ -8,7 +8,7 @@
 //                                 backoff, stop_signal, stop_timeout, max_surge, and a watchdog
 //                                 that is switched off or made longer
 //   worker-visible fields changed rolling restart: command, env, inherit_env, user, group,
-//                                 cwd, umask, listen, output, cpu_affinity, and a watchdog
+//                                 cwd, umask, rlimits, listen, output, cpu_affinity, and a watchdog
 //                                 that is switched on or made shorter (the workers must learn
 //                                 the new WATCHDOG_USEC, or they would ping too seldom)
 #pragma once

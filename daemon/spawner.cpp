@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@ enum Step : int {
     kCloseRange,
     kChdir,
     kAffinity,
+    kSetrlimit,
     kSetgroups,
     kSetgid,
     kSetuid,
@@ -42,6 +44,7 @@ constexpr const char* kStepNames[kStepCount] = {
     "close_range",
     "chdir",
     "sched_setaffinity",
+    "setrlimit",
     "setgroups",
     "setgid",
     "setuid",
@@ -101,6 +104,11 @@ constexpr const char* kStepNames[kStepCount] = {
         CPU_ZERO(&set);
         CPU_SET(spec.cpu, &set);
         if (::sched_setaffinity(0, sizeof set, &set) < 0) child_fail(pipe_fd, kAffinity, errno);
+    }
+    for (const RLimit& limit : spec.rlimits) {
+        rlimit value{static_cast<rlim_t>(limit.soft), static_cast<rlim_t>(limit.hard)};
+        if (::setrlimit(static_cast<__rlimit_resource_t>(limit.resource), &value) < 0)
+            child_fail(pipe_fd, kSetrlimit, errno);
     }
     if (spec.gid) {
         if (::setgroups(spec.groups.size(), spec.groups.data()) < 0)

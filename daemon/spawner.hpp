@@ -7,7 +7,8 @@
 // In the child, in this order: default signal dispositions and an empty signal mask; its
 // own process group; stdout/stderr redirected if asked; the passed fds moved to 3, 4, ...
 // (close-on-exec cleared on exactly those) and every other fd marked close-on-exec with
-// close_range; cwd, umask, CPU affinity; groups, gid, uid; PR_SET_PDEATHSIG(SIGKILL) (after
+// close_range; cwd, umask, CPU affinity; resource limits (setrlimit, while still privileged,
+// so a hard limit may be raised); groups, gid, uid; PR_SET_PDEATHSIG(SIGKILL) (after
 // the uid change, which clears it) and a check that the master is still its parent; the
 // digits of its own pid written into the reserved "LISTEN_PID=" entry; execve. A failure
 // at any step writes {step, errno} to an O_CLOEXEC pipe and exits with
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.hpp"
 #include "common/fd.hpp"
 
 namespace clusterd {
@@ -34,9 +36,10 @@ struct SpawnSpec {
     std::optional<unsigned> umask;
     std::optional<uid_t> uid;
     std::optional<gid_t> gid;
-    std::vector<gid_t> groups;  // supplementary groups, set when gid is set
-    int output_fd = -1;         // when >= 0: the child's stdout and stderr
-    int cpu = -1;               // when >= 0: pin the child to this CPU
+    std::vector<gid_t> groups;    // supplementary groups, set when gid is set
+    int output_fd = -1;           // when >= 0: the child's stdout and stderr
+    int cpu = -1;                 // when >= 0: pin the child to this CPU
+    std::vector<RLimit> rlimits;  // setrlimit() each, before the privileges are dropped
 };
 
 struct SpawnResult {

@@ -12,7 +12,7 @@
 namespace clusterd::worker {
 
 HttpServer::HttpServer(boost::asio::io_context& ioc, HttpOptions options)
-    : ioc_(ioc), options_(std::move(options)), sweep_(ioc) {
+    : ioc_(ioc), options_(std::move(options)), sweep_(ioc), pool_(ioc, options_.offload_threads) {
     update_date();
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "worker/document_root.hpp"
+#include "worker/offload_pool.hpp"
 #include "worker/runtime.hpp"
 
 namespace clusterd::worker {
@@ -35,6 +36,10 @@ struct HttpOptions {
     std::chrono::seconds linger_timeout{2};
     /// Request bodies are read and discarded up to this size; larger ones get 413.
     std::uint64_t body_limit = 1 << 20;
+    /// Threads of the offload pool that serves /cpu (CPU work kept off the loop).
+    std::size_t offload_threads = 2;
+    /// The largest N of /cpu?ms=N.
+    long long cpu_limit_ms = 10'000;
 };
 
 /// Serves HTTP on the connections the runtime hands it.
@@ -62,6 +67,8 @@ class HttpServer {
     const HttpOptions& options() const { return options_; }
     /// The current Date header value, refreshed every second.
     std::string_view date() const { return {date_, date_len_}; }
+    /// Where CPU-heavy work runs, off the loop.
+    OffloadPool& pool() { return pool_; }
     /// Open connections.
     std::size_t sessions() const { return sessions_.size(); }
 
@@ -82,6 +89,8 @@ class HttpServer {
     char date_[32] = {};
     std::size_t date_len_ = 0;
     bool draining_ = false;
+    // Last: joined first on destruction, before anything its completions refer to.
+    OffloadPool pool_;
 };
 
 }  // namespace clusterd::worker

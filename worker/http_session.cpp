@@ -9,8 +9,10 @@
 
 #include <array>
 #include <cerrno>
+#include <charconv>
 
 #include "worker/http_server.hpp"
+#include "worker/offload_pool.hpp"
 
 namespace clusterd::worker {
 
@@ -129,6 +131,7 @@ void HttpSession::handle_request() {
         head.content_length = 3;
         return respond(head, "ok\n");
     }
+    if (request_path(target_) == "/cpu" && !server_->options().root) return respond_cpu();
     if (req.method() != http::verb::get && !is_head_) {
         head.status = 405;
         head.allow = true;
@@ -169,6 +172,37 @@ void HttpSession::respond_file(RootFile file) {
     file_offset_ = 0;
     file_end_ = static_cast<off_t>(file.size);
     respond(head, {});
+}
+
+// /cpu?ms=N: burn N ms of CPU on the offload pool; the loop keeps serving meanwhile.
+void HttpSession::respond_cpu() {
+    ResponseHead head{.version = parser_->version(), .keep_alive = keep_alive_};
+    long long ms = -1;
+    std::string_view query = target_;
+    if (auto q = query.find("?ms="); q != std::string_view::npos) {
+        query.remove_prefix(q + 4);
+        auto [end, ec] = std::from_chars(query.data(), query.data() + query.size(), ms);
+        if (ec != std::errc{} || end != query.data() + query.size()) ms = -1;
+    }
+    if (ms < 0 || ms > server_->options().cpu_limit_ms) {
+        head.status = 400;
+        file_data_ = "expected /cpu?ms=N with N from 0 to " +
+                     std::to_string(server_->options().cpu_limit_ms) + "\n";
+        head.content_length = file_data_.size();
+        return respond(head, file_data_);
+    }
+    state_ = State::writing;  // not idle: a drain lets it finish
+    deadline_ = Clock::now() + std::chrono::milliseconds(ms) + server_->options().send_timeout;
+    auto used_us = std::make_shared<long long>(0);
+    server_->pool().submit([ms, used_us] { *used_us = burn_cpu_ms(ms); },
+                           [self = shared_from_this(), head, used_us]() mutable {
+                               if (self->server_ == nullptr || self->state_ == State::closed)
+                                   return;
+                               self->file_data_ = "burned " + std::to_string(*used_us / 1000) +
+                                                  " ms of CPU off the loop\n";
+                               head.content_length = self->file_data_.size();
+                               self->respond(head, self->file_data_);
+                           });
 }
 
 void HttpSession::respond(ResponseHead head, std::string_view body) {

@@ -50,6 +50,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void handle_request();
     void respond(ResponseHead head, std::string_view body);
     void respond_file(RootFile file);
+    void respond_cpu();
     void do_write(std::string_view body);
     void on_write(const boost::system::error_code& ec);
     void do_sendfile();

@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
+
+#include <boost/asio/steady_timer.hpp>
 #include <csignal>
 #include <exception>
 #include <system_error>
@@ -25,7 +27,17 @@ struct Options {
     std::string root;
     std::string body = "Hello from clusterd-worker\n";
     double drain_timeout = 0;
+    std::size_t offload_threads = 2;
+    long long debug_block_after_ms = -1;
 };
+
+// --debug-block-after: a loop stuck for good (a runaway regex, a busy loop), on purpose, so
+// the master's watchdog can be seen replacing it. The heartbeat stops with the loop.
+void block_loop_forever() {
+    spdlog::warn("--debug-block-after: blocking the event loop forever");
+    spdlog::default_logger()->flush();
+    for (;;) ::pause();
+}
 
 int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     RuntimeOptions runtime_opts;
@@ -37,11 +49,19 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     HttpOptions http_opts;
     http_opts.body = opts.body;
     http_opts.root = std::move(root);
+    http_opts.offload_threads = opts.offload_threads;
     // Declared after the runtime: destroyed before the io_context its sessions live on.
     HttpServer server(runtime.context(), std::move(http_opts));
     runtime.on_accept([&server](AcceptedSocket socket) { server.accept(std::move(socket)); });
     runtime.on_drain([&server] { server.drain(); });
     server.start();
+    boost::asio::steady_timer block_timer(runtime.context());
+    if (opts.debug_block_after_ms >= 0) {
+        block_timer.expires_after(std::chrono::milliseconds(opts.debug_block_after_ms));
+        block_timer.async_wait([](const boost::system::error_code& ec) {
+            if (!ec) block_loop_forever();
+        });
+    }
     return runtime.run();
 }
 
@@ -72,6 +92,16 @@ int main(int argc, char** argv) {
         ->type_name("SECONDS")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
+    app.add_option("--threads", opts.offload_threads,
+                   "Threads of the offload pool that runs CPU work (/cpu?ms=N) off the loop")
+        ->type_name("N")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    app.add_option("--debug-block-after", opts.debug_block_after_ms,
+                   "Testing: block the event loop forever MS milliseconds after start (the "
+                   "heartbeat stops; the master's watchdog replaces the worker)")
+        ->type_name("MS")
+        ->check(CLI::NonNegativeNumber);
     app.set_version_flag("--version", std::string("clusterd-worker ") + CLUSTERD_VERSION);
     try {
         app.parse(argc, argv);

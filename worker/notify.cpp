@@ -2,35 +2,22 @@
 
 #include <unistd.h>
 
-#include <charconv>
 #include <cstdlib>
 
 #include "common/notify.hpp"
+#include "worker/sdk.hpp"
 
 namespace clusterd::worker {
 
 namespace {
 
+// The message formats live in the SDK (worker/sdk.hpp), which third-party workers use too.
 void append_fields(std::string& out, const std::vector<NotifyField>& fields) {
-    for (const auto& [name, value] : fields) {
-        out += "X_CLUSTERD_";
-        out += name;
-        out += '=';
-        out += std::to_string(value);
-        out += '\n';
-    }
+    out += sdk::format_watchdog(fields).substr(std::string_view("WATCHDOG=1\n").size());
 }
 
 void append_status(std::string& out, std::string_view text) {
-    out += "STATUS=";
-    for (char c : text) out += c == '\n' ? ' ' : c;
-    out += '\n';
-}
-
-template <class Int>
-bool parse_int(std::string_view text, Int& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
+    out += sdk::format_status(text);
 }
 
 }  // namespace
@@ -69,14 +56,7 @@ int notify_fields(const std::vector<NotifyField>& fields) {
 }
 
 std::optional<std::chrono::microseconds> parse_watchdog_env(const WatchdogEnv& env, pid_t self) {
-    if (env.usec == nullptr) return std::nullopt;
-    std::int64_t usec = 0;
-    if (!parse_int(env.usec, usec) || usec <= 0) return std::nullopt;
-    if (env.pid != nullptr) {
-        pid_t pid = 0;
-        if (!parse_int(env.pid, pid) || pid != self) return std::nullopt;
-    }
-    return std::chrono::microseconds(usec);
+    return sdk::parse_watchdog(env.usec, env.pid, self);
 }
 
 std::optional<std::chrono::microseconds> watchdog_timeout() {

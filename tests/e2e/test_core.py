@@ -111,8 +111,16 @@ programs:
         d.wait_log(r"idle: all 2 workers ready")
         master_sockets = {os.readlink(f"/proc/{d.pid}/fd/{fd}")
                           for fd in os.listdir(f"/proc/{d.pid}/fd")}
+        def fds_of(pid):
+            return {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+
         for pid in d.workers().values():
-            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            # The master logs "ready" when READY=1 arrives, which can be just before the
+            # worker closes the socket it sent it with: allow that one a moment to go.
+            try:
+                fds = wait_for(lambda: sorted(f := fds_of(pid)) == [0, 1, 2, 3, 4] and f, 2)
+            except AssertionError:
+                fds = fds_of(pid)
             self.assertEqual(sorted(fds), [0, 1, 2, 3, 4], fds)
             for fd in (3, 4):
                 self.assertTrue(fds[fd].startswith("socket:"), fds)

@@ -218,7 +218,7 @@ TEST_CASE("invalid config: a listen entry without an address") {
 
 TEST_CASE("invalid config: a relative output path") {
     expect_error("relative_output.yaml", 3, 13,
-                 "programs.web.output: expected \"inherit\" or an absolute file path");
+                 "programs.web.output: expected \"inherit\", \"capture\" or an absolute file path");
 }
 
 TEST_CASE("invalid config: start_time not below start_timeout with ready: started") {

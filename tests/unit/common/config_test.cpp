@@ -68,6 +68,11 @@ TEST_CASE("a config with every key loads with the written values") {
     CHECK(web.stop_timeout == 3s);
     CHECK(web.cpu_affinity);
     CHECK(web.output == "/var/log/web.log");
+    REQUIRE(web.rlimits.size() == 2);
+    CHECK(web.rlimits[0].name == "nofile");
+    CHECK(web.rlimits[0].soft == 4096);
+    CHECK(web.rlimits[1].soft == 0);
+    CHECK(web.rlimits[1].hard == clusterd::RLimit::kUnlimited);
 
     const auto& queue = c.programs[1];
     CHECK(queue.command == std::vector<std::string>{"/usr/bin/queue"});

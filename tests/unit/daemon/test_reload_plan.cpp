@@ -1,5 +1,6 @@
 // The config diff behind a reload: each kind of change, table-driven.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
 #include <functional>
 #include <string>
@@ -43,6 +44,11 @@ const std::vector<Row> rows = {
     {"group", [](auto& p) { p.group = "nogroup"; }, true, false, false},
     {"cwd", [](auto& p) { p.cwd = "/srv"; }, true, false, false},
     {"umask", [](auto& p) { p.umask = 022; }, true, false, false},
+    {"rlimits",
+     [](auto& p) {
+         p.rlimits.push_back({"nofile", RLIMIT_NOFILE, 1024, 4096});
+     },
+     true, false, false},
     {"listen", [](auto& p) { p.listen[0].port = 8081; }, true, false, false},
     {"listen", [](auto& p) { p.listen[0].backlog = 10; }, true, false, false},
     {"output", [](auto& p) { p.output = "/var/log/x"; }, true, false, false},
@@ -100,6 +106,17 @@ TEST_CASE("reload plan: no change, added, removed, scale with a restart") {
     CHECK(plan.programs[2].name == "jobs");
     CHECK(plan.programs[2].kind == ProgramPlan::Kind::add);
     CHECK(plan.summary() == "api: removed; web: rolling restart (env, cores); jobs: added");
+}
+
+TEST_CASE("reload plan: a changed soft limit alone is a rolling restart") {
+    Config current = base();
+    current.programs[0].rlimits.push_back({"nofile", RLIMIT_NOFILE, 1024, 4096});
+    Config next = current;
+    CHECK_FALSE(plan_reload(current, next).programs[0].changes_anything());
+    next.programs[0].rlimits[0].soft = 2048;
+    ReloadPlan plan = plan_reload(current, next);
+    CHECK(plan.programs[0].restart);
+    CHECK(plan.summary() == "web: rolling restart (rlimits)");
 }
 
 TEST_CASE("reload plan: daemon fields are reported") {

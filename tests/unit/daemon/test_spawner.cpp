@@ -1,6 +1,7 @@
 // The spawner with real processes: fds, LISTEN_PID, leaks, exec failures.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -128,4 +129,41 @@ TEST_CASE("find_executable searches PATH like execvp") {
     CHECK_FALSE(find_executable("clusterd-no-such-binary", "/bin:/usr/bin"));
     CHECK(find_executable("/bin/sh", "") == std::optional<std::string>("/bin/sh"));
     CHECK_FALSE(find_executable("/etc/passwd", ""));  // not executable
+}
+
+TEST_CASE("spawn: rlimits are set in the child (soft and hard), the parent's stay as they were") {
+    rlimit before{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
+    REQUIRE(before.rlim_max >= 200);
+    std::string out = temp_file();
+    UniqueFd out_fd(::open(out.c_str(), O_WRONLY | O_CLOEXEC));
+    SpawnSpec spec;
+    spec.path = "/bin/sh";
+    spec.argv = {"sh", "-c", "echo $(ulimit -Sn) $(ulimit -Hn) $(ulimit -Sc) $(ulimit -Hc)"};
+    spec.rlimits = {{"nofile", RLIMIT_NOFILE, 100, 200}, {"core", RLIMIT_CORE, 0, 0}};
+    spec.output_fd = out_fd.get();
+    SpawnResult r = spawn(spec);
+    REQUIRE(r.pid > 0);
+    CHECK(wait_exit(r.pid) == 0);
+    CHECK(slurp(out) == "100 200 0 0\n");
+    rlimit after{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &after) == 0);
+    CHECK(after.rlim_cur == before.rlim_cur);
+    CHECK(after.rlim_max == before.rlim_max);
+    ::unlink(out.c_str());
+}
+
+TEST_CASE("spawn: an impossible rlimit fails the setrlimit step, reported on the status pipe") {
+    SpawnSpec spec;
+    spec.path = "/bin/true";
+    spec.argv = {"true"};
+    spec.rlimits = {{"nofile", RLIMIT_NOFILE, 1ull << 40, 1ull << 40}};  // above fs.nr_open
+    SpawnResult r = spawn(spec);
+    REQUIRE(r.pid > 0);
+    SpawnFailure failure{};
+    REQUIRE(::read(r.status_pipe.get(), &failure, sizeof failure) ==
+            static_cast<ssize_t>(sizeof failure));
+    CHECK(std::string(spawn_step_name(failure.step)) == "setrlimit");
+    CHECK(failure.error == EPERM);
+    CHECK(wait_exit(r.pid) == exit_code::worker_exec_failed);
 }

@@ -34,7 +34,7 @@ TEST_CASE("format_watchdog: WATCHDOG=1 then the clusterd figures, as the master 
     CHECK(parsed.fields.at("CONNECTIONS") == "7");
 }
 
-TEST_CASE("notify helpers: datagrams reach $NOTIFY_SOCKET; nothing happens without it") {
+TEST_CASE("notify helpers: datagrams reach $NOTIFY_SOCKET, nothing happens without it") {
     ::unsetenv("NOTIFY_SOCKET");
     CHECK(notify_ready() == 0);
 

@@ -180,7 +180,7 @@ TEST_CASE("Runtime: the drain timeout ends a stop that connections would hold up
     CHECK(runtime.connections() == 1);
 }
 
-TEST_CASE("Runtime: SIGUSR1 and SIGHUP are not fatal; SIGTERM stops with 0") {
+TEST_CASE("Runtime: SIGUSR1 and SIGHUP are not fatal, SIGTERM stops with 0") {
     FakeMaster master;
     Runtime runtime(RuntimeOptions{});
     runtime.on_accept([](AcceptedSocket) {});
