@@ -124,7 +124,7 @@ std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConf
     spec->policy = SlotPolicy::from(pc);
     spec->plan = LaunchPlan::resolve(pc, builtin_worker, environment);
     spec->generation = generation;
-    if (pc.output != "inherit") *spec->output = open_output(pc.output);
+    if (pc.output != "inherit" && pc.output != "capture") *spec->output = open_output(pc.output);
     return spec;
 }
 
@@ -148,6 +148,8 @@ Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
     std::uint64_t id = next_worker_id++;
     auto w = std::make_unique<Worker>(io, id, &prog, slot, std::move(spec), std::move(sockets));
     Worker* raw = w.get();
+    if (raw->spec->config.output == "capture")
+        raw->capture = std::make_unique<OutputCapture>(io, prog.name, slot);
     workers.emplace(id, std::move(w));
     return raw;
 }
@@ -206,7 +208,18 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     ctx.notify_socket = notify.address();
     for (const auto& s : w->sockets) ctx.listen_fds.push_back(s->get());
     ctx.listen_names = w->program->sockets.names();
-    ctx.output_fd = spec.output->get();
+    UniqueFd pipe;  // the master's copy of the write end closes when this returns
+    if (w->capture) {
+        try {
+            pipe = w->capture->open();
+        } catch (const std::system_error& e) {
+            spdlog::critical("{}: {}", label(w), e.what());
+            return event::SpawnFailed{e.code().value()};
+        }
+        ctx.output_fd = pipe.get();
+    } else {
+        ctx.output_fd = spec.output->get();
+    }
     if (spec.config.cpu_affinity && !cpus.empty())
         ctx.cpu = cpus[static_cast<std::size_t>(w->slot) % cpus.size()];
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
@@ -304,6 +317,11 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     }
     Worker* w = it->second;
     pids.erase(it);
+    // The worker led its own process group; whatever it left in it (a crash, an exit on its
+    // own, SIGABRT from the watchdog) must not outlive it. The group id cannot be reused
+    // while the group has members, so this reaches only the worker's leftovers.
+    if (::kill(-pid, SIGKILL) == 0)
+        spdlog::warn("{}: killed the processes pid {} left in its process group", label(w), pid);
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
 }
 
@@ -390,7 +408,7 @@ void Supervisor::Impl::handle_hup() {
 void Supervisor::Impl::handle_usr1() {
     std::set<const ProgramSpec*> done;
     auto reopen = [&](const ProgramSpec& spec) {
-        if (spec.config.output == "inherit" || !done.insert(&spec).second) return;
+        if (!spec.output || !*spec.output || !done.insert(&spec).second) return;
         try {
             *spec.output = open_output(spec.config.output);
         } catch (const std::exception& e) {

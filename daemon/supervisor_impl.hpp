@@ -20,6 +20,7 @@
 #include "daemon/launch.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/notify_receiver.hpp"
+#include "daemon/output_capture.hpp"
 #include "daemon/reaper.hpp"
 #include "daemon/reporter.hpp"
 #include "daemon/slot.hpp"
@@ -67,6 +68,8 @@ struct Worker {
     bool incoming = false;  // a new generation's worker that a rollout waits for
     /// The operation waiting for this worker to become ready (rollout, scale-up).
     std::shared_ptr<Operation> waiting;
+    /// `output: capture`: its stdout/stderr as lines of the daemon's log.
+    std::unique_ptr<OutputCapture> capture;
     /// The operation waiting for this worker to be gone (scale-down).
     std::shared_ptr<Operation> on_exit;
 };

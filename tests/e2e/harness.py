@@ -117,9 +117,11 @@ class Daemon:
         for pid in pids:
             try:
                 env = environ_of(pid)
+                pgid = os.getpgid(pid)
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
-            if "CLUSTERD_WORKER_ID" in env and pid_alive(pid):
+            # A worker leads its own process group; a re-parented orphan of one does not.
+            if "CLUSTERD_WORKER_ID" in env and pid_alive(pid) and pgid == pid:
                 out[int(env["CLUSTERD_WORKER_ID"])] = pid
         return out
 

@@ -242,6 +242,15 @@ class OutputFileTest(unittest.TestCase):
                  what="output in the reopened file")
 
 
+    def test_output_capture_puts_whole_worker_lines_in_the_daemon_log(self):
+        d = Daemon(web_config(free_port(), workers=2).replace(
+            "    watchdog: 5s", "    watchdog: 5s\n    output: capture"))
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 2 workers ready")
+        for slot in (0, 1):
+            d.wait_log(rf"info web\[{slot}\] \[web:{slot}\] info: ")
+
+
 class CheckTest(unittest.TestCase):
     def run_check(self, text):
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"clusterd-check-{os.getpid()}.yaml")

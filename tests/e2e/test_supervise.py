@@ -405,12 +405,8 @@ programs:
         wait_for(lambda: not any(pid_alive(p) for p in grandchildren), 5,
                  what="the grandchildren to die with the group")
 
-    @unittest.expectedFailure
     def test_a_crashed_worker_leaves_no_grandchild(self):
-        # Known gap: only the KILL escalation reaches the worker's process group. A worker that
-        # ends any other way (crash, external kill -9, exit, SIGABRT from the watchdog) leaves
-        # its grandchildren running, re-parented to init. Needs PR_SET_CHILD_SUBREAPER in the
-        # master plus kill(-pid, SIGKILL) after reaping a worker: remove this decorator then.
+        # However a worker ends, the master kills what it left in its process group.
         d, worker, grandchildren = self.start('crash, "300"')
         d.wait_log(rf"family\[0\]: pid {worker} killed by SIGSEGV")
         time.sleep(0.3)
