@@ -103,6 +103,8 @@ struct ProgramConfig {
     std::string output = "inherit";
     /// Rolling restart: how many slots may run a new worker beside the old one at once.
     int max_surge = 1;
+    /// Recycle a worker whose RSS passes this many bytes (new worker first); 0 = no limit.
+    std::uint64_t memory_limit = 0;
 };
 
 struct DaemonConfig {

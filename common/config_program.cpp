@@ -212,7 +212,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
              {"command",  "cores",     "listen",  "env",         "inherit_env",  "user",
               "group",    "cwd",       "umask",   "ready",       "start_time",   "start_timeout",
               "watchdog", "restart",   "backoff", "stop_signal", "stop_timeout", "cpu_affinity",
-              "output",   "max_surge", "rlimits"},
+              "output",   "max_surge", "rlimits", "memory_limit"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p, command_args);
@@ -266,6 +266,14 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (auto b = r.boolean(v)) p.cpu_affinity = *b;
                  } else if (k == "rlimits") {
                      read_rlimits(r, v, p);
+                 } else if (k == "memory_limit") {
+                     auto text = v.node.IsScalar() ? std::optional(v.node.Scalar()) : std::nullopt;
+                     auto bytes = text ? parse_size(*text) : std::nullopt;
+                     if (bytes) {
+                         p.memory_limit = *bytes;
+                     } else {
+                         r.expected(v, "a size like 512M or 2G, or 0 for no limit");
+                     }
                  } else if (k == "max_surge") {
                      if (auto n = r.integer(v, 1, 4096)) p.max_surge = static_cast<int>(*n);
                  } else if (k == "output") {

@@ -25,6 +25,18 @@ std::string uptime(double seconds) {
     return format_duration(ms);
 }
 
+std::string fixed(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+}
+
+std::string mib(std::uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1fM", static_cast<double>(bytes) / (1024.0 * 1024.0));
+    return buf;
+}
+
 std::string pad(std::string s, std::size_t width) {
     if (s.size() < width) s.append(width - s.size(), ' ');
     return s;
@@ -63,6 +75,8 @@ std::string format_status(const json& status) {
                 s.value("state", "") + note,
                 std::to_string(s.value("generation", 0)),
                 uptime(s.value("uptime_s", 0.0)),
+                s.contains("cpu_percent") ? fixed(s["cpu_percent"].get<double>()) : "-",
+                s.contains("rss_bytes") ? mib(s["rss_bytes"].get<std::uint64_t>()) : "-",
                 std::to_string(s.value("restarts", 0)),
                 last.empty() ? "-" : last,
                 s.value("status", ""),

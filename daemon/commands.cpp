@@ -8,6 +8,7 @@
 
 #include "common/signals.hpp"
 #include "daemon/logging.hpp"
+#include "daemon/proc_stats.hpp"
 #include "daemon/supervisor_impl.hpp"
 
 #ifndef CLUSTERD_VERSION
@@ -38,6 +39,20 @@ json worker_json(const Worker& w) {
         {"retiring", w.retiring},
     };
     j["uptime_s"] = s.pid != 0 ? seconds_since(s.started_at) : 0.0;
+    // Read from /proc only now: CPU% over the time since the previous status (or since the
+    // worker started), like `top` between two refreshes.
+    if (auto stats = s.pid != 0 ? read_proc_stats(s.pid) : std::nullopt) {
+        TimePoint now = Clock::now();
+        bool fresh = w.cpu_sampled_at == TimePoint{} || w.cpu_sampled_at < s.started_at;
+        double cpu = stats->cpu_seconds - (fresh ? 0.0 : w.cpu_seconds);
+        double wall =
+            std::chrono::duration<double>(now - (fresh ? s.started_at : w.cpu_sampled_at)).count();
+        j["rss_bytes"] = stats->rss_bytes;
+        j["cpu_seconds"] = stats->cpu_seconds;
+        j["cpu_percent"] = wall > 0 ? 100.0 * cpu / wall : 0.0;
+        w.cpu_seconds = stats->cpu_seconds;
+        w.cpu_sampled_at = now;
+    }
     j["last_exit"] = s.last_cause == ExitCause::none ? "" : s.last_status.describe();
     return j;
 }
@@ -65,6 +80,8 @@ json Supervisor::Impl::status_json(const std::string& only) const {
             {"rolling", p->rollout.has_value()},
             {"removed", p->removed},
             {"slots", slots},
+            {"exits", p->exits},
+            {"memory_limit", p->spec->config.memory_limit},
             {"other_workers", draining},
         });
     }

@@ -199,6 +199,7 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         }
     }
     persist_scale();
+    arm_memory_check();
     part_done(op, true, "");
 }
 

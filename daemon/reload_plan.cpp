@@ -62,6 +62,7 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     master_only(a.stop_signal != b.stop_signal, "stop_signal");
     master_only(a.stop_timeout != b.stop_timeout, "stop_timeout");
     master_only(a.max_surge != b.max_surge, "max_surge");
+    master_only(a.memory_limit != b.memory_limit, "memory_limit");
     if (a.workers != b.workers || a.cores_auto != b.cores_auto) {
         plan.scale = b.workers;
         plan.changed.push_back("cores");

@@ -106,7 +106,7 @@ void Step::ended(ExitCause cause, const std::string& what, LogLevel level) {
     std::string restarts = "restarts so far: " + std::to_string(s.restarts);
     if (!s.want_up) {
         s.state = SlotState::stopped;
-        log(level == LogLevel::error ? level : LogLevel::info, what + "; stopped");
+        log(level, what + "; stopped");
         return;
     }
     if (cause == ExitCause::bad_config) {
@@ -205,6 +205,25 @@ void on_restart(Step& t) {
     }
 }
 
+void on_recycle(Step& t) {
+    Slot& s = t.slot();
+    s.want_up = false;
+    switch (s.state) {
+        case SlotState::starting:
+        case SlotState::ready:
+            t.begin_stop(ExitCause::memory, t.policy().stop_signal);
+            break;
+        case SlotState::backoff:
+            s.state = SlotState::stopped;
+            t.disarm();
+            break;
+        case SlotState::stopping:
+        case SlotState::stopped:
+        case SlotState::failed:
+            break;
+    }
+}
+
 void on_kill(Step& t) {
     Slot& s = t.slot();
     s.want_up = false;
@@ -280,7 +299,10 @@ void on_exited(Step& t, const ExitStatus& status) {
     LogLevel level;
     if (s.state == SlotState::stopping) {
         cause = s.stop_reason;
-        level = cause == ExitCause::requested ? LogLevel::info : LogLevel::error;
+        level = cause == ExitCause::requested ? LogLevel::info
+                : cause == ExitCause::memory  ? LogLevel::warn
+                                              : LogLevel::error;
+        if (cause == ExitCause::memory) what += " (recycled: memory_limit)";
         if (cause == ExitCause::watchdog) what += " (watchdog: no heartbeat)";
         if (cause == ExitCause::start_timeout) what += " (not ready within start_timeout)";
     } else if (status.signaled) {
@@ -351,6 +373,7 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
                    [&](const event::Heartbeat&) { on_heartbeat(t); },
                    [&](const event::Exited& e) { on_exited(t, e.status); },
                    [&](const event::Deadline&) { on_deadline(t); },
+                   [&](const event::Recycle&) { on_recycle(t); },
                },
                ev);
     return t.done();
@@ -427,6 +450,8 @@ const char* to_string(ExitCause cause) {
             return "start_timeout";
         case ExitCause::spawn_failed:
             return "spawn_failed";
+        case ExitCause::memory:
+            return "memory";
         case ExitCause::bad_config:
             return "bad_config";
     }

@@ -40,6 +40,7 @@ enum class ExitCause {
     start_timeout,  // not ready within start_timeout
     spawn_failed,   // fork() or execve() failed
     bad_config,     // exited with the reserved "bad configuration" code
+    memory,         // recycled for passing memory_limit
 };
 
 /// How a child ended, as waitpid() reported it.
@@ -72,6 +73,7 @@ struct Start {};    // want the slot up
 struct Stop {};     // want the slot down (graceful)
 struct Restart {};  // stop gracefully, then start again at once
 struct Kill {};     // fast shutdown: KILL whatever runs
+struct Recycle {};  // stop gracefully for good, cause "memory" (its replacement is up)
 struct Spawned {
     pid_t pid;
 };
@@ -88,7 +90,7 @@ struct Deadline {};
 
 using Event = std::variant<event::Start, event::Stop, event::Restart, event::Kill, event::Spawned,
                            event::SpawnFailed, event::Ready, event::Heartbeat, event::Exited,
-                           event::Deadline>;
+                           event::Deadline, event::Recycle>;
 
 enum class LogLevel { debug, info, warn, error, critical };
 

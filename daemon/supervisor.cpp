@@ -16,6 +16,7 @@
 #include "common/duration.hpp"
 #include "common/exit_codes.hpp"
 #include "common/signals.hpp"
+#include "daemon/proc_stats.hpp"
 #include "daemon/spawner.hpp"
 #include "daemon/supervisor_impl.hpp"
 #include "daemon/systemd.hpp"
@@ -75,7 +76,8 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
       reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
       notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }),
       systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
-      systemd_watchdog(io_) {}
+      systemd_watchdog(io_),
+      memory_timer(io_) {}
 
 // ---- start-up: everything that can fail happens before the first fork ----
 
@@ -105,6 +107,7 @@ void Supervisor::Impl::start() {
     }
     reaper.start();
     notify.start();
+    arm_memory_check();
     if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
         do_systemd_watchdog(interval / 2);
     for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU}) signals.add(sig);
@@ -168,6 +171,9 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         Transition t = step(w->sm, w->spec->policy, e, Clock::now());
         pid_t old_pid = w->sm.pid;
         w->sm = std::move(t.next);
+        if (std::holds_alternative<event::Exited>(e) ||
+            std::holds_alternative<event::SpawnFailed>(e))
+            ++w->program->exits[to_string(w->sm.last_cause)];
         if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
     }
@@ -250,7 +256,10 @@ void Supervisor::Impl::watch_exec(Worker* w, pid_t pid, UniqueFd pipe) {
 void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
     std::uint64_t id = w->id;
     Program* prog = w->program;
-    if (w->waiting) rollout_worker_changed(w, before);  // may stop, even drop, w
+    if (w->waiting)
+        rollout_worker_changed(w, before);  // may stop, even drop, w
+    else if (w->replaces != 0)
+        recycle_changed(w, before);
     auto it = workers.find(id);
     if (it != workers.end() && !prog->all_ready_logged && !prog->slots.empty()) {
         bool all = true;
@@ -268,6 +277,73 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
     if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
     report_to_systemd();
     if (stopping) finish_if_stopped();
+}
+
+// ---- memory_limit: a worker past it is replaced (new one first) and drains ----
+
+// Polls RSS once a second, and only while some program sets a memory_limit.
+void Supervisor::Impl::arm_memory_check() {
+    bool wanted = std::any_of(programs.begin(), programs.end(), [](const auto& p) {
+        return !p->removed && p->spec->config.memory_limit > 0;
+    });
+    if (!wanted || memory_timer_armed || stopping) return;
+    memory_timer_armed = true;
+    memory_timer.expires_after(std::chrono::seconds(1));
+    memory_timer.async_wait([this](const error_code& ec) {
+        memory_timer_armed = false;
+        if (ec) return;
+        check_memory();
+        arm_memory_check();
+    });
+}
+
+void Supervisor::Impl::check_memory() {
+    std::vector<std::pair<Worker*, std::uint64_t>> over;
+    for (const auto& prog : programs) {
+        std::uint64_t limit = prog->spec->config.memory_limit;
+        if (limit == 0 || prog->removed || prog->rollout) continue;
+        for (Worker* w : prog->slots) {
+            if (w->sm.state != SlotState::ready || w->recycling) continue;
+            auto stats = read_proc_stats(w->sm.pid);
+            if (stats && stats->rss_bytes > limit) over.emplace_back(w, stats->rss_bytes);
+        }
+    }
+    for (auto [w, rss] : over) recycle(w, rss);
+}
+
+void Supervisor::Impl::recycle(Worker* w, std::uint64_t rss) {
+    Program& prog = *w->program;
+    spdlog::warn("{}: pid {} uses {} MiB, over memory_limit {} MiB: starting its replacement",
+                 label(w), w->sm.pid, rss >> 20, prog.spec->config.memory_limit >> 20);
+    w->recycling = true;
+    Worker* next = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
+    next->replaces = w->id;
+    dispatch(next, event::Start{});
+}
+
+// The replacement of a recycled worker is up (take its slot, the old one drains with cause
+// "memory") or failed to come up (keep the old one; the next check tries again).
+void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
+    const Slot& s = w->sm;
+    bool ready = s.state == SlotState::ready && before != SlotState::ready;
+    bool failed = !ready && (s.restarts > 0 ||
+                             (s.state != SlotState::starting && s.state != SlotState::ready));
+    if (!ready && !failed) return;
+    auto it = workers.find(w->replaces);
+    Worker* old = it == workers.end() ? nullptr : it->second.get();
+    w->replaces = 0;
+    if (old) old->recycling = false;
+    Program& prog = *w->program;
+    auto& slot = prog.slots[static_cast<std::size_t>(w->slot)];
+    if (failed || !old || slot != old) {
+        spdlog::error("{}: the replacement for memory recycling did not come up; keeping pid {}",
+                      label(w), old ? old->sm.pid : 0);
+        w->retiring = true;
+        return dispatch(w, event::Stop{});
+    }
+    slot = w;
+    old->retiring = true;
+    dispatch(old, event::Recycle{});
 }
 
 // New connections go only to slots whose worker is ready (all of them when none is): a
@@ -495,6 +571,7 @@ void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
 void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty()) return;
     finished = true;
+    memory_timer.cancel();
     kill_leftovers();
     spdlog::info("all workers stopped; exiting");
     shutdown_timer.cancel();

@@ -65,7 +65,12 @@ struct Worker {
     std::string status;                         // last STATUS=
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     bool retiring = false;                      // replaced or scaled away: dropped once stopped
-    bool incoming = false;  // a new generation's worker that a rollout waits for
+    bool incoming = false;       // a new generation's worker that a rollout waits for
+    std::uint64_t replaces = 0;  // memory recycling: the worker this one takes over from
+    bool recycling = false;      // its replacement is starting
+    // The previous CPU sample, for the CPU% `status` shows (read only when asked).
+    mutable double cpu_seconds = 0;
+    mutable TimePoint cpu_sampled_at{};
     /// The operation waiting for this worker to become ready (rollout, scale-up).
     std::shared_ptr<Operation> waiting;
     /// `output: capture`: its stdout/stderr as lines of the daemon's log.
@@ -93,6 +98,7 @@ struct Program {
     std::optional<int> runtime_scale;         // set by `scale`, TTIN/TTOU
     std::optional<Rollout> rollout;
     std::optional<std::vector<int>> steered;  // slots new connections go to (ready ones)
+    std::map<std::string, int> exits;         // worker exits by cause, for status and metrics
     bool removed = false;                     // stopping for good; erased once its workers are gone
     TimePoint started_at{};
     bool all_ready_logged = false;
@@ -139,6 +145,10 @@ struct Supervisor::Impl {
     void after_dispatch(Worker* w, SlotState before);
     void drop_worker(Worker* w);
     void resteer(Program& prog);
+    void arm_memory_check();
+    void check_memory();
+    void recycle(Worker* w, std::uint64_t rss);
+    void recycle_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
     void on_notify(pid_t pid, const NotifyMessage& m);
     void do_wait_signal();
@@ -197,6 +207,8 @@ struct Supervisor::Impl {
     TimePoint started_at{};
     std::map<std::string, SocketRef> activated;  // sockets systemd passed us, by name
     asio::steady_timer systemd_watchdog;
+    asio::steady_timer memory_timer;  // armed only while some program has a memory_limit
+    bool memory_timer_armed = false;
 };
 
 }  // namespace clusterd

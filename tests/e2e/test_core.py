@@ -223,6 +223,30 @@ programs:
                    count=2, timeout=10)
 
 
+class MemoryLimitTest(unittest.TestCase):
+    def test_a_worker_over_memory_limit_is_replaced_first_then_recycled(self):
+        d = Daemon(f"""
+programs:
+  leaky:
+    command: ["{MISBEHAVE}", leak, "40", "60"]
+    cores: 1
+    memory_limit: 30M
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"leaky: all 1 workers ready")
+        first = d.workers()[0]
+        d.wait_log(rf"leaky\[0\]: pid {first} uses \d+ MiB, over memory_limit 30 MiB", timeout=10)
+        d.wait_log(rf"leaky\[0\]: pid {first} exited with code 0 .*recycled: memory_limit",
+                   timeout=10)
+        log = d.log_text()
+        # The replacement was ready before the old worker was told to stop.
+        over = log.index("over memory_limit")
+        ready = re.search(r"leaky\[0\]: pid (\d+) ready", log[over:])
+        self.assertIsNotNone(ready, log)
+        self.assertNotEqual(int(ready.group(1)), first)
+        self.assertLess(over + ready.start(), log.index(f"pid {first} exited"))
+
+
 class OutputFileTest(unittest.TestCase):
     def test_output_file_gets_the_workers_output_and_is_reopened_on_usr1(self):
         d = Daemon()

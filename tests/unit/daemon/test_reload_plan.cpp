@@ -64,6 +64,7 @@ const std::vector<Row> rows = {
     {"stop_signal", [](auto& p) { p.stop_signal = 2; }, false, true, false},
     {"stop_timeout", [](auto& p) { p.stop_timeout = 1s; }, false, true, false},
     {"max_surge", [](auto& p) { p.max_surge = 2; }, false, true, false},
+    {"memory_limit", [](auto& p) { p.memory_limit = 1 << 20; }, false, true, false},
     {"cores", [](auto& p) { p.workers = 4; }, false, false, true},
 };
 

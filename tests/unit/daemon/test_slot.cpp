@@ -98,6 +98,7 @@ Event make_event(const std::string& name) {
     if (name == "ready") return event::Ready{};
     if (name == "heartbeat") return event::Heartbeat{};
     if (name == "exited") return event::Exited{ExitStatus{false, 1, false}};
+    if (name == "recycle") return event::Recycle{};
     return event::Deadline{};
 }
 
@@ -119,6 +120,7 @@ const std::vector<Cell> table = {
     {S::stopped, "heartbeat", S::stopped, V{}},
     {S::stopped, "exited", S::stopped, V{}},
     {S::stopped, "deadline", S::stopped, V{}},
+    {S::stopped, "recycle", S::stopped, V{}},
     // starting (pid 100, start_timeout armed)
     {S::starting, "start", S::starting, V{}},
     {S::starting, "stop", S::stopping, V{"signal:15", "arm"}},
@@ -130,6 +132,7 @@ const std::vector<Cell> table = {
     {S::starting, "heartbeat", S::starting, V{}},
     {S::starting, "exited", S::starting, V{"cancel", "spawn"}},
     {S::starting, "deadline", S::stopping, V{"signal:15", "arm"}},
+    {S::starting, "recycle", S::stopping, V{"signal:15", "arm"}},
     // ready (pid 100, watchdog armed)
     {S::ready, "start", S::ready, V{}},
     {S::ready, "stop", S::stopping, V{"signal:15", "arm"}},
@@ -141,6 +144,7 @@ const std::vector<Cell> table = {
     {S::ready, "heartbeat", S::ready, V{"arm"}},
     {S::ready, "exited", S::starting, V{"cancel", "spawn"}},
     {S::ready, "deadline", S::stopping, V{"signal:6", "arm"}},
+    {S::ready, "recycle", S::stopping, V{"signal:15", "arm"}},
     // stopping (requested, want down, stop_timeout armed)
     {S::stopping, "start", S::stopping, V{}},
     {S::stopping, "stop", S::stopping, V{}},
@@ -152,6 +156,7 @@ const std::vector<Cell> table = {
     {S::stopping, "heartbeat", S::stopping, V{}},
     {S::stopping, "exited", S::stopped, V{"cancel"}},
     {S::stopping, "deadline", S::stopping, V{"signal:9"}},
+    {S::stopping, "recycle", S::stopping, V{}},
     // backoff (respawn armed)
     {S::backoff, "start", S::starting, V{"cancel", "spawn"}},
     {S::backoff, "stop", S::stopped, V{"cancel"}},
@@ -163,6 +168,7 @@ const std::vector<Cell> table = {
     {S::backoff, "heartbeat", S::backoff, V{}},
     {S::backoff, "exited", S::backoff, V{}},
     {S::backoff, "deadline", S::starting, V{"spawn"}},
+    {S::backoff, "recycle", S::stopped, V{"cancel"}},
     // failed
     {S::failed, "start", S::starting, V{"spawn"}},
     {S::failed, "stop", S::failed, V{}},
@@ -174,12 +180,13 @@ const std::vector<Cell> table = {
     {S::failed, "heartbeat", S::failed, V{}},
     {S::failed, "exited", S::failed, V{}},
     {S::failed, "deadline", S::failed, V{}},
+    {S::failed, "recycle", S::failed, V{}},
 };
 
 }  // namespace
 
 TEST_CASE("slot: every state x event cell") {
-    CHECK(table.size() == 6 * 10);
+    CHECK(table.size() == 6 * 11);
     for (const auto& cell : table) {
         Slot s = in_state(cell.state);
         Transition t = step(s, policy(), make_event(cell.event), when(s, cell.event));
@@ -301,6 +308,15 @@ TEST_CASE("slot: restart stops the worker and starts a new one without backoff")
     Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
     CHECK(t.next.state == S::starting);
     CHECK(kinds(t.actions) == V{"cancel", "spawn"});
+}
+
+TEST_CASE("slot: a recycled worker stops for good with cause memory, logged as a warning") {
+    Slot s = step(in_state(S::ready), policy(), event::Recycle{}, t0).next;
+    CHECK(s.stop_reason == ExitCause::memory);
+    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
+    CHECK(t.next.state == S::stopped);
+    CHECK(t.next.last_cause == ExitCause::memory);
+    CHECK(has_log(t.actions, LogLevel::warn, "recycled: memory_limit"));
 }
 
 TEST_CASE("slot: ready: started becomes ready after start_time") {
