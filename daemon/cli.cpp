@@ -37,6 +37,18 @@ std::string mib(std::uint64_t bytes) {
     return buf;
 }
 
+// A figure the worker reports (X_CLUSTERD_<name>), scaled; "-" when it reports none.
+std::string field(const json& slot, const char* name, double divisor, const char* unit) {
+    const json& fields = slot.contains("fields") ? slot["fields"] : json::object();
+    if (!fields.contains(name) || !fields[name].is_string()) return "-";
+    try {
+        double v = std::stod(fields[name].get<std::string>()) / divisor;
+        return (divisor == 1.0 ? std::to_string(static_cast<long long>(v)) : fixed(v)) + unit;
+    } catch (const std::exception&) {
+        return "?";
+    }
+}
+
 std::string pad(std::string s, std::size_t width) {
     if (s.size() < width) s.append(width - s.size(), ' ');
     return s;
@@ -63,7 +75,8 @@ std::string format_status(const json& status) {
         out += "\n";
         const std::vector<std::pair<const char*, std::size_t>> cols = {
             {"SLOT", 5},   {"PID", 8},      {"STATE", 9},      {"GEN", 4},
-            {"UPTIME", 9}, {"RESTARTS", 9}, {"LAST EXIT", 28}, {"STATUS", 0}};
+            {"UPTIME", 9}, {"CPU%", 6},     {"RSS", 8},        {"LAG", 7},
+            {"CONNS", 6},  {"RESTARTS", 9}, {"LAST EXIT", 28}, {"STATUS", 0}};
         for (const auto& [name, w] : cols) out += pad(name, w) + " ";
         out += "\n";
         auto row = [&](const json& s, const std::string& note) {
@@ -77,11 +90,13 @@ std::string format_status(const json& status) {
                 uptime(s.value("uptime_s", 0.0)),
                 s.contains("cpu_percent") ? fixed(s["cpu_percent"].get<double>()) : "-",
                 s.contains("rss_bytes") ? mib(s["rss_bytes"].get<std::uint64_t>()) : "-",
+                field(s, "LOOP_LAG_US", 1000.0, "ms"),
+                field(s, "CONNECTIONS", 1.0, ""),
                 std::to_string(s.value("restarts", 0)),
                 last.empty() ? "-" : last,
                 s.value("status", ""),
             };
-            for (std::size_t i = 0; i < v.size(); ++i) out += pad(v[i], cols[i].second) + " ";
+            for (std::size_t i = 0; i < v.size(); ++i) out += pad(v[i], cols.at(i).second) + " ";
             out += "\n";
         };
         for (const auto& s : p.at("slots")) row(s, "");
@@ -89,6 +104,16 @@ std::string format_status(const json& status) {
         if (!p.at("other_workers").empty()) out += "(* = old generation or leaving slot)\n";
     }
     return out;
+}
+
+int watch_status(const std::string& socket_path, const json& request, double interval) {
+    for (;;) {
+        std::cout << "\033[H\033[2J" << std::flush;  // home, clear: a refreshing view
+        int rc = run_client(socket_path, request, false);
+        if (rc != 0) return rc;
+        std::cout << "\n(every " << interval << " s; Ctrl-C to quit)" << std::flush;
+        ::usleep(static_cast<useconds_t>(interval * 1e6));
+    }
 }
 
 int run_client(const std::string& socket_path, const json& request, bool json_output) {

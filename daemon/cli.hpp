@@ -11,6 +11,9 @@ namespace clusterd {
 /// lines with `json_output`). Returns the process exit code: 0 only when the daemon said ok.
 int run_client(const std::string& socket_path, const nlohmann::json& request, bool json_output);
 
+/// `status --watch`: the status table, refreshed every `interval` seconds until interrupted.
+int watch_status(const std::string& socket_path, const nlohmann::json& request, double interval);
+
 /// The human form of a status reply (a table per program, like `pm2 list`).
 std::string format_status(const nlohmann::json& status);
 

@@ -212,6 +212,10 @@ int main(int argc, char** argv) {
     };
     auto* status_cmd = client("status", "Show programs and workers (like pm2 list)");
     status_cmd->add_option("program", program, "Only this program");
+    double watch_interval = 0;
+    status_cmd->add_option("--watch", watch_interval, "Refresh every SECONDS (like pm2 monit)")
+        ->expected(0, 1)
+        ->default_str("1");
     client("reload", "Reload the config file: validate, diff, apply (rolling where needed)");
     auto* restart_cmd = client("restart", "Restart a program's workers");
     restart_cmd->add_option("program", program, "Program")->required();
@@ -250,6 +254,9 @@ int main(int argc, char** argv) {
         if (name == "signal") request["signal"] = arg;
         if (name == "log-level") request["level"] = arg;
         if (name == "version" && !json_output) std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
+        if (name == "status" && cmd->count("--watch") > 0)
+            return watch_status(control_socket(socket_path, client_config), request,
+                                watch_interval > 0 ? watch_interval : 1.0);
         int rc = run_client(control_socket(socket_path, client_config), request, json_output);
         return name == "version" ? 0 : rc;  // our own version was printed either way
     }

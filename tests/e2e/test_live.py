@@ -78,6 +78,21 @@ class LiveTest(unittest.TestCase):
         self.assertGreater(load.ok, 100)
         self.assertEqual(load.errors, [])
 
+    def test_status_prints_a_table_of_every_worker(self):
+        self.start(workers=2)
+        r = self.ctl("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        header = next(l for l in r.stdout.splitlines() if l.startswith("SLOT"))
+        for column in ("PID", "STATE", "GEN", "UPTIME", "CPU%", "RSS", "LAG", "CONNS",
+                       "RESTARTS", "LAST EXIT", "STATUS"):
+            self.assertIn(column, header)
+        for slot, (pid, gen) in self.pids().items():
+            self.assertRegex(r.stdout, rf"(?m)^{slot} +{pid} +ready +{gen} ")
+        self.assertRegex(r.stdout, r"\d+\.\dM")  # RSS
+        watch = subprocess.run(["timeout", "1.5", CLUSTERD, "status", "--watch", "0.5", "-s",
+                                self.sock], capture_output=True, text=True)
+        self.assertGreaterEqual(watch.stdout.count("SLOT"), 2, "it refreshes")
+
     def test_reload_of_a_master_only_field_keeps_every_worker(self):
         self.start()
         before = self.pids()
