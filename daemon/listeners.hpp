@@ -69,6 +69,8 @@ class SocketTable {
     /// "name1:name2", for LISTEN_FDNAMES.
     const std::string& names() const { return names_; }
     bool empty() const { return entries_.empty(); }
+    /// The entries as served (an entry using a socket from systemd counts as shared).
+    const std::vector<ListenConfig>& entries() const { return entries_; }
 
   private:
     std::vector<ListenConfig> entries_;
