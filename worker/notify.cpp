@@ -38,7 +38,7 @@ bool parse_int(std::string_view text, Int& out) {
 int notify_ready(std::string_view status) {
     std::string msg = "READY=1\n";
     if (!status.empty()) append_status(msg, status);
-    return notify(msg);
+    return notify(msg, notify_state_wait);
 }
 
 int notify_status(std::string_view text) {
@@ -48,7 +48,7 @@ int notify_status(std::string_view text) {
 }
 
 int notify_stopping() {
-    return notify("STOPPING=1\n");
+    return notify("STOPPING=1\n", notify_state_wait);
 }
 
 std::string format_watchdog(const std::vector<NotifyField>& fields) {
