@@ -62,6 +62,9 @@ class HttpServer {
     const HttpOptions& options() const { return options_; }
     /// The current Date header value, refreshed every second.
     std::string_view date() const { return {date_, date_len_}; }
+    /// The head of a 200 keep-alive HTTP/1.1 response carrying options().body, with the
+    /// current Date; valid until the next sweep.
+    std::string_view body_head() const { return body_head_; }
     /// Open connections.
     std::size_t sessions() const { return sessions_.size(); }
 
@@ -79,6 +82,7 @@ class HttpServer {
     HttpOptions options_;
     boost::asio::steady_timer sweep_;
     std::vector<HttpSession*> sessions_;
+    std::string body_head_;
     char date_[32] = {};
     std::size_t date_len_ = 0;
     bool draining_ = false;

@@ -169,6 +169,34 @@ class Server:
         return time.monotonic() - t0
 
 
+def descendants(pid):
+    """pid and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def cpu_ns(pids):
+    """CPU time of every thread of `pids`, in nanoseconds (/proc/PID/task/TID/schedstat)."""
+    total = 0
+    for p in pids:
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
 def wait_port(port, timeout=10):
     import socket
     deadline = time.monotonic() + timeout
@@ -397,7 +425,10 @@ http {{
                 try:
                     if a.warmup > 0:
                         run_wrk(port, threads, conns, a.warmup, wrk_cpus)
+                    pids = descendants(s.pid)
+                    c0 = cpu_ns(pids)
                     r = run_wrk(port, threads, conns, a.duration, wrk_cpus)
+                    r["cpu_us"] = (cpu_ns(pids) - c0) / 1000 / max(1, r["requests"])
                     r["load"] = load_average()
                 finally:
                     s.stop()
@@ -406,7 +437,8 @@ http {{
                                      f"{r['errors']} errors under plain keep-alive load")
                 results.setdefault((key, workers), []).append(r)
                 log(f"round {rnd + 1}: {label} x{workers}: {r['rps']:.0f} req/s, "
-                    f"p99 {r['p99_ms']:.2f} ms (load {r['load']})")
+                    f"p99 {r['p99_ms']:.2f} ms, {r['cpu_us']:.2f} us CPU/req "
+                    f"(load {r['load']})")
 
         def best(key, workers):
             rs = results.get((key, workers))
@@ -418,18 +450,21 @@ http {{
         placement = {1: "server CPU 0, wrk CPU 1" if two else "shared CPU",
                      n: "server and wrk share all CPUs"}
         for label, key, workers, _ in configs:
-            what = "a) keep-alive req/s, p99"
+            what = "a) keep-alive req/s, p99, server CPU per request"
             if (key, workers) in skipped:
                 self.skip("a", what, label, workers, skipped[(key, workers)])
                 continue
             r = best(key, workers)
             ng = best("nginx", workers)
             sa = best("standalone", 1)
-            vs_ng = f"{r['rps'] / ng['rps']:.2f}" if ng and key != "nginx" else ""
-            vs_sa = f"{r['rps'] / sa['rps']:.3f}" if sa and key == "clusterd" and workers == 1 \
-                else ""
+            # Ratios: req/s, then CPU per request as nginx's / ours (above 1 = cheaper).
+            vs_ng = (f"{r['rps'] / ng['rps']:.2f} (CPU {ng['cpu_us'] / r['cpu_us']:.2f})"
+                     if ng and key != "nginx" else "")
+            vs_sa = (f"{r['rps'] / sa['rps']:.3f} (CPU {sa['cpu_us'] / r['cpu_us']:.3f})"
+                     if sa and key == "clusterd" and workers == 1 else "")
             self.add("a", what, label, workers,
-                     f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms", vs_ng, vs_sa,
+                     f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms, "
+                     f"{r['cpu_us']:.2f} us CPU/req", vs_ng, vs_sa,
                      f"{placement[workers]}; wrk -t{1 if workers == 1 else max(1, workers // 2)}"
                      f" -c{50 * workers}; median of {len(results[(key, workers)])} x "
                      f"{a.duration}s; load {r['load']}")
@@ -715,7 +750,10 @@ def main():
     ap.add_argument("--bin-dir", default=os.environ.get(
         "CLUSTERD_BIN_DIR", os.path.join(HERE, "..", "..", "build", "bin")))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
+    ap.add_argument("--duration", type=int, help="seconds per wrk throughput run")
+    ap.add_argument("--rounds", type=int, help="throughput rounds (the median is reported)")
     args = ap.parse_args()
+    duration, rounds = args.duration, args.rounds
     if args.smoke:
         args.duration, args.warmup, args.rounds = 1, 0, 1
         args.kills, args.kill_gap, args.idle = 3, 0.05, 2.0
@@ -724,6 +762,8 @@ def main():
         args.duration, args.warmup, args.rounds = 10, 2, 3
         args.kills, args.kill_gap, args.idle = 20, 0.2, 10.0
         args.footprint, args.spawn = [1, 64, 512], 1000
+    args.duration = duration or args.duration
+    args.rounds = rounds or args.rounds
 
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
