@@ -79,6 +79,9 @@ def ensure_tools(allow_install):
 
 
 def find_tool(name):
+    # CLUSTERD_BENCH_HIDE=nginx,node pretends tools are missing (to test the skipped rows).
+    if name in os.environ.get("CLUSTERD_BENCH_HIDE", "").split(","):
+        return None
     path = shutil.which(name)
     if path is None and name == "nginx" and os.access("/usr/sbin/nginx", os.X_OK):
         path = "/usr/sbin/nginx"
