@@ -410,6 +410,9 @@ http {{
             ]
             if a.smoke:  # the N-worker comparison rows need no smoke test of their own
                 configs = [c for c in configs if c[2] == 1 or c[1] == "clusterd"]
+        if a.rows:  # e.g. "clusterd:2,nginx:2"
+            wanted = {tuple(x.split(":")) for x in a.rows.split(",")}
+            configs = [c for c in configs if (c[1], str(c[2])) in wanted]
         results = {}
         skipped = {}
         for rnd in range(a.rounds):
@@ -454,6 +457,11 @@ http {{
         def median_rps(key, workers):
             return statistics.median(r["rps"] for r in results[(key, workers)])
 
+        def median_cpu(key, workers):
+            # CPU per request suffers less from other load than req/s, but still some (cache
+            # pollution): the median over the rounds.
+            return statistics.median(r["cpu_us"] for r in results[(key, workers)])
+
         placement = {1: "server CPU 0, wrk CPU 1" if two else "shared CPU",
                      n: "server and wrk share all CPUs"}
         for label, key, workers, _ in configs:
@@ -465,13 +473,14 @@ http {{
             ng = best("nginx", workers)
             sa = best("standalone", 1)
             # Ratios: req/s, then CPU per request as nginx's / ours (above 1 = cheaper).
-            vs_ng = (f"{r['rps'] / ng['rps']:.2f} (CPU {ng['cpu_us'] / r['cpu_us']:.2f})"
+            cpu = median_cpu(key, workers)
+            vs_ng = (f"{r['rps'] / ng['rps']:.2f} (CPU {median_cpu('nginx', workers) / cpu:.2f})"
                      if ng and key != "nginx" else "")
-            vs_sa = (f"{r['rps'] / sa['rps']:.3f} (CPU {sa['cpu_us'] / r['cpu_us']:.3f})"
+            vs_sa = (f"{r['rps'] / sa['rps']:.3f} (CPU {median_cpu('standalone', 1) / cpu:.3f})"
                      if sa and key == "clusterd" and workers == 1 else "")
             self.add("a", what, label, workers,
                      f"{r['rps']:,.0f} req/s (median {median_rps(key, workers):,.0f}), "
-                     f"p99 {r['p99_ms']:.2f} ms, {r['cpu_us']:.2f} us CPU/req", vs_ng, vs_sa,
+                     f"p99 {r['p99_ms']:.2f} ms, {cpu:.2f} us CPU/req (median)", vs_ng, vs_sa,
                      f"{placement[workers]}; wrk -t{1 if workers == 1 else max(1, workers // 2)}"
                      f" -c{50 * workers}; best of {len(results[(key, workers)])} x "
                      f"{a.duration}s; load {r['load']}")
@@ -758,7 +767,10 @@ def main():
         "CLUSTERD_BIN_DIR", os.path.join(HERE, "..", "..", "build", "bin")))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
     ap.add_argument("--duration", type=int, help="seconds per wrk throughput run")
-    ap.add_argument("--rounds", type=int, help="throughput rounds (the median is reported)")
+    ap.add_argument("--rounds", type=int, help="throughput rounds (the fastest is reported)")
+    ap.add_argument("--rows", default="",
+                    help="throughput rows only, as KEY:WORKERS (standalone, clusterd, nginx, "
+                         "node), e.g. clusterd:2,nginx:2")
     args = ap.parse_args()
     duration, rounds = args.duration, args.rounds
     if args.smoke:
