@@ -778,7 +778,7 @@ def main():
         args.kills, args.kill_gap, args.idle = 3, 0.05, 2.0
         args.footprint, args.spawn = [1, 64], 100
     else:
-        args.duration, args.warmup, args.rounds = 10, 2, 3
+        args.duration, args.warmup, args.rounds = 6, 2, 5
         args.kills, args.kill_gap, args.idle = 20, 0.2, 10.0
         args.footprint, args.spawn = [1, 64, 512], 1000
     args.duration = duration or args.duration
