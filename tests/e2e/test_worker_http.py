@@ -61,7 +61,8 @@ class WorkerHttpTest(unittest.TestCase):
 
     def tearDown(self):
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        # 0 after TERM: a crash (or a sanitizer report, in a sanitized build) fails the test.
+        self.assertEqual(self.proc.wait(timeout=10), 0)
 
     def test_keep_alive_answers_every_request_on_one_connection(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
