@@ -1,6 +1,7 @@
 #include "common/notify.hpp"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -37,7 +38,8 @@ NotifyMessage parse_notify(std::string_view datagram) {
     return msg;
 }
 
-int notify_send(std::string_view socket_path, std::string_view message) {
+int notify_send(std::string_view socket_path, std::string_view message,
+                std::chrono::milliseconds wait) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) return EINVAL;
@@ -48,17 +50,29 @@ int notify_send(std::string_view socket_path, std::string_view message) {
 
     int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return errno;
-    ssize_t n = ::sendto(fd, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+    int flags = MSG_NOSIGNAL;
+    if (wait.count() > 0) {
+        timeval tv{};
+        tv.tv_sec = static_cast<time_t>(wait.count() / 1000);
+        tv.tv_usec = static_cast<suseconds_t>(wait.count() % 1000 * 1000);
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) flags |= MSG_DONTWAIT;
+    } else {
+        flags |= MSG_DONTWAIT;
+    }
+    ssize_t n = ::sendto(fd, message.data(), message.size(), flags,
                          reinterpret_cast<sockaddr*>(&addr), len);
+    while (n < 0 && errno == EINTR)
+        n = ::sendto(fd, message.data(), message.size(), flags, reinterpret_cast<sockaddr*>(&addr),
+                     len);
     int err = n < 0 ? errno : 0;
     ::close(fd);
     return err;
 }
 
-int notify(std::string_view message) {
+int notify(std::string_view message, std::chrono::milliseconds wait) {
     const char* path = std::getenv("NOTIFY_SOCKET");
     if (path == nullptr || *path == '\0') return 0;
-    return notify_send(path, message);
+    return notify_send(path, message, wait);
 }
 
 }  // namespace clusterd

@@ -7,6 +7,7 @@
 // for figures a worker reports (loop lag, open connections, ...). Unknown keys are ignored.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -27,11 +28,20 @@ struct NotifyMessage {
 /// Parse one datagram. Lines without '=' are ignored, as systemd does.
 NotifyMessage parse_notify(std::string_view datagram);
 
+/// How long a state change (READY=1, STOPPING=1) may wait for room in the receiver's queue.
+/// A unix datagram queue holds only net.unix.max_dgram_qlen messages (10 by default on many
+/// kernels): when hundreds of workers start at once, a non-blocking READY=1 fails with
+/// EAGAIN and is lost, and the master would wait for it until start_timeout.
+inline constexpr std::chrono::milliseconds notify_state_wait{2000};
+
 /// Send `message` to the socket named by `socket_path` ("/path" or "@abstract").
-/// Returns 0 or an errno value. Never blocks (MSG_DONTWAIT); never throws.
-int notify_send(std::string_view socket_path, std::string_view message);
+/// Returns 0 or an errno value; never throws. With `wait` zero it never blocks
+/// (MSG_DONTWAIT: a heartbeat that finds the queue full is dropped, the next one follows);
+/// otherwise it waits up to `wait` for room in the receiver's queue (EAGAIN after that).
+int notify_send(std::string_view socket_path, std::string_view message,
+                std::chrono::milliseconds wait = {});
 
 /// notify_send to $NOTIFY_SOCKET; 0 without doing anything when it is unset.
-int notify(std::string_view message);
+int notify(std::string_view message, std::chrono::milliseconds wait = {});
 
 }  // namespace clusterd

@@ -101,7 +101,12 @@ json Supervisor::Impl::status_json(const std::string& only) const {
 void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> reporter) {
     auto fail = [&](const std::string& why) { reporter->finish(reply(false, why)); };
     if (stopping) return fail("clusterd is shutting down");
-    const std::string cmd = req.value("cmd", "");
+    // Fields of the wrong type read as absent: nothing a client sends may throw here.
+    auto text = [&](const char* key) {
+        return req.contains(key) && req[key].is_string() ? req[key].get<std::string>()
+                                                         : std::string();
+    };
+    const std::string cmd = text("cmd");
     const std::string name = req.contains("program") && req["program"].is_string()
                                  ? req["program"].get<std::string>()
                                  : "";
@@ -138,7 +143,8 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
          [&] {
              if (!need_program()) return;
              if (prog->rollout) return fail(name + ": a rolling restart is in progress");
-             if (req.value("rolling", false)) {
+             if (req.contains("rolling") && req["rolling"].is_boolean() &&
+                 req["rolling"].get<bool>()) {
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
                  auto op = std::make_shared<Operation>();
@@ -155,7 +161,8 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
          [&] {
              if (!need_program()) return;
              if (!req.contains("workers") || !req["workers"].is_number_integer() ||
-                 req["workers"].get<int>() < 1 || req["workers"].get<int>() > 4096)
+                 req["workers"].get<std::int64_t>() < 1 ||
+                 req["workers"].get<std::int64_t>() > 4096)
                  return fail("\"workers\" must be an integer from 1 to 4096");
              if (prog->rollout) return fail(name + ": a rolling restart is in progress");
              int n = req["workers"].get<int>();
@@ -187,7 +194,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"signal",
          [&] {
              if (!need_program()) return;
-             auto sig = parse_signal(req.value("signal", ""));
+             auto sig = parse_signal(text("signal"));
              if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
              int sent = 0;
              each_worker(*prog, [&](Worker* w) {
@@ -198,7 +205,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
          }},
         {"log-level",
          [&] {
-             std::string level = req.value("level", "");
+             std::string level = text("level");
              if (!valid_log_level(level))
                  return fail("\"level\" must be one of trace, debug, info, warn, error");
              spdlog::set_level(spdlog::level::from_str(level));

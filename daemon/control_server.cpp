@@ -135,12 +135,14 @@ class SessionReporter : public Reporter {
   public:
     explicit SessionReporter(std::shared_ptr<Session> s) : session_(std::move(s)) {}
     void progress(const std::string& line) override {
-        session_->send(nlohmann::json{{"progress", line}}.dump());
+        session_->send(nlohmann::json{{"progress", line}}.dump(
+            -1, ' ', false, nlohmann::json::error_handler_t::replace));
     }
     void finish(const nlohmann::json& reply) override {
         if (done_) return;
+        // A worker's STATUS= text may not be UTF-8: replace, never throw.
+        session_->send(reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         done_ = true;
-        session_->send(reply.dump());
         session_->finished();
     }
 
@@ -173,7 +175,9 @@ void Session::on_read(const error_code& ec, std::size_t n) {
     try {
         handler_(request, reporter);
     } catch (const std::exception& e) {
-        spdlog::error("control command {} failed: {}", request.value("cmd", "?"), e.what());
+        spdlog::error("control request {} failed: {}",
+                      request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                      e.what());
         reporter->finish({{"ok", false}, {"message", std::string("internal error: ") + e.what()}});
     }
 }

@@ -59,8 +59,11 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
     if ((program.user || program.group) && ::geteuid() != 0)
         throw std::runtime_error("program " + program.name +
                                  ": `user`/`group` need clusterd to run as root");
+    // A numeric id must fit: stoul("4294967296") cast to uid_t would be 0, root.
     auto numeric = [](const std::string& s) {
-        return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+        return !s.empty() && s.size() <= 10 &&
+               s.find_first_not_of("0123456789") == std::string::npos &&
+               std::stoull(s) < 4294967295ULL;
     };
     if (program.user) {
         passwd* pw = numeric(*program.user)

@@ -138,7 +138,16 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
             "this daemon; signals still work",
             e.what());
     }
-    io.run();
+    // No exception may escape a handler; should one still, the master logs it and goes on
+    // rather than taking every worker down with it.
+    for (;;) {
+        try {
+            io.run();
+            break;
+        } catch (const std::exception& e) {
+            spdlog::critical("unexpected error in an event handler (continuing): {}", e.what());
+        }
+    }
     if (control) control->close();
     spdlog::shutdown();
     return supervisor.exit_code();

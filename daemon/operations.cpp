@@ -43,6 +43,15 @@ void Supervisor::Impl::part_done(const std::shared_ptr<Operation>& op, bool ok,
     if (op->reporter) op->reporter->finish(reply(op->ok, join(op->results, "\n")));
 }
 
+// An operation waiting for `w` to become ready must not wait forever once `w` is given up.
+void Supervisor::Impl::abandon_wait(Worker* w, const std::string& why) {
+    if (!w->waiting) return;
+    std::shared_ptr<Operation> op = std::move(w->waiting);
+    w->waiting.reset();
+    if (w->incoming) return;  // a rollout counts itself once, not per worker
+    part_done(op, false, label(w) + ": " + why);
+}
+
 Program* Supervisor::Impl::find_program(const std::string& name) {
     for (auto& p : programs)
         if (p->name == name && !p->removed) return p.get();
@@ -152,7 +161,7 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
                 if (w->program == prog) mine.push_back(w.get());
             for (Worker* w : mine) {
                 w->retiring = true;
-                w->waiting.reset();
+                abandon_wait(w, "removed before it was ready");
                 dispatch(w, event::Stop{});
             }
             op->results.push_back(pp.name + ": removed, " + std::to_string(mine.size()) +
@@ -183,8 +192,13 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         int current = static_cast<int>(prog.slots.size());
         if (pp.restart) {
             if (p.workers < current) scale(prog, p.workers, op);
-            if (p.sockets) prog.sockets = std::move(*p.sockets);
-            begin_rollout(prog, p.spec, op);
+            std::optional<SocketTable> previous;
+            if (p.sockets) {
+                previous = prog.sockets;
+                prog.sockets = std::move(*p.sockets);
+                prog.steered.reset();
+            }
+            begin_rollout(prog, p.spec, op, std::move(previous));
             if (p.workers > current) scale(prog, p.workers, op);
         } else {
             if (pp.in_place) {
@@ -206,13 +220,15 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
 // ---- rolling restart: new worker beside the old one, ready, then the old one drains ----
 
 void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
-                                     std::shared_ptr<Operation> op) {
+                                     std::shared_ptr<Operation> op,
+                                     std::optional<SocketTable> previous_sockets) {
     ++op->pending;
     Rollout r;
     r.from = prog.spec;
     r.to = std::move(to);
     r.op = op;
     r.slots = static_cast<int>(prog.slots.size());
+    r.previous_sockets = std::move(previous_sockets);
     prog.rollout = std::move(r);
     prog.spec = prog.rollout->to;
     op->progress(prog.name + ": rolling restart of " + std::to_string(prog.slots.size()) +
@@ -269,7 +285,7 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
                      std::to_string(prog.slots.size()) + " ready (pid " + std::to_string(s.pid) +
                      ", generation " + std::to_string(w->spec->generation) + ")");
         old->retiring = true;
-        old->waiting.reset();
+        abandon_wait(old, "replaced by the new generation before it was ready");
         dispatch(old, event::Stop{});
         advance_rollout(prog);
         return;
@@ -278,6 +294,11 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     Rollout r = std::move(*prog.rollout);
     prog.rollout.reset();
     prog.spec = r.from;
+    if (r.previous_sockets) {
+        prog.sockets = std::move(*r.previous_sockets);
+        prog.steered.reset();
+        resteer(prog);
+    }
     for (auto& pc : config.programs)
         if (pc.name == prog.name) pc = r.from->config;
     std::string line =
@@ -331,7 +352,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     prog.sockets.resize(n);
     for (Worker* w : leaving) {
         w->retiring = true;
-        w->waiting.reset();
+        abandon_wait(w, "scaled away before it was ready");
         w->on_exit = op;  // the scale is done once the leaving workers are gone
         ++op->pending;
     }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -163,12 +164,21 @@ SpawnResult spawn(const SpawnSpec& spec) {
     UniqueFd read_end(fds[0]);
     UniqueFd write_end(fds[1]);
     pid_t master = ::getpid();
+    // Until the child has reset its dispositions it still has the master's handlers (Asio's
+    // signal_set writes to the master's self-pipe): a signal in that window would reach
+    // the master as its own. Block everything across fork; the child unblocks after reset.
+    sigset_t all, saved;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &saved);
     pid_t pid = ::fork();
+    if (pid == 0) child(spec, argv.data(), envp.data(), listen_pid, write_end.get(), master);
+    int fork_errno = errno;
+    if (pid > 0) ::setpgid(pid, pid);  // also here, so a KILL to the group can never miss it
+    ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     if (pid < 0) {
-        result.error = errno;
+        result.error = fork_errno;
         return result;
     }
-    if (pid == 0) child(spec, argv.data(), envp.data(), listen_pid, write_end.get(), master);
     result.pid = pid;
     result.status_pipe = std::move(read_end);
     return result;

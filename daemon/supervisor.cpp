@@ -187,7 +187,9 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
         // KILL takes the worker's whole process group, so no grandchild outlives it.
         pid_t target = sig->sig == SIGKILL ? -pid : pid;
-        if (pid > 0 && ::kill(target, sig->sig) < 0 && errno != ESRCH)
+        int rc = pid > 0 ? ::kill(target, sig->sig) : 0;
+        if (rc < 0 && errno == ESRCH && target < 0) rc = ::kill(pid, SIGKILL);  // no group yet
+        if (rc < 0 && errno != ESRCH)
             spdlog::critical("{}: kill({}, {}) failed: {}", label(w), target, signal_name(sig->sig),
                              std::strerror(errno));
     } else if (auto* arm = std::get_if<action::ArmDeadline>(&a)) {
@@ -334,14 +336,17 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
     w->replaces = 0;
     if (old) old->recycling = false;
     Program& prog = *w->program;
-    auto& slot = prog.slots[static_cast<std::size_t>(w->slot)];
-    if (failed || !old || slot != old) {
+    auto index = static_cast<std::size_t>(w->slot);
+    // The slot may have been scaled away, stopped or handed to another worker meanwhile.
+    bool still_wanted = !prog.removed && index < prog.slots.size() && old &&
+                        prog.slots[index] == old && old->sm.want_up;
+    if (failed || !still_wanted) {
         spdlog::error("{}: the replacement for memory recycling did not come up; keeping pid {}",
                       label(w), old ? old->sm.pid : 0);
         w->retiring = true;
         return dispatch(w, event::Stop{});
     }
-    slot = w;
+    prog.slots[index] = w;
     old->retiring = true;
     dispatch(old, event::Recycle{});
 }
@@ -374,6 +379,11 @@ void Supervisor::Impl::drop_worker(Worker* w) {
     }
     std::shared_ptr<Operation> on_exit = std::move(w->on_exit);
     workers.erase(w->id);
+    // A closed socket moved the group's last socket into its index: steer anew.
+    if (!prog->removed) {
+        prog->steered.reset();
+        resteer(*prog);
+    }
     if (on_exit) part_done(on_exit, true, "");
     if (!prog->removed) return;
     for (const auto& [id, other] : workers)
@@ -424,6 +434,10 @@ void Supervisor::Impl::do_wait_signal() {
 }
 
 void Supervisor::Impl::on_signal(int sig) {
+    if (stopping && sig != SIGTERM && sig != SIGINT) {
+        spdlog::warn("{} ignored: clusterd is shutting down", signal_name(sig));
+        return;
+    }
     switch (sig) {
         case SIGTERM:
         case SIGINT:
@@ -469,7 +483,7 @@ void Supervisor::Impl::handle_stop(int sig) {
     for (const auto& [id, w] : workers) ids.push_back(id);
     for (auto id : ids)
         if (auto it = workers.find(id); it != workers.end()) {
-            it->second->waiting.reset();
+            abandon_wait(it->second.get(), "clusterd is shutting down");
             dispatch(it->second.get(), event::Stop{});
         }
     finish_if_stopped();

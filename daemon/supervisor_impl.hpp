@@ -88,6 +88,7 @@ struct Rollout {
     int in_flight = 0;  // new workers started and not ready yet
     int done = 0;
     std::shared_ptr<Operation> op;
+    std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
 };
 
 struct Program {
@@ -166,12 +167,14 @@ struct Supervisor::Impl {
     // ---- operations.cpp: reload, rolling restart, scale ----
     void reload(std::shared_ptr<Reporter> reporter);
     void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
-                       std::shared_ptr<Operation> op);
+                       std::shared_ptr<Operation> op,
+                       std::optional<SocketTable> previous_sockets = std::nullopt);
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
     void drain_and_stop(Program& prog, std::vector<Worker*> leaving, std::shared_ptr<Operation> op);
     void drain_poll(std::shared_ptr<Drain> d);
+    void abandon_wait(Worker* w, const std::string& why);
     void part_done(const std::shared_ptr<Operation>& op, bool ok, const std::string& line);
     void persist_scale();
     int configured_workers(const Program& prog) const;

@@ -70,6 +70,8 @@ void HttpServer::on_sweep(const boost::system::error_code& ec) {
 
 void HttpServer::update_date() {
     date_len_ = format_http_date(std::time(nullptr), date_);
+    body_head_.clear();
+    append_head(body_head_, {.content_length = options_.body.size()}, date());
 }
 
 }  // namespace clusterd::worker

@@ -69,6 +69,9 @@ class HttpServer {
     std::string_view date() const { return {date_, date_len_}; }
     /// Where CPU-heavy work runs, off the loop.
     OffloadPool& pool() { return pool_; }
+    /// The head of a 200 keep-alive HTTP/1.1 response carrying options().body, with the
+    /// current Date; valid until the next sweep.
+    std::string_view body_head() const { return body_head_; }
     /// Open connections.
     std::size_t sessions() const { return sessions_.size(); }
 
@@ -86,6 +89,7 @@ class HttpServer {
     HttpOptions options_;
     boost::asio::steady_timer sweep_;
     std::vector<HttpSession*> sessions_;
+    std::string body_head_;
     char date_[32] = {};
     std::size_t date_len_ = 0;
     bool draining_ = false;

@@ -1,8 +1,9 @@
 #include "worker/http_session.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/read.hpp>
 
 #include <sys/sendfile.h>
 #include <unistd.h>
@@ -29,6 +30,8 @@ constexpr std::size_t sendfile_chunk = 1 << 20;
 // sendfile calls per turn of the loop, so one fast reader cannot starve the others.
 constexpr int sendfile_rounds = 4;
 constexpr std::size_t buffer_limit = 64 * 1024;
+// Pipelined requests answered on one stack before yielding to the loop.
+constexpr int max_inline_depth = 16;
 
 int status_for(const error_code& ec) {
     if (ec == http::error::body_limit) return 413;
@@ -50,6 +53,8 @@ HttpSession::HttpSession(HttpServer& server, AcceptedSocket socket)
       buffer_(buffer_limit) {
     socket_.assign(protocol_for(socket.family), socket.fd.get());
     socket.fd.release();
+    // accept4 made the fd non-blocking; tell Asio, so write_some returns would_block.
+    socket_.non_blocking(true);
     slot_ = server.add(this);
 }
 
@@ -97,13 +102,59 @@ void HttpSession::detach() {
 void HttpSession::do_read() {
     state_ = State::reading;
     parser_.emplace(target_, server_->options().body_limit);
+    parser_->eager(true);
     request_started_ = buffer_.size() > 0;
     const auto& opts = server_->options();
     deadline_ = Clock::now() + (request_started_ ? opts.request_timeout : opts.idle_timeout);
     if (server_->draining()) deadline_ = std::min(deadline_, Clock::now() + kDrainIdleGrace);
-    http::async_read(
-        socket_, buffer_, *parser_,
-        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_read(ec); });
+    // Pipelined requests already buffered are parsed at once, but only a few levels deep on
+    // this stack: a flood of tiny pipelined requests must not recurse without bound.
+    if (buffer_.size() > 0) {
+        if (inline_depth_ < max_inline_depth) return parse_buffered();
+        inline_depth_ = 0;
+        return boost::asio::post(socket_.get_executor(),
+                                 [self = shared_from_this()] { self->parse_buffered(); });
+    }
+    read_some();
+}
+
+void HttpSession::read_some() {
+    // What Beast's http::async_read does, without its composed operations: on this path
+    // they cost more than the parsing (executor work tracking, a handler per layer).
+    std::size_t size = boost::beast::read_size(buffer_, 65536);
+    if (size == 0) return on_read(http::error::buffer_overflow);
+    inline_depth_ = 0;
+    socket_.async_read_some(buffer_.prepare(size),
+                            [self = shared_from_this()](const error_code& ec, std::size_t n) {
+                                self->on_read_some(ec, n);
+                            });
+}
+
+void HttpSession::on_read_some(const error_code& ec, std::size_t n) {
+    if (server_ == nullptr || state_ == State::closed) return;
+    buffer_.commit(n);
+    if (ec == boost::asio::error::eof) {
+        if (!parser_->got_some()) return on_read(http::error::end_of_stream);
+        error_code eof_ec;
+        parser_->put_eof(eof_ec);
+        return on_read(eof_ec ? eof_ec : http::error::partial_message);
+    }
+    if (ec) return on_read(ec);
+    parse_buffered();
+}
+
+void HttpSession::parse_buffered() {
+    if (server_ == nullptr || state_ == State::closed) return;
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+        error_code ec;
+        std::size_t used = parser_->put(buffer_.data(), ec);
+        buffer_.consume(used);
+        if (ec == http::error::need_more) break;
+        if (ec) return on_read(ec);
+        if (used == 0) break;
+    }
+    if (parser_->is_done()) return on_read({});
+    read_some();
 }
 
 void HttpSession::on_read(const error_code& ec) {
@@ -140,6 +191,9 @@ void HttpSession::handle_request() {
     }
     if (const auto& root = server_->options().root) return respond_file(root->open(target_));
     const std::string& body = server_->options().body;
+    // The common case, a keep-alive GET of the fixed body, has a head the server keeps
+    // ready (rebuilt when the Date changes): nothing is formatted per request.
+    if (head.version == 11 && keep_alive_ && !is_head_) return do_write(server_->body_head(), body);
     head.content_length = body.size();
     respond(head, body);
 }
@@ -208,16 +262,44 @@ void HttpSession::respond_cpu() {
 void HttpSession::respond(ResponseHead head, std::string_view body) {
     head_.clear();
     append_head(head_, head, server_->date());
-    do_write(is_head_ ? std::string_view{} : body);
+    do_write(head_, is_head_ ? std::string_view{} : body);
 }
 
-void HttpSession::do_write(std::string_view body) {
+void HttpSession::do_write(std::string_view head, std::string_view body) {
     state_ = State::writing;
-    deadline_ = Clock::now() + server_->options().send_timeout;
-    std::array<boost::asio::const_buffer, 2> buffers{boost::asio::buffer(head_),
+    std::array<boost::asio::const_buffer, 2> buffers{boost::asio::buffer(head.data(), head.size()),
                                                      boost::asio::buffer(body.data(), body.size())};
+    // A small response almost always fits the socket's send buffer: one sendmsg now, and the
+    // next request is read without a trip through the scheduler. The rest, if any, goes
+    // out asynchronously.
+    error_code ec;
+    std::size_t total = head.size() + body.size();
+    std::size_t sent = socket_.write_some(buffers, ec);
+    if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        ec = {};
+        sent = 0;
+    }
+    if (ec) return close();
+    if (sent == total) {
+        ++inline_depth_;
+        return on_write({});
+    }
+    deadline_ = Clock::now() + server_->options().send_timeout;
+    // The rest of the head is kept here: a head the server owns may change before the
+    // write completes. Bodies outlive the write (the server's, the session's, static text).
+    std::array<boost::asio::const_buffer, 2> remaining{};
+    if (sent < head.size()) {
+        if (head.data() != head_.data())
+            head_.assign(head.substr(sent));
+        else
+            head_.erase(0, sent);
+        remaining[0] = boost::asio::buffer(head_);
+        remaining[1] = boost::asio::buffer(body.data(), body.size());
+    } else {
+        remaining[1] = boost::asio::buffer(body.data(), body.size()) + (sent - head.size());
+    }
     boost::asio::async_write(
-        socket_, buffers,
+        socket_, remaining,
         [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_write(ec); });
 }
 

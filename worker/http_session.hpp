@@ -46,12 +46,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     enum class State { reading, writing, lingering, closed };
 
     void do_read();
+    void read_some();
+    void on_read_some(const boost::system::error_code& ec, std::size_t n);
+    void parse_buffered();
     void on_read(const boost::system::error_code& ec);
     void handle_request();
     void respond(ResponseHead head, std::string_view body);
     void respond_file(RootFile file);
     void respond_cpu();
-    void do_write(std::string_view body);
+    void do_write(std::string_view head, std::string_view body);
     void on_write(const boost::system::error_code& ec);
     void do_sendfile();
     void finish_response();
@@ -75,6 +78,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool is_head_ = false;
     bool keep_alive_ = false;
     bool request_started_ = false;
+    int inline_depth_ = 0;
     State state_ = State::reading;
     std::chrono::steady_clock::time_point deadline_;
 };

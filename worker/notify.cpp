@@ -25,7 +25,7 @@ void append_status(std::string& out, std::string_view text) {
 int notify_ready(std::string_view status) {
     std::string msg = "READY=1\n";
     if (!status.empty()) append_status(msg, status);
-    return notify(msg);
+    return notify(msg, notify_state_wait);
 }
 
 int notify_status(std::string_view text) {
@@ -35,7 +35,7 @@ int notify_status(std::string_view text) {
 }
 
 int notify_stopping() {
-    return notify("STOPPING=1\n");
+    return notify("STOPPING=1\n", notify_state_wait);
 }
 
 std::string format_watchdog(const std::vector<NotifyField>& fields) {

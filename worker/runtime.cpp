@@ -68,8 +68,11 @@ struct Runtime::Impl {
     bool stopping = false;
     bool finished = false;
     int exit_code = 0;
-    // Declared after everything its handlers touch, so it is destroyed first.
-    boost::asio::io_context ioc{1};
+    // Declared after everything its handlers touch, so it is destroyed first. One thread runs
+    // it and only that thread touches its sockets and timers, so the reactor needs no locks
+    // (UNSAFE_IO); the scheduler keeps its lock, so another thread (an offload pool) may
+    // still post() completions to it.
+    boost::asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::vector<std::unique_ptr<Listener>> listeners;
     boost::asio::signal_set signals{ioc};
     boost::asio::steady_timer heartbeat_timer{ioc};

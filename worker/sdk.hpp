@@ -118,8 +118,11 @@ inline std::vector<ListenFd> listen_fds() {
 }
 
 /// Sends one sd_notify datagram to `socket_path` ("/path" or "@abstract"). Returns 0 or an
-/// errno value; never blocks, never throws.
-inline int notify_to(std::string_view socket_path, std::string_view message) {
+/// errno value; never throws. With `wait_ms` 0 it never blocks; otherwise it waits up to
+/// that long for room in the receiver's queue (a unix datagram queue holds only
+/// net.unix.max_dgram_qlen messages, 10 by default: with many workers starting at once a
+/// READY=1 sent without waiting can be lost).
+inline int notify_to(std::string_view socket_path, std::string_view message, int wait_ms = 0) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) return EINVAL;
@@ -129,18 +132,26 @@ inline int notify_to(std::string_view socket_path, std::string_view message) {
     auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket_path.size());
     int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return errno;
-    ssize_t n = ::sendto(fd, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
-                         reinterpret_cast<const sockaddr*>(&addr), len);
+    int flags = MSG_NOSIGNAL | (wait_ms > 0 ? 0 : MSG_DONTWAIT);
+    if (wait_ms > 0) {
+        timeval tv{wait_ms / 1000, static_cast<suseconds_t>(wait_ms % 1000) * 1000};
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) flags |= MSG_DONTWAIT;
+    }
+    ssize_t n;
+    do {
+        n = ::sendto(fd, message.data(), message.size(), flags,
+                     reinterpret_cast<const sockaddr*>(&addr), len);
+    } while (n < 0 && errno == EINTR);
     int err = n < 0 ? errno : 0;
     ::close(fd);
     return err;
 }
 
 /// Sends `message` (newline-separated KEY=VALUE lines) to $NOTIFY_SOCKET; 0 when unset.
-inline int notify(std::string_view message) {
+inline int notify(std::string_view message, int wait_ms = 0) {
     const char* path = std::getenv("NOTIFY_SOCKET");
     if (path == nullptr || *path == '\0') return 0;
-    return notify_to(path, message);
+    return notify_to(path, message, wait_ms);
 }
 
 /// A figure for the master: name without the X_CLUSTERD_ prefix ("LOOP_LAG_US") and value.
@@ -163,7 +174,7 @@ inline std::string format_watchdog(const std::vector<Field>& fields = {}) {
 
 /// READY=1 (plus STATUS= when `status` is given): send once the sockets are being served.
 inline int notify_ready(std::string_view status = {}) {
-    return notify("READY=1\n" + (status.empty() ? std::string() : format_status(status)));
+    return notify("READY=1\n" + (status.empty() ? std::string() : format_status(status)), 2000);
 }
 /// STATUS=<text>: a line the master shows for this worker.
 inline int notify_status(std::string_view text) {
@@ -171,7 +182,7 @@ inline int notify_status(std::string_view text) {
 }
 /// STOPPING=1: a graceful stop has begun.
 inline int notify_stopping() {
-    return notify("STOPPING=1\n");
+    return notify("STOPPING=1\n", 2000);
 }
 /// WATCHDOG=1 with optional figures: the heartbeat; send it from the event loop itself.
 inline int notify_watchdog(const std::vector<Field>& fields = {}) {

@@ -147,14 +147,20 @@ class LiveTest(unittest.TestCase):
         self.start()
         s = socket.socket(socket.AF_UNIX)
         s.connect(self.sock)
-        s.sendall(b"this is not json\n{\"cmd\": \"nope\"}\n")
+        s.sendall(b"this is not json\n{\"cmd\": \"nope\"}\n{\"cmd\": 1}\n"
+                  b"{\"cmd\": \"scale\", \"program\": \"web\", \"workers\": 4294967297}\n"
+                  b"{\"cmd\": \"restart\", \"program\": \"web\", \"rolling\": \"yes\"}\n")
         replies = b""
-        while replies.count(b"\n") < 2:
+        while replies.count(b"\n") < 5:
             replies += s.recv(4096)
         lines = [json.loads(l) for l in replies.decode().splitlines()]
         self.assertFalse(lines[0]["ok"])
         self.assertFalse(lines[1]["ok"])
         self.assertIn("unknown command", lines[1]["message"])
+        self.assertFalse(lines[2]["ok"])  # a number where the command's name belongs
+        self.assertFalse(lines[3]["ok"])
+        self.assertIn("from 1 to 4096", lines[3]["message"])
+        self.assertTrue(lines[4]["ok"])  # "rolling" of the wrong type: a plain restart
         s.sendall(b"x" * 70000 + b"\n")
         rest = b""
         while chunk := s.recv(4096):  # the reply, then EOF: the daemon hangs up on it

@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     std::string mode = argv[1];
     if (mode == "exit" && argc == 3) return std::atoi(argv[2]);
     if (mode == "ready-exit" && argc == 4) {
-        clusterd::notify("READY=1");
+        clusterd::notify("READY=1", clusterd::notify_state_wait);
         sleep_ms(std::atol(argv[2]));
         return std::atoi(argv[3]);
     }
@@ -163,17 +163,17 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (mode == "ready") {
-        clusterd::notify("READY=1");
+        clusterd::notify("READY=1", clusterd::notify_state_wait);
         idle_until_term();
         return 0;
     }
     if (mode == "ignore-term") {
         signal(SIGTERM, SIG_IGN);
-        clusterd::notify("READY=1");
+        clusterd::notify("READY=1", clusterd::notify_state_wait);
         for (;;) pause();
     }
     if (mode == "crash" && argc == 3) {
-        clusterd::notify("READY=1");
+        clusterd::notify("READY=1", clusterd::notify_state_wait);
         sleep_ms(std::atol(argv[2]));
         raise(SIGSEGV);
         return 1;

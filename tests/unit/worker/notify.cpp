@@ -5,8 +5,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "common/notify.hpp"
 
@@ -63,6 +66,35 @@ TEST_CASE("notify helpers: datagrams reach $NOTIFY_SOCKET, nothing happens witho
     CHECK(receive() == "WATCHDOG=1\n");
     CHECK(notify_fields({{"CONNECTIONS", 3}}) == 0);
     CHECK(receive() == "X_CLUSTERD_CONNECTIONS=3\n");
+
+    ::unsetenv("NOTIFY_SOCKET");
+    ::close(sock);
+}
+
+TEST_CASE("notify_ready waits for room in a full queue; a heartbeat does not") {
+    int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(sock >= 0);
+    std::string name = "@clusterd-test-notify-full-" + std::to_string(::getpid());
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::copy(name.begin() + 1, name.end(), addr.sun_path + 1);
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+    REQUIRE(::bind(sock, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+    ::setenv("NOTIFY_SOCKET", name.c_str(), 1);
+
+    // Fill the receiver's queue (net.unix.max_dgram_qlen datagrams) until sends fail.
+    int queued = 0;
+    while (clusterd::notify_send(name, "X_CLUSTERD_FILL=1\n") == 0 && queued < 100000) ++queued;
+    REQUIRE(queued < 100000);
+    CHECK(notify_watchdog() == EAGAIN);
+
+    std::thread reader([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        char buf[64];
+        CHECK(::recv(sock, buf, sizeof buf, 0) > 0);
+    });
+    CHECK(notify_ready() == 0);
+    reader.join();
 
     ::unsetenv("NOTIFY_SOCKET");
     ::close(sock);
