@@ -105,6 +105,13 @@ void Supervisor::Impl::start() {
             "socket \"{}\" (fd {}) passed by systemd{}", name, sock->get(),
             used ? ": used instead of binding" : ": no listen entry has that name, unused");
     }
+    if (!config.daemon.metrics.empty()) {
+        metrics = std::make_unique<MetricsServer>(
+            io, config.daemon.metrics, [this] { return metrics_text(); },
+            [this] { return health(); });
+        metrics->start();
+        spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());
+    }
     reaper.start();
     notify.start();
     arm_memory_check();
@@ -586,6 +593,7 @@ void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty()) return;
     finished = true;
     memory_timer.cancel();
+    if (metrics) metrics->close();
     kill_leftovers();
     spdlog::info("all workers stopped; exiting");
     shutdown_timer.cancel();

@@ -19,6 +19,7 @@
 #include "common/fd.hpp"
 #include "daemon/launch.hpp"
 #include "daemon/listeners.hpp"
+#include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/reaper.hpp"
@@ -180,6 +181,10 @@ struct Supervisor::Impl {
     int configured_workers(const Program& prog) const;
     Program* find_program(const std::string& name);
 
+    // ---- metrics.cpp: /metrics and /healthz ----
+    std::string metrics_text() const;
+    Health health() const;
+
     // ---- commands.cpp: the control socket's commands ----
     void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
     nlohmann::json status_json(const std::string& only) const;
@@ -210,6 +215,7 @@ struct Supervisor::Impl {
     TimePoint started_at{};
     std::map<std::string, SocketRef> activated;  // sockets systemd passed us, by name
     asio::steady_timer systemd_watchdog;
+    std::unique_ptr<MetricsServer> metrics;
     asio::steady_timer memory_timer;  // armed only while some program has a memory_limit
     bool memory_timer_armed = false;
 };

@@ -74,6 +74,9 @@ class HttpServer {
     std::string_view body_head() const { return body_head_; }
     /// Open connections.
     std::size_t sessions() const { return sessions_.size(); }
+    /// Requests answered since start.
+    std::uint64_t requests() const { return requests_; }
+    void count_request() { ++requests_; }
 
     /// Registers a session (HttpSession calls it); returns its slot.
     std::size_t add(HttpSession* session);
@@ -95,6 +98,7 @@ class HttpServer {
     bool draining_ = false;
     // Last: joined first on destruction, before anything its completions refer to.
     OffloadPool pool_;
+    std::uint64_t requests_ = 0;
 };
 
 }  // namespace clusterd::worker

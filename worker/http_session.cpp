@@ -173,6 +173,7 @@ void HttpSession::on_read(const error_code& ec) {
 }
 
 void HttpSession::handle_request() {
+    server_->count_request();
     const RequestParser& req = *parser_;
     keep_alive_ = req.keep_alive() && !server_->draining();
     is_head_ = req.method() == http::verb::head;

@@ -54,6 +54,7 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     HttpServer server(runtime.context(), std::move(http_opts));
     runtime.on_accept([&server](AcceptedSocket socket) { server.accept(std::move(socket)); });
     runtime.on_drain([&server] { server.drain(); });
+    runtime.report("REQUESTS", [&server] { return static_cast<std::int64_t>(server.requests()); });
     server.start();
     boost::asio::steady_timer block_timer(runtime.context());
     if (opts.debug_block_after_ms >= 0) {

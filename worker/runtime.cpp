@@ -1,5 +1,7 @@
 #include "worker/runtime.hpp"
 
+#include <cstdlib>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -65,6 +67,8 @@ struct Runtime::Impl {
     std::function<void(AcceptedSocket)> accept_handler;
     std::function<void()> drain_handler;
     std::chrono::microseconds heartbeat{0};
+    bool watchdog = false;  // heartbeats carry WATCHDOG=1 (else only the figures)
+    std::vector<std::pair<std::string, std::function<std::int64_t()>>> reports;
     bool stopping = false;
     bool finished = false;
     int exit_code = 0;
@@ -127,8 +131,10 @@ void Runtime::Impl::on_heartbeat(const boost::system::error_code& ec) {
     // How late this timer ran is the loop's lag: the figure the master watches.
     auto lag = std::chrono::steady_clock::now() - heartbeat_timer.expiry();
     auto lag_us = std::chrono::duration_cast<std::chrono::microseconds>(lag).count();
-    notify_watchdog({{"LOOP_LAG_US", lag_us < 0 ? 0 : lag_us},
-                     {"CONNECTIONS", static_cast<std::int64_t>(count->open)}});
+    std::vector<NotifyField> fields{{"LOOP_LAG_US", lag_us < 0 ? 0 : lag_us},
+                                    {"CONNECTIONS", static_cast<std::int64_t>(count->open)}};
+    for (const auto& [name, value] : reports) fields.emplace_back(name, value());
+    (watchdog ? notify_watchdog(fields) : notify_fields(fields));
     do_heartbeat();
 }
 
@@ -203,7 +209,13 @@ Runtime::Runtime(RuntimeOptions options) {
     } else {
         for (auto& socket : inherited) impl_->adopt(std::move(socket));
     }
-    if (auto timeout = watchdog_timeout()) impl_->heartbeat = *timeout / 2;
+    if (auto timeout = watchdog_timeout()) {
+        impl_->heartbeat = *timeout / 2;
+        impl_->watchdog = true;
+    } else if (std::getenv("NOTIFY_SOCKET") != nullptr) {
+        // No watchdog: still report the figures (loop lag, connections...) once a second.
+        impl_->heartbeat = std::chrono::seconds(1);
+    }
     impl_->count->on_idle = [impl = impl_.get()] {
         if (impl->stopping) impl->finish(0);
     };
@@ -241,8 +253,12 @@ bool Runtime::stopping() const {
     return impl_->stopping;
 }
 
+void Runtime::report(std::string name, std::function<std::int64_t()> value) {
+    impl_->reports.emplace_back(std::move(name), std::move(value));
+}
+
 std::chrono::microseconds Runtime::heartbeat_interval() const {
-    return impl_->heartbeat;
+    return impl_->watchdog ? impl_->heartbeat : std::chrono::microseconds(0);
 }
 
 void Runtime::stop() {
@@ -263,7 +279,7 @@ int Runtime::run() {
         notify_ready("accepting on " + where);
         spdlog::info("accepting on {}", where);
         if (impl.heartbeat.count() > 0) {
-            notify_watchdog();
+            if (impl.watchdog) notify_watchdog();
             impl.do_heartbeat();
         }
     });

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -94,6 +95,8 @@ class Runtime {
     std::size_t connections() const;
     /// True once a graceful stop has begun.
     bool stopping() const;
+    /// Adds a figure to every heartbeat, sent as X_CLUSTERD_<name>=<value()>.
+    void report(std::string name, std::function<std::int64_t()> value);
     /// The heartbeat period (half of WATCHDOG_USEC), zero when there is no watchdog.
     std::chrono::microseconds heartbeat_interval() const;
 
