@@ -653,6 +653,7 @@ programs:
         base = f"""
 daemon:
   control: {sock}
+  state_dir: {self.path("state")}
 programs:
   web:
     cores: {n}
