@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <system_error>
 #include <vector>
 
@@ -26,6 +27,20 @@ bool same_socket(const ListenConfig& a, const ListenConfig& b) {
 
 SocketRef share(UniqueFd fd) {
     return std::make_shared<const UniqueFd>(std::move(fd));
+}
+
+// The model of the kernel group an address's reuseport sockets join. Programs can share a
+// group for a while (a reload that moves an address from one program to another while the
+// old workers drain), so the model is found by address, not owned by one table.
+std::shared_ptr<ReuseGroup> group_for(const ListenConfig& entry) {
+    static std::map<std::string, std::weak_ptr<ReuseGroup>> groups;
+    auto& slot = groups[entry.address()];
+    auto group = slot.lock();
+    if (!group) {
+        group = std::make_shared<ReuseGroup>();
+        slot = group;
+    }
+    return group;
 }
 
 // A reuseport socket that keeps its group's model right when it closes.
@@ -137,7 +152,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
             }
             continue;
         }
-        if (!groups_[e]) groups_[e] = std::make_shared<ReuseGroup>();
+        if (!groups_[e]) groups_[e] = group_for(entry);
         for (int s = 0; s < slots; ++s) {
             if (!per_slot_[s][e]) {
                 per_slot_[s][e] = join(groups_[e], open_listener(entry));

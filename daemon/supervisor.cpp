@@ -377,8 +377,10 @@ void Supervisor::Impl::resteer(Program& prog) {
 // it held (a slot scaled away). What is still queued there now is lost: count and say so.
 void Supervisor::Impl::drop_worker(Worker* w) {
     Program* prog = w->program;
+    bool closes_socket = false;
     for (const auto& s : w->sockets) {
         if (s.use_count() != 1) continue;
+        closes_socket = true;
         int queued = accept_queue_length(s->get());
         if (queued > 0)
             spdlog::warn("{}: closing its socket with {} queued connection{} (lost)", label(w),
@@ -386,10 +388,12 @@ void Supervisor::Impl::drop_worker(Worker* w) {
     }
     std::shared_ptr<Operation> on_exit = std::move(w->on_exit);
     workers.erase(w->id);
-    // A closed socket moved the group's last socket into its index: steer anew.
-    if (!prog->removed) {
-        prog->steered.reset();
-        resteer(*prog);
+    // A closed socket moved its group's last socket into its index: steer anew (every
+    // program: a group can be shared while an address moves from one program to another).
+    for (auto& p : programs) {
+        if (p->removed || !closes_socket) continue;
+        p->steered.reset();
+        resteer(*p);
     }
     if (on_exit) part_done(on_exit, true, "");
     if (!prog->removed) return;
