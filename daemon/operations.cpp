@@ -118,7 +118,18 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
             if (pp.kind == ProgramPlan::Kind::add) {
                 p.workers = pc.workers;
                 p.spec = make_spec(pc, 1);
-                p.sockets.emplace(pc.listen, p.workers, nullptr, &activated);
+                // An address a removed program listened on is taken over with its sockets
+                // (a renamed program): their queues carry over, nothing is bound twice.
+                const SocketTable* previous = nullptr;
+                for (const auto& other : plan.programs) {
+                    Program* old = other.kind == ProgramPlan::Kind::remove
+                                       ? find_program(other.name)
+                                       : nullptr;
+                    for (const auto& e : old ? old->sockets.entries() : std::vector<ListenConfig>{})
+                        for (const auto& l : pc.listen)
+                            if (e.host == l.host && e.port == l.port) previous = &old->sockets;
+                }
+                p.sockets.emplace(pc.listen, p.workers, previous, &activated);
             } else {
                 p.workers = pp.scale ? pc.workers : static_cast<int>(prog->slots.size());
                 if (pp.restart || pp.in_place)
@@ -156,16 +167,20 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
             Program* prog = find_program(pp.name);
             prog->removed = true;
             prog->slots.clear();
+            prog->sockets = SocketTable();  // its workers hold the last references now
             std::vector<Worker*> mine;
             for (auto& [id, w] : workers)
                 if (w->program == prog) mine.push_back(w.get());
             for (Worker* w : mine) {
                 w->retiring = true;
                 abandon_wait(w, "removed before it was ready");
-                dispatch(w, event::Stop{});
             }
+            // Drained like a scale-down: when another program takes over the address, its
+            // steering sends new connections to its own sockets, and what is queued here is
+            // still accepted before these workers stop.
+            drain_and_stop(*prog, mine, op);
             op->results.push_back(pp.name + ": removed, " + std::to_string(mine.size()) +
-                                  " workers stopping");
+                                  " workers draining");
             continue;
         }
         Prepared& p = prepared.at(pp.name);

@@ -93,6 +93,21 @@ class LiveTest(unittest.TestCase):
                                 self.sock], capture_output=True, text=True)
         self.assertGreaterEqual(watch.stdout.count("SLOT"), 2, "it refreshes")
 
+    def test_an_address_moved_to_a_new_program_loses_no_request(self):
+        self.start(workers=2)
+        # Rename the program: "web" goes, "site" takes over its address and socket group.
+        text = config(self.d.dir, self.port, workers=2, reuseport=self.reuseport)
+        with Load(self.port, threads=3) as load:
+            time.sleep(0.3)
+            self.d.write_config(text.replace("  web:", "  site:"))
+            r = self.ctl("reload")
+            self.d.wait_log(r"web: removed$", timeout=10)
+            time.sleep(0.3)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.status()["name"], "site")
+        self.assertGreater(load.ok, 100)
+        self.assertEqual(load.errors, [])
+
     def test_reload_of_a_master_only_field_keeps_every_worker(self):
         self.start()
         before = self.pids()
