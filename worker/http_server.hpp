@@ -36,6 +36,9 @@ struct HttpOptions {
     std::chrono::seconds linger_timeout{2};
     /// Request bodies are read and discarded up to this size; larger ones get 413.
     std::uint64_t body_limit = 1 << 20;
+    /// Serve /cpu?ms=N (burn N ms on the offload pool): a demonstration and test endpoint,
+    /// off by default since it lets any client spend the server's CPU.
+    bool cpu_endpoint = false;
     /// Threads of the offload pool that serves /cpu (CPU work kept off the loop).
     std::size_t offload_threads = 2;
     /// The largest N of /cpu?ms=N.

@@ -183,7 +183,9 @@ void HttpSession::handle_request() {
         head.content_length = 3;
         return respond(head, "ok\n");
     }
-    if (request_path(target_) == "/cpu" && !server_->options().root) return respond_cpu();
+    if (server_->options().cpu_endpoint && request_path(target_) == "/cpu" &&
+        !server_->options().root)
+        return respond_cpu();
     if (req.method() != http::verb::get && !is_head_) {
         head.status = 405;
         head.allow = true;

@@ -28,6 +28,7 @@ struct Options {
     std::string body = "Hello from clusterd-worker\n";
     double drain_timeout = 0;
     std::size_t offload_threads = 2;
+    bool cpu_endpoint = false;
     long long debug_block_after_ms = -1;
 };
 
@@ -50,6 +51,7 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     http_opts.body = opts.body;
     http_opts.root = std::move(root);
     http_opts.offload_threads = opts.offload_threads;
+    http_opts.cpu_endpoint = opts.cpu_endpoint;
     // Declared after the runtime: destroyed before the io_context its sessions live on.
     HttpServer server(runtime.context(), std::move(http_opts));
     runtime.on_accept([&server](AcceptedSocket socket) { server.accept(std::move(socket)); });
@@ -93,6 +95,9 @@ int main(int argc, char** argv) {
         ->type_name("SECONDS")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
+    app.add_flag("--cpu-endpoint", opts.cpu_endpoint,
+                 "Serve /cpu?ms=N: N ms of CPU work on the offload pool, off the loop (a demo; "
+                 "off by default, it lets any client spend CPU)");
     app.add_option("--threads", opts.offload_threads,
                    "Threads of the offload pool that runs CPU work (/cpu?ms=N) off the loop")
         ->type_name("N")

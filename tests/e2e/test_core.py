@@ -42,6 +42,9 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertTrue(body)
         self.assertEqual(http_get(self.port, "/healthz")[0], 200)
+        # The CPU-burning demo endpoint is off unless asked for (--cpu-endpoint).
+        self.assertEqual(http_get(self.port, "/cpu?ms=5000", timeout=2)[1],
+                         b"Hello from clusterd-worker\n")
 
     def test_worker_environment_is_the_contract(self):
         for slot, pid in self.daemon.workers().items():

@@ -147,6 +147,7 @@ class OffloadTest(unittest.TestCase):
 programs:
   web:
     cores: 1
+    command: ["{WORKER}", --cpu-endpoint]
     listen:
       - {{name: http, address: "127.0.0.1:{port}"}}
 """)
