@@ -165,25 +165,30 @@ void on_start(Step& t) {
     }
 }
 
-void on_stop(Step& t) {
+// Stop and Recycle: stop gracefully and stay down; `reason` is what the exit is put down to.
+void stop_for_good(Step& t, ExitCause reason) {
     Slot& s = t.slot();
     s.want_up = false;
     switch (s.state) {
         case SlotState::starting:
         case SlotState::ready:
-            t.begin_stop(ExitCause::requested, t.policy().stop_signal);
+            t.begin_stop(reason, t.policy().stop_signal);
             break;
         case SlotState::backoff:
             s.state = SlotState::stopped;
             t.disarm();
             break;
-        case SlotState::stopping:
-            if (s.stop_reason != ExitCause::requested) s.stop_reason = ExitCause::requested;
+        case SlotState::stopping:  // an operator's stop outranks why it was already stopping
+            if (reason == ExitCause::requested) s.stop_reason = reason;
             break;
         case SlotState::stopped:
         case SlotState::failed:
             break;
     }
+}
+
+void on_stop(Step& t) {
+    stop_for_good(t, ExitCause::requested);
 }
 
 void on_restart(Step& t) {
@@ -206,22 +211,7 @@ void on_restart(Step& t) {
 }
 
 void on_recycle(Step& t) {
-    Slot& s = t.slot();
-    s.want_up = false;
-    switch (s.state) {
-        case SlotState::starting:
-        case SlotState::ready:
-            t.begin_stop(ExitCause::memory, t.policy().stop_signal);
-            break;
-        case SlotState::backoff:
-            s.state = SlotState::stopped;
-            t.disarm();
-            break;
-        case SlotState::stopping:
-        case SlotState::stopped:
-        case SlotState::failed:
-            break;
-    }
+    stop_for_good(t, ExitCause::memory);
 }
 
 void on_kill(Step& t) {
