@@ -482,6 +482,12 @@ void Supervisor::Impl::handle_stop(int sig) {
     }
     stopping = true;
     if (systemd_notify) clusterd::notify("STOPPING=1");
+    for (auto& prog : programs) {  // whoever waits on a rolling restart gets its end
+        if (!prog->rollout) continue;
+        auto op = prog->rollout->op;
+        prog->rollout.reset();
+        part_done(op, false, prog->name + ": rolling restart interrupted: clusterd is stopping");
+    }
     spdlog::info("{} received: stopping all workers (shutdown_timeout {})", signal_name(sig),
                  format_duration(config.daemon.shutdown_timeout));
     shutdown_timer.expires_after(config.daemon.shutdown_timeout);
