@@ -11,6 +11,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace clusterd {
@@ -122,6 +123,10 @@ struct Config {
     DaemonConfig daemon;
     std::vector<ProgramConfig> programs;  // in file order
 };
+
+/// Variables clusterd sets for every worker (LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, CLUSTERD_*):
+/// not allowed in `env`, never taken from the master's environment.
+bool is_reserved_env(std::string_view name);
 
 /// Parse and validate a config file. Throws ConfigError.
 Config load_config_file(const std::string& path);

@@ -10,6 +10,18 @@
 #include "common/placeholders.hpp"
 #include "common/signals.hpp"
 
+namespace clusterd {
+
+bool is_reserved_env(std::string_view name) {
+    static constexpr std::array<std::string_view, 6> kReserved = {"LISTEN_FDS",     "LISTEN_PID",
+                                                                  "LISTEN_FDNAMES", "NOTIFY_SOCKET",
+                                                                  "WATCHDOG_USEC",  "WATCHDOG_PID"};
+    return name.starts_with("CLUSTERD_") ||
+           std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
+}
+
+}  // namespace clusterd
+
 namespace clusterd::detail {
 
 namespace {
@@ -24,15 +36,6 @@ bool is_env_name(std::string_view name) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                c == '_';
     });
-}
-
-/// Variables the master sets for every worker; a configured value would break the contract.
-bool is_reserved_env(std::string_view name) {
-    static constexpr std::array<std::string_view, 6> kReserved = {"LISTEN_FDS",     "LISTEN_PID",
-                                                                  "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-                                                                  "WATCHDOG_USEC",  "WATCHDOG_PID"};
-    return name.starts_with("CLUSTERD_") ||
-           std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
 }
 
 void read_command(ConfigReader& r, const Item& item, ProgramConfig& p, std::vector<Item>& args) {

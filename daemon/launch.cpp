@@ -14,13 +14,6 @@ namespace clusterd {
 
 namespace {
 
-// Variables a worker gets from clusterd itself; never taken from the master's environment.
-bool reserved(const std::string& key) {
-    return key == "LISTEN_FDS" || key == "LISTEN_PID" || key == "LISTEN_FDNAMES" ||
-           key == "NOTIFY_SOCKET" || key == "WATCHDOG_USEC" || key == "WATCHDOG_PID" ||
-           key.starts_with("CLUSTERD_");
-}
-
 std::string path_of(const std::vector<std::string>& env) {
     for (const auto& e : env)
         if (e.starts_with("PATH=")) return e.substr(5);
@@ -36,7 +29,7 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
     if (program.inherit_env) {
         for (const auto& e : inherited) {
             auto eq = e.find('=');
-            if (eq == std::string::npos || reserved(e.substr(0, eq))) continue;
+            if (eq == std::string::npos || is_reserved_env(e.substr(0, eq))) continue;
             env[e.substr(0, eq)] = e.substr(eq + 1);
         }
     } else {

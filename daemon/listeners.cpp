@@ -99,13 +99,6 @@ int ReuseGroup::index_of(int fd) const {
     return -1;
 }
 
-int accept_queue_length(int fd) {
-    tcp_info info{};
-    socklen_t len = sizeof info;
-    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0) return -1;
-    return static_cast<int>(info.tcpi_unacked);  // for a LISTEN socket: the accept queue
-}
-
 SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
                          const SocketTable* previous,
                          const std::map<std::string, SocketRef>* activated)

@@ -36,9 +36,6 @@ struct ReuseGroup {
 /// message names the call and the address: `bind(127.0.0.1:80) failed: Permission denied`.
 UniqueFd open_listener(const ListenConfig& listen);
 
-/// Connections waiting in a listening socket's accept queue (TCP_INFO); -1 on error.
-int accept_queue_length(int fd);
-
 /// The sockets of one program's `listen:` list for a number of slots.
 class SocketTable {
   public:

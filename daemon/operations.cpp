@@ -275,10 +275,9 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
 void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     Program& prog = *w->program;
     const Slot& s = w->sm;
-    bool ready = s.state == SlotState::ready && before != SlotState::ready;
-    bool failed = !ready && (s.restarts > 0 ||
-                             (s.state != SlotState::starting && s.state != SlotState::ready));
-    if (!ready && !failed) return;
+    StartOutcome outcome = start_outcome(s, before);
+    if (outcome == StartOutcome::pending) return;
+    bool ready = outcome == StartOutcome::ready;
     std::shared_ptr<Operation> op = std::move(w->waiting);
     w->waiting.reset();
 
@@ -394,7 +393,8 @@ void Supervisor::Impl::drain_and_stop(Program& prog, std::vector<Worker*> leavin
 void Supervisor::Impl::drain_poll(std::shared_ptr<Drain> d) {
     TimePoint now = Clock::now();
     int queued = 0;
-    for (const auto& s : d->sockets) queued += std::max(0, accept_queue_length(s->get()));
+    for (const auto& s : d->sockets)
+        if (auto q = listen_queue(s->get())) queued += static_cast<int>(q->queued);
     if (now - d->started < kSteerSettle || (queued > 0 && now < d->deadline)) {
         d->timer.expires_after(kDrainPoll);
         d->timer.async_wait([this, d](const error_code& ec) {

@@ -369,6 +369,14 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
     return t.done();
 }
 
+StartOutcome start_outcome(const Slot& s, SlotState before) {
+    if (s.state == SlotState::ready && before != SlotState::ready) return StartOutcome::ready;
+    // Exited (and respawned) before ready, or stopped for start_timeout, or gone.
+    if (s.restarts > 0 || (s.state != SlotState::starting && s.state != SlotState::ready))
+        return StartOutcome::failed;
+    return StartOutcome::pending;
+}
+
 Duration backoff_delay(const BackoffConfig& backoff, int failures) {
     if (failures <= 1) return std::min(backoff.initial, backoff.max);
     Duration d = std::max(backoff.initial, kBackoffBase);

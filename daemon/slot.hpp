@@ -137,6 +137,11 @@ struct Transition {
 /// The whole lifecycle: see the table in slot.cpp.
 Transition step(const Slot& slot, const SlotPolicy& policy, const Event& event, TimePoint now);
 
+/// What became of a worker someone waits for (a rollout, a scale-up, a memory recycle),
+/// after an event moved its slot from `before` to `now`.
+enum class StartOutcome { pending, ready, failed };
+StartOutcome start_outcome(const Slot& now, SlotState before);
+
 /// Delay before the respawn that follows the n-th consecutive failure (n >= 1): `initial`
 /// for the first, then doubling from max(initial, 100ms), capped at `max`.
 Duration backoff_delay(const BackoffConfig& backoff, int failures);

@@ -334,10 +334,9 @@ void Supervisor::Impl::recycle(Worker* w, std::uint64_t rss) {
 // "memory") or failed to come up (keep the old one; the next check tries again).
 void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
     const Slot& s = w->sm;
-    bool ready = s.state == SlotState::ready && before != SlotState::ready;
-    bool failed = !ready && (s.restarts > 0 ||
-                             (s.state != SlotState::starting && s.state != SlotState::ready));
-    if (!ready && !failed) return;
+    StartOutcome outcome = start_outcome(s, before);
+    if (outcome == StartOutcome::pending) return;
+    bool ready = outcome == StartOutcome::ready;
     auto it = workers.find(w->replaces);
     Worker* old = it == workers.end() ? nullptr : it->second.get();
     w->replaces = 0;
@@ -347,7 +346,7 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
     // The slot may have been scaled away, stopped or handed to another worker meanwhile.
     bool still_wanted = !prog.removed && index < prog.slots.size() && old &&
                         prog.slots[index] == old && old->sm.want_up;
-    if (failed || !still_wanted) {
+    if (!ready || !still_wanted) {
         spdlog::error("{}: the replacement for memory recycling did not come up; keeping pid {}",
                       label(w), old ? old->sm.pid : 0);
         w->retiring = true;
@@ -381,7 +380,8 @@ void Supervisor::Impl::drop_worker(Worker* w) {
     for (const auto& s : w->sockets) {
         if (s.use_count() != 1) continue;
         closes_socket = true;
-        int queued = accept_queue_length(s->get());
+        auto q = listen_queue(s->get());
+        int queued = q ? static_cast<int>(q->queued) : 0;
         if (queued > 0)
             spdlog::warn("{}: closing its socket with {} queued connection{} (lost)", label(w),
                          queued, queued == 1 ? "" : "s");

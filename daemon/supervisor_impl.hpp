@@ -18,6 +18,7 @@
 #include "common/config.hpp"
 #include "common/fd.hpp"
 #include "daemon/launch.hpp"
+#include "daemon/listen_queue.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"

@@ -55,7 +55,7 @@ programs:
         self.assertIsNotNone(sample(text, "clusterd_build_info"))
         for line in text.splitlines():  # the exposition format, line by line
             if line and not line.startswith("#"):
-                self.assertRegex(line, r'^[a-z_:][a-z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$|NaN$')
+                self.assertRegex(line, r'^[a-z_:][a-z0-9_:]*(\{[^}]*\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$')
         self.assertEqual(http_get(self.mport, "/healthz")[0], 200)
 
         def served():  # the workers report their counts with each heartbeat (every second)

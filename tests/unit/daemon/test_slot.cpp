@@ -359,3 +359,14 @@ TEST_CASE("ExitStatus describes exits and signals") {
     CHECK(ExitStatus{false, 3, false}.describe() == "exited with code 3");
     CHECK(ExitStatus{true, 11, true}.describe() == "killed by SIGSEGV (core dumped)");
 }
+
+TEST_CASE("start_outcome: ready, still starting, or failed to come up") {
+    Slot starting = in_state(S::starting);
+    CHECK(start_outcome(starting, S::stopped) == StartOutcome::pending);
+    CHECK(start_outcome(in_state(S::ready), S::starting) == StartOutcome::ready);
+    CHECK(start_outcome(in_state(S::ready), S::ready) == StartOutcome::pending);  // a heartbeat
+    starting.restarts = 1;  // exited before ready and was respawned
+    CHECK(start_outcome(starting, S::starting) == StartOutcome::failed);
+    CHECK(start_outcome(in_state(S::stopping), S::starting) == StartOutcome::failed);
+    CHECK(start_outcome(in_state(S::backoff), S::starting) == StartOutcome::failed);
+}
