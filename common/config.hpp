@@ -54,10 +54,13 @@ struct ListenConfig {
     std::string address() const;
 };
 
+/// Restart delays after failing runs (see SlotPolicy::min_uptime for what a failing run is).
+/// The cap is 5 s: a slot whose runs keep failing retries at least every 5 s, so the whole
+/// worker count is back within seconds once the cause goes away, while a crash loop costs one
+/// start per 5 s per slot (and one per second per program while nothing serves).
 struct BackoffConfig {
     Duration initial{0};
-    Duration max{std::chrono::seconds(30)};
-    Duration reset_after{std::chrono::seconds(60)};
+    Duration max{std::chrono::seconds(5)};
 };
 
 /// A resource limit for the workers (`rlimits:` entry), applied with setrlimit(2) in the child.
@@ -96,6 +99,12 @@ struct ProgramConfig {
     Duration watchdog{0};  // 0 = off
     RestartMode restart = RestartMode::always;
     BackoffConfig backoff;
+    /// A run is healthy when the worker became ready and stayed up this long: its end is
+    /// restarted at once and the failure count starts afresh. Anything shorter is a failing run.
+    Duration min_uptime{std::chrono::seconds(1)};
+    /// After the watchdog's SIGABRT (or start_timeout's stop signal), how long the abandoned
+    /// process may take to dump core and exit before it is killed. Its replacement does not wait.
+    Duration abort_timeout{std::chrono::seconds(2)};
     int stop_signal = 15;  // SIGTERM
     Duration stop_timeout{std::chrono::seconds(10)};
     bool cpu_affinity = false;

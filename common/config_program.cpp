@@ -169,16 +169,20 @@ void read_backoff(ConfigReader& r, const Item& item, BackoffConfig& b) {
     std::optional<Item> initial;
     std::optional<Item> max;
     r.fields(item, {"initial", "max", "reset_after"}, [&](const std::string& key, const Item& v) {
+        if (key == "reset_after") {
+            r.error(v.mark, v.path,
+                    "backoff.reset_after is gone: a run that stays ready for the program's "
+                    "min_uptime (default 1s) now resets the failure count; set min_uptime instead");
+            return;
+        }
         auto d = r.duration(v);
         if (!d) return;
         if (key == "initial") {
             b.initial = *d;
             initial = v;
-        } else if (key == "max") {
+        } else {
             b.max = *d;
             max = v;
-        } else {
-            b.reset_after = *d;
         }
     });
     if (b.max < b.initial && (initial || max)) {
@@ -212,10 +216,10 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
     std::optional<YAML::Mark> start_time_mark;
     std::vector<Item> command_args;
     r.fields(value,
-             {"command",  "cores",     "listen",  "env",         "inherit_env",  "user",
-              "group",    "cwd",       "umask",   "ready",       "start_time",   "start_timeout",
-              "watchdog", "restart",   "backoff", "stop_signal", "stop_timeout", "cpu_affinity",
-              "output",   "max_surge", "rlimits", "memory_limit"},
+             {"command",  "cores",     "listen",  "env",          "inherit_env",  "user",
+              "group",    "cwd",       "umask",   "ready",        "start_time",   "start_timeout",
+              "watchdog", "restart",   "backoff", "stop_signal",  "stop_timeout", "cpu_affinity",
+              "output",   "max_surge", "rlimits", "memory_limit", "min_uptime",   "abort_timeout"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p, command_args);
@@ -256,6 +260,10 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (mode) p.restart = *mode;
                  } else if (k == "backoff") {
                      read_backoff(r, v, p.backoff);
+                 } else if (k == "min_uptime") {
+                     if (auto d = r.duration(v)) p.min_uptime = *d;
+                 } else if (k == "abort_timeout") {
+                     if (auto d = r.duration(v)) p.abort_timeout = *d;
                  } else if (k == "stop_signal") {
                      auto sig = v.node.IsScalar() ? parse_signal(v.node.Scalar()) : std::nullopt;
                      if (sig) {

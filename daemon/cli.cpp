@@ -72,6 +72,7 @@ std::string format_status(const json& status) {
                    ")";
         if (p.value("rolling", false)) out += ", rolling restart in progress";
         if (p.value("removed", false)) out += ", being removed";
+        if (!p.value("accepting", true)) out += ", REFUSING CONNECTIONS (no worker can serve)";
         out += "\n";
         const std::vector<std::pair<const char*, std::size_t>> cols = {
             {"SLOT", 5},   {"PID", 8},      {"STATE", 9},      {"GEN", 4},
@@ -99,8 +100,25 @@ std::string format_status(const json& status) {
             for (std::size_t i = 0; i < v.size(); ++i) out += pad(v[i], cols.at(i).second) + " ";
             out += "\n";
         };
+        // Why a slot does not serve: failures in a row, the next try, its last words.
+        auto why = [&](const json& s) {
+            std::string state = s.value("state", "");
+            if (state != "backoff" && state != "failed" && !s.value("late", false)) return;
+            std::string line = "  slot " + std::to_string(s.value("slot", 0)) + ": ";
+            if (s.value("late", false)) line += "heartbeat overdue; ";
+            line += std::to_string(s.value("failures", 0)) + " failing runs in a row";
+            if (s.contains("next_try_s") && !s["next_try_s"].is_null())
+                line += ", next try in " + fixed(s["next_try_s"].get<double>()) + " s";
+            else if (state == "failed")
+                line += ", not restarting";
+            out += line + "\n";
+            if (s.contains("last_output") && s["last_output"].is_array())
+                for (const auto& l : s["last_output"])
+                    if (l.is_string()) out += "    | " + l.get<std::string>() + "\n";
+        };
         for (const auto& s : p.at("slots")) row(s, "");
         for (const auto& s : p.at("other_workers")) row(s, "*");
+        for (const auto& s : p.at("slots")) why(s);
         if (!p.at("other_workers").empty()) out += "(* = old generation or leaving slot)\n";
     }
     return out;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <functional>
 
 #include "common/signals.hpp"
@@ -54,6 +55,14 @@ json worker_json(const Worker& w) {
         w.cpu_sampled_at = now;
     }
     j["last_exit"] = s.last_cause == ExitCause::none ? "" : s.last_status.describe();
+    // Why a slot is not serving: how often it failed in a row, when it tries next, and what
+    // it printed last (output: capture).
+    j["failures"] = s.failures;
+    j["late"] = s.late;
+    j["next_try_s"] = s.state == SlotState::backoff && s.deadline
+                          ? json(std::max(0.0, -seconds_since(*s.deadline)))
+                          : json(nullptr);
+    j["last_output"] = w.capture ? json(w.capture->tail()) : json::array();
     return j;
 }
 
@@ -82,6 +91,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
             {"slots", slots},
             {"exits", p->exits},
             {"memory_limit", p->spec->config.memory_limit},
+            {"accepting", !p->sockets.is_shut()},
             {"other_workers", draining},
         });
     }

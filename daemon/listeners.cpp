@@ -1,5 +1,7 @@
 #include "daemon/listeners.hpp"
 
+#include "daemon/listen_queue.hpp"
+
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -109,6 +111,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
     }
     shared_.resize(entries_.size());
     groups_.resize(entries_.size());
+    activated_.assign(entries_.size(), false);
     per_slot_.assign(static_cast<std::size_t>(slots), std::vector<SocketRef>(entries_.size()));
     slots_ = slots;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
@@ -117,6 +120,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
             if (it != activated->end()) {
                 entries_[e].reuseport = false;  // one socket from systemd, shared by all slots
                 shared_[e] = it->second;
+                activated_[e] = true;
                 continue;
             }
         }
@@ -170,7 +174,72 @@ void SocketTable::resize(int slots) {
         added.push_back(std::move(row));
     }
     for (auto& row : added) per_slot_.push_back(std::move(row));
+    int first_new = slots_;
     slots_ = slots;
+    if (!shut_) return;
+    for (int k = first_new; k < slots_; ++k)
+        for (std::size_t e = 0; e < entries_.size(); ++e)
+            if (entries_[e].reuseport) leave(e, per_slot_[static_cast<std::size_t>(k)][e]);
+}
+
+// shutdown(SHUT_RD) takes a listening socket out of its reuseport group (the last socket
+// moves into its index) and resets its queue.
+void SocketTable::leave(std::size_t e, const SocketRef& sock) {
+    if (!sock) return;
+    ::shutdown(sock->get(), SHUT_RD);
+    if (!groups_[e]) return;
+    auto& fds = groups_[e]->fds;
+    int i = groups_[e]->index_of(sock->get());
+    if (i < 0) return;
+    fds[static_cast<std::size_t>(i)] = fds.back();
+    fds.pop_back();
+}
+
+void SocketTable::rejoin(std::size_t e, const SocketRef& sock) {
+    if (!sock) return;
+    if (::listen(sock->get(), entries_[e].backlog) < 0) return;
+    if (groups_[e] && groups_[e]->index_of(sock->get()) < 0) groups_[e]->fds.push_back(sock->get());
+}
+
+void SocketTable::shut() {
+    if (shut_) return;
+    shut_ = true;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (activated_[e]) continue;
+        if (!entries_[e].reuseport) {
+            leave(e, shared_[e]);
+            continue;
+        }
+        for (auto& row : per_slot_) leave(e, row[e]);
+    }
+}
+
+void SocketTable::open() {
+    if (!shut_) return;
+    shut_ = false;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (activated_[e]) continue;
+        if (!entries_[e].reuseport) {
+            rejoin(e, shared_[e]);
+            continue;
+        }
+        for (auto& row : per_slot_) rejoin(e, row[e]);
+    }
+}
+
+int SocketTable::refuse_queued(int slot) {
+    int queued = 0;
+    if (shut_) return 0;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (!entries_[e].reuseport) continue;
+        const SocketRef& sock = per_slot_.at(static_cast<std::size_t>(slot))[e];
+        auto q = listen_queue(sock->get());
+        if (!q || q->queued == 0) continue;
+        queued += static_cast<int>(q->queued);
+        leave(e, sock);
+        rejoin(e, sock);
+    }
+    return queued;
 }
 
 std::string SocketTable::steer(const std::vector<int>& live) const {

@@ -58,6 +58,19 @@ class SocketTable {
     /// An empty list steers to every slot. Returns "" or a description of what failed.
     std::string steer(const std::vector<int>& slots) const;
 
+    /// Close the door: shutdown(SHUT_RD) every socket of the table (systemd's excepted), so
+    /// a client gets "connection refused" at once instead of waiting for a worker that is not
+    /// coming. What was queued is reset. The sockets stay bound; open() listens again. A
+    /// reuseport socket leaves its kernel group when shut and joins at the end when it listens
+    /// again: steer anew after either.
+    void shut();
+    void open();
+    bool is_shut() const { return shut_; }
+    /// Reset what is queued on slot `slot`'s own sockets (shutdown, then listen again): for a
+    /// slot whose worker will not be back soon. Its sockets join the end of their groups.
+    /// Returns the number of connections that were queued.
+    int refuse_queued(int slot);
+
     int slots() const { return slots_; }
     /// The sockets slot `slot` receives, in `listen:` order.
     std::vector<SocketRef> for_slot(int slot) const;
@@ -70,11 +83,16 @@ class SocketTable {
     const std::vector<ListenConfig>& entries() const { return entries_; }
 
   private:
+    void leave(std::size_t entry, const SocketRef& sock);
+    void rejoin(std::size_t entry, const SocketRef& sock);
+
     std::vector<ListenConfig> entries_;
     std::vector<SocketRef> shared_;                    // per entry; null for reuseport entries
     std::vector<std::vector<SocketRef>> per_slot_;     // [slot][entry]; null for shared entries
     std::vector<std::shared_ptr<ReuseGroup>> groups_;  // per entry; null for shared entries
+    std::vector<bool> activated_;                      // per entry: the socket is systemd's
     int slots_ = 0;
+    bool shut_ = false;
     std::string names_;
 };
 

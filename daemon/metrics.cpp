@@ -3,6 +3,7 @@
 // timer polls for them.
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 
 #include "daemon/listen_queue.hpp"
@@ -49,6 +50,14 @@ std::string Supervisor::Impl::metrics_text() const {
     auto workers_f = pm::gauge("clusterd_program_workers", "Worker slots of a program");
     auto ready_f = pm::gauge("clusterd_program_ready_workers", "Workers ready to serve");
     auto prog_gen = pm::gauge("clusterd_program_generation", "Current generation of a program");
+    auto accepting = pm::gauge("clusterd_program_accepting",
+                               "1 while the program's sockets accept connections, 0 while they "
+                               "refuse them because no worker can serve");
+    auto failures = pm::gauge("clusterd_worker_failures",
+                              "Failing runs of a slot in a row (0 after a healthy run)");
+    auto next_try = pm::gauge("clusterd_worker_next_try_seconds",
+                              "Seconds until a slot in backoff starts its next worker");
+    auto late = pm::gauge("clusterd_worker_late", "1 while a worker's heartbeat is overdue");
     auto exits = pm::counter("clusterd_worker_exits_total",
                              "Worker exits by cause: exited, crashed, watchdog, memory, "
                              "start_timeout, spawn_failed, bad_config, requested");
@@ -74,6 +83,7 @@ std::string Supervisor::Impl::metrics_text() const {
         std::vector<pm::Label> pl{{"program", p->name}};
         workers_f.add(pl, static_cast<double>(p->slots.size()));
         prog_gen.add(pl, static_cast<double>(p->spec->generation));
+        accepting.add(pl, p->sockets.is_shut() ? 0 : 1);
         int ready = 0;
         for (const auto& [cause, n] : p->exits)
             exits.add({{"program", p->name}, {"cause", cause}}, n);
@@ -91,6 +101,10 @@ std::string Supervisor::Impl::metrics_text() const {
             wgen.add(l, static_cast<double>(w->spec->generation));
             wup.add(l, s.pid != 0 ? seconds(now - s.started_at) : 0);
             restarts.add(l, s.restarts);
+            failures.add(l, s.failures);
+            late.add(l, s.late ? 1 : 0);
+            if (s.state == SlotState::backoff && s.deadline)
+                next_try.add(l, std::max(0.0, seconds(*s.deadline - now)));
             if (s.state == SlotState::ready) heartbeat.add(l, seconds(now - s.last_heartbeat));
             if (auto stats = s.pid != 0 ? read_proc_stats(s.pid) : std::nullopt) {
                 rss.add(l, static_cast<double>(stats->rss_bytes));
@@ -119,10 +133,10 @@ std::string Supervisor::Impl::metrics_text() const {
             }
         }
     }
-    std::vector<pm::Family> families{build,    generation, reloads, uptime,    workers_f, ready_f,
-                                     prog_gen, exits,      state,   pid,       wgen,      wup,
-                                     restarts, rss,        cpu,     heartbeat, lag,       conns,
-                                     requests, queued,     backlog};
+    std::vector<pm::Family> families{
+        build,    generation, reloads, uptime,    workers_f, ready_f,  prog_gen,  exits, state,
+        pid,      wgen,       wup,     restarts,  rss,       cpu,      heartbeat, lag,   conns,
+        requests, queued,     backlog, accepting, failures,  next_try, late};
     if (auto drops = read_listen_drops()) {
         families.push_back(pm::counter("clusterd_tcp_listen_overflows_total",
                                        "Host-wide: connections dropped for a full accept queue")

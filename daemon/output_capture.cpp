@@ -7,6 +7,7 @@
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <deque>
 #include <system_error>
 #include <vector>
 
@@ -96,6 +97,7 @@ struct OutputCapture::Impl {
     asio::io_context& io;
     std::shared_ptr<const LineSink> sink;
     std::vector<std::weak_ptr<Pipe>> pipes;
+    std::shared_ptr<std::deque<std::string>> tail = std::make_shared<std::deque<std::string>>();
 
     void prune() {
         std::erase_if(pipes, [](const std::weak_ptr<Pipe>& w) {
@@ -113,7 +115,17 @@ OutputCapture::OutputCapture(asio::io_context& io, std::string program, int slot
             spdlog::info("{} {}{}", prefix, line, continued ? " [continued]" : "");
         };
     }
-    impl_->sink = std::make_shared<const LineSink>(std::move(sink));
+    // Keep the tail, then pass the line on.
+    impl_->sink = std::make_shared<const LineSink>(
+        [tail = impl_->tail, sink = std::move(sink)](std::string_view line, bool continued) {
+            if (tail->size() == kTailLines) tail->pop_front();
+            tail->emplace_back(line.substr(0, kTailLineBytes));
+            sink(line, continued);
+        });
+}
+
+std::vector<std::string> OutputCapture::tail() const {
+    return {impl_->tail->begin(), impl_->tail->end()};
 }
 
 // Each Pipe owns itself through its pending read and shares only the sink: nothing to do.

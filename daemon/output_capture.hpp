@@ -9,6 +9,9 @@
 // pipe has its own buffer and spdlog writes one line at a time. The read end is closed at EOF,
 // i.e. once the worker and every child that inherited its stdout have closed their copies.
 //
+// The last kTailLines lines (each cut to kTailLineBytes) are kept for `status`: what a worker
+// printed before it died, like systemctl status's journal tail.
+//
 // Asio stays in the .cpp: the header forward-declares io_context.
 #pragma once
 
@@ -17,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/fd.hpp"
 
@@ -33,6 +37,9 @@ class OutputCapture {
 
     /// The longest piece of a line logged at once.
     static constexpr std::size_t kMaxLine = 16 * 1024;
+    /// Lines kept for tail(), and the most of each line kept.
+    static constexpr std::size_t kTailLines = 10;
+    static constexpr std::size_t kTailLineBytes = 512;
 
     /// Lines are logged as "program[slot] line"; a `sink` replaces the logging (tests).
     OutputCapture(boost::asio::io_context& io, std::string program, int slot,
@@ -50,6 +57,8 @@ class OutputCapture {
     std::size_t open_pipes() const;
     /// Stops reading every pipe now (shutdown); partial lines are logged, unread data is not.
     void close();
+    /// The last lines read, oldest first.
+    std::vector<std::string> tail() const;
 
   private:
     struct Impl;

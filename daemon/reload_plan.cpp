@@ -56,9 +56,10 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     master_only(a.start_time != b.start_time, "start_time");
     master_only(a.start_timeout != b.start_timeout, "start_timeout");
     master_only(a.restart != b.restart, "restart");
-    master_only(a.backoff.initial != b.backoff.initial || a.backoff.max != b.backoff.max ||
-                    a.backoff.reset_after != b.backoff.reset_after,
+    master_only(a.backoff.initial != b.backoff.initial || a.backoff.max != b.backoff.max,
                 "backoff");
+    master_only(a.min_uptime != b.min_uptime, "min_uptime");
+    master_only(a.abort_timeout != b.abort_timeout, "abort_timeout");
     master_only(a.stop_signal != b.stop_signal, "stop_signal");
     master_only(a.stop_timeout != b.stop_timeout, "stop_timeout");
     master_only(a.max_surge != b.max_surge, "max_surge");

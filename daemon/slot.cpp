@@ -1,5 +1,6 @@
 #include "daemon/slot.hpp"
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -14,7 +15,6 @@ namespace clusterd {
 namespace {
 
 constexpr int kSigKill = 9;
-constexpr int kSigAbrt = 6;
 constexpr Duration kBackoffBase{100};
 
 using namespace std::chrono_literals;
@@ -68,11 +68,20 @@ class Step {
         next_.state = SlotState::ready;
         next_.ready_at = now_;
         next_.last_heartbeat = now_;
+        next_.heartbeat_interval = Duration{0};
+        next_.late = false;
         disarm();
-        if (policy_.watchdog.count() > 0) arm(policy_.watchdog);
+        if (policy_.watchdog.count() > 0) arm(late_after(next_, policy_));
         log(LogLevel::info,
             "pid " + std::to_string(next_.pid) + " ready after " +
                 format_duration(std::chrono::duration_cast<Duration>(now_ - next_.started_at)));
+    }
+
+    // Give up on the running worker without waiting for it: `sig` now, KILL after
+    // abort_timeout (the supervisor's part). The slot goes on as if it had exited.
+    void abandon(int sig) {
+        actions_.emplace_back(std::in_place_type<action::Abandon>, sig, policy_.abort_timeout);
+        next_.last_status = ExitStatus{true, sig, false, true};
     }
 
     // The worker is gone (exit, or failed spawn): account for it and decide what follows.
@@ -91,15 +100,23 @@ bool is_failure(ExitCause cause) {
 
 void Step::ended(ExitCause cause, const std::string& what, LogLevel level) {
     Slot& s = next_;
-    // Any exit we did not ask for counts towards the backoff, a clean one too: a worker that
-    // exits 0 at once must not spin. A run that stayed ready for reset_after wipes the slate.
-    bool was_healthy =
-        s.ready_at != TimePoint{} && now_ - s.ready_at >= policy_.backoff.reset_after;
-    if (was_healthy) s.failures = 0;
+    // Healthy: it became ready and stayed up for min_uptime (for a hung worker, up to its
+    // last heartbeat). Its end restarts at once and the failure count starts afresh. Any
+    // other end we did not ask for is a failing run, a clean exit too: a worker that exits 0
+    // at once must not spin.
+    TimePoint alive_until = cause == ExitCause::watchdog ? s.last_heartbeat : now_;
+    bool healthy = s.ready_at != TimePoint{} && alive_until - s.ready_at >= policy_.min_uptime;
     bool clean_exit = cause == ExitCause::exited && s.last_status.code == 0;
-    if (is_failure(cause)) ++s.failures;
+    if (healthy) {
+        s.failures = 0;
+    } else if (is_failure(cause)) {
+        ++s.failures;
+    }
+    ++s.ends;
+    s.ended_at = now_;
     s.last_cause = cause;
     s.pid = 0;
+    s.late = false;
     s.stop_reason = ExitCause::none;
     disarm();
 
@@ -128,12 +145,14 @@ void Step::ended(ExitCause cause, const std::string& what, LogLevel level) {
     ++s.restarts;
     Duration delay = s.failures > 0 ? backoff_delay(policy_.backoff, s.failures) : Duration{0};
     s.last_backoff = delay;
+    std::string run = healthy ? "healthy run" : "failing run";
     if (delay.count() == 0) {
-        log(level, what + "; restarting now (restart " + std::to_string(s.restarts) + ")");
+        log(level,
+            what + " (" + run + "); restarting now (restart " + std::to_string(s.restarts) + ")");
         spawn();
     } else {
         s.state = SlotState::backoff;
-        log(level, what + "; restarting in " + format_duration(delay) + " (restart " +
+        log(level, what + " (" + run + "); restarting in " + format_duration(delay) + " (restart " +
                        std::to_string(s.restarts) + ", " + std::to_string(s.failures) +
                        " failures in a row)");
         arm(delay);
@@ -270,8 +289,16 @@ void on_ready(Step& t) {
 void on_heartbeat(Step& t) {
     Slot& s = t.slot();
     if (s.state != SlotState::ready) return;
+    Duration since = std::chrono::duration_cast<Duration>(t.now() - s.last_heartbeat);
+    // A heartbeat right after another (one sent with READY=1, say) says nothing of the pace.
+    if (since >= t.policy().watchdog / 10) s.heartbeat_interval = since;
     s.last_heartbeat = t.now();
-    if (t.policy().watchdog.count() > 0) t.arm(t.policy().watchdog);
+    if (s.late) {
+        s.late = false;
+        t.log(LogLevel::warn, "pid " + std::to_string(s.pid) + " heartbeat again after " +
+                                  format_duration(since) + ": no longer late");
+    }
+    if (t.policy().watchdog.count() > 0) t.arm(late_after(s, t.policy()));
 }
 
 void on_exited(Step& t, const ExitStatus& status) {
@@ -312,26 +339,41 @@ void on_deadline(Step& t) {
     Slot& s = t.slot();
     if (!s.deadline || t.now() < *s.deadline) return;  // stale timer
     s.deadline.reset();
+    const SlotPolicy& p = t.policy();
+    std::string pid = "pid " + std::to_string(s.pid);
     switch (s.state) {
         case SlotState::starting:
-            if (t.policy().ready == ReadyMode::started) {
+            if (p.ready == ReadyMode::started) {
                 t.become_ready();
             } else {
-                t.log(LogLevel::error, "pid " + std::to_string(s.pid) + " not ready after " +
-                                           format_duration(t.policy().start_timeout) +
-                                           ": stopping it");
-                t.begin_stop(ExitCause::start_timeout, t.policy().stop_signal);
+                t.abandon(p.stop_signal);
+                t.ended(ExitCause::start_timeout,
+                        pid + " not ready after " + format_duration(p.start_timeout) + ": sent " +
+                            signal_name(p.stop_signal) + ", SIGKILL in " +
+                            format_duration(p.abort_timeout) + ", not waited for",
+                        LogLevel::error);
             }
             break;
-        case SlotState::ready:
-            t.log(LogLevel::error, "pid " + std::to_string(s.pid) + " sent no heartbeat for " +
-                                       format_duration(t.policy().watchdog) + ": sending SIGABRT");
-            t.begin_stop(ExitCause::watchdog, kSigAbrt);
+        case SlotState::ready: {
+            auto silent = std::chrono::duration_cast<Duration>(t.now() - s.last_heartbeat);
+            if (!s.late && silent < p.watchdog) {
+                s.late = true;
+                t.log(LogLevel::warn, pid + " late: no heartbeat for " + format_duration(silent) +
+                                          "; new connections go to other workers");
+                t.arm(p.watchdog - silent);
+                break;
+            }
+            t.abandon(SIGABRT);
+            t.ended(ExitCause::watchdog,
+                    pid + " sent no heartbeat for " + format_duration(silent) +
+                        ": sent SIGABRT, SIGKILL in " + format_duration(p.abort_timeout) +
+                        ", not waited for",
+                    LogLevel::error);
             break;
+        }
         case SlotState::stopping:
-            t.log(LogLevel::warn, "pid " + std::to_string(s.pid) + " still running " +
-                                      format_duration(t.policy().stop_timeout) + " after " +
-                                      signal_name(t.policy().stop_signal) + ": sending SIGKILL");
+            t.log(LogLevel::warn, pid + " still running " + format_duration(p.stop_timeout) +
+                                      " after " + signal_name(p.stop_signal) + ": sending SIGKILL");
             t.signal(kSigKill);
             break;
         case SlotState::backoff:
@@ -341,6 +383,20 @@ void on_deadline(Step& t) {
         case SlotState::failed:
             break;
     }
+}
+
+void on_release(Step& t) {
+    t.slot().want_up = false;
+    if (t.slot().state == SlotState::backoff) {
+        t.slot().state = SlotState::stopped;
+        t.disarm();
+    }
+}
+
+void on_postpone(Step& t, TimePoint at) {
+    Slot& s = t.slot();
+    if (s.state != SlotState::backoff || (s.deadline && *s.deadline >= at)) return;
+    t.arm(std::chrono::ceil<Duration>(at - t.now()));
 }
 
 template <class... F>
@@ -364,6 +420,8 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
                    [&](const event::Exited& e) { on_exited(t, e.status); },
                    [&](const event::Deadline&) { on_deadline(t); },
                    [&](const event::Recycle&) { on_recycle(t); },
+                   [&](const event::Release&) { on_release(t); },
+                   [&](const event::Postpone& e) { on_postpone(t, e.at); },
                },
                ev);
     return t.done();
@@ -384,6 +442,28 @@ Duration backoff_delay(const BackoffConfig& backoff, int failures) {
     return std::min(d, backoff.max);
 }
 
+Duration late_after(const Slot& s, const SlotPolicy& p) {
+    Duration w = p.watchdog;
+    Duration expected = s.heartbeat_interval.count() > 0 ? s.heartbeat_interval : w / 2;
+    return std::clamp<Duration>(expected * 3 / 2, w / 10, w * 9 / 10);
+}
+
+bool coming(const Slot& s, TimePoint now) {
+    switch (s.state) {
+        case SlotState::starting:
+        case SlotState::ready:
+            return true;
+        case SlotState::stopping:
+            return s.want_up;  // a restart: the next one starts as soon as this one is gone
+        case SlotState::backoff:
+            return s.deadline && *s.deadline <= now + kSoon;
+        case SlotState::stopped:
+        case SlotState::failed:
+            return false;
+    }
+    return false;
+}
+
 ExitStatus ExitStatus::from_wait_status(int status) {
     ExitStatus s;
     if (WIFSIGNALED(status)) {
@@ -397,6 +477,7 @@ ExitStatus ExitStatus::from_wait_status(int status) {
 }
 
 std::string ExitStatus::describe() const {
+    if (abandoned) return "sent " + signal_name(code) + ", replaced without waiting";
     if (!signaled) return "exited with code " + std::to_string(code);
     return "killed by " + signal_name(code) + (core_dumped ? " (core dumped)" : "");
 }
@@ -411,6 +492,8 @@ SlotPolicy SlotPolicy::from(const ProgramConfig& p) {
     policy.stop_timeout = p.stop_timeout;
     policy.stop_signal = p.stop_signal;
     policy.backoff = p.backoff;
+    policy.min_uptime = p.min_uptime;
+    policy.abort_timeout = p.abort_timeout;
     return policy;
 }
 

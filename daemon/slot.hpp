@@ -7,9 +7,17 @@
 //
 // A slot has exactly one deadline at a time; what it means depends on the state:
 //   starting  start_timeout (ready: notify) or start_time (ready: started)
-//   ready     watchdog (last heartbeat + watchdog), when a watchdog is set
+//   ready     with a watchdog: first when the next heartbeat is overdue (the worker is then
+//             `late`: new connections go elsewhere, and the supervisor starts a spare), then
+//             last heartbeat + watchdog (the worker is aborted and replaced)
 //   stopping  stop_timeout, then KILL
 //   backoff   when to respawn
+//
+// Restart policy: a run is healthy when the worker became ready and stayed up for min_uptime.
+// A healthy run that ends is restarted at once and the failure count starts afresh; a failing
+// run counts one more failure and waits backoff_delay(failures). A hung worker (watchdog) or
+// one not ready in time (start_timeout) is abandoned, not waited for: the supervisor sends it
+// its signal and kills it after abort_timeout, while the slot goes on to its replacement.
 #pragma once
 
 #include <sys/types.h>
@@ -48,6 +56,7 @@ struct ExitStatus {
     bool signaled = false;
     int code = 0;  // exit code, or the signal number when signaled
     bool core_dumped = false;
+    bool abandoned = false;  // not waited for: sent signal `code` and replaced at once
 
     static ExitStatus from_wait_status(int status);
     /// "exited with code 1", "killed by SIGSEGV (core dumped)".
@@ -64,6 +73,8 @@ struct SlotPolicy {
     Duration stop_timeout{std::chrono::seconds(10)};
     int stop_signal = 15;
     BackoffConfig backoff;
+    Duration min_uptime{std::chrono::seconds(1)};
+    Duration abort_timeout{std::chrono::seconds(2)};
 
     static SlotPolicy from(const ProgramConfig& program);
 };
@@ -74,6 +85,10 @@ struct Stop {};     // want the slot down (graceful)
 struct Restart {};  // stop gracefully, then start again at once
 struct Kill {};     // fast shutdown: KILL whatever runs
 struct Recycle {};  // stop gracefully for good, cause "memory" (its replacement is up)
+struct Release {};  // the slot is handed to a replacement: want down, but leave the worker be
+struct Postpone {   // backoff: respawn no earlier than `at` (restarts paced per program)
+    TimePoint at;
+};
 struct Spawned {
     pid_t pid;
 };
@@ -90,7 +105,7 @@ struct Deadline {};
 
 using Event = std::variant<event::Start, event::Stop, event::Restart, event::Kill, event::Spawned,
                            event::SpawnFailed, event::Ready, event::Heartbeat, event::Exited,
-                           event::Deadline, event::Recycle>;
+                           event::Deadline, event::Recycle, event::Release, event::Postpone>;
 
 enum class LogLevel { debug, info, warn, error, critical };
 
@@ -104,6 +119,12 @@ struct ArmDeadline {
     TimePoint at;
 };
 struct CancelDeadline {};
+/// Send `sig` (and SIGCONT, so a stopped process gets it) to the worker and stop tracking
+/// it: the supervisor kills its process group after `grace` unless it has exited by then.
+struct Abandon {
+    int sig;
+    Duration grace;
+};
 struct Log {
     LogLevel level;
     std::string message;
@@ -111,7 +132,7 @@ struct Log {
 }  // namespace action
 
 using Action = std::variant<action::Spawn, action::Signal, action::ArmDeadline,
-                            action::CancelDeadline, action::Log>;
+                            action::CancelDeadline, action::Log, action::Abandon>;
 
 struct Slot {
     SlotState state = SlotState::stopped;
@@ -122,6 +143,10 @@ struct Slot {
     TimePoint started_at{};
     TimePoint ready_at{};
     TimePoint last_heartbeat{};
+    Duration heartbeat_interval{0};  // between the last two heartbeats (0: not known yet)
+    bool late = false;               // ready, but its heartbeat is overdue
+    int ends = 0;                    // runs ended (exits, failed spawns, abandons)
+    TimePoint ended_at{};            // when the last run ended
     std::optional<TimePoint> deadline;
     ExitCause stop_reason = ExitCause::none;  // while stopping: why
     ExitCause last_cause = ExitCause::none;
@@ -145,6 +170,21 @@ StartOutcome start_outcome(const Slot& now, SlotState before);
 /// Delay before the respawn that follows the n-th consecutive failure (n >= 1): `initial`
 /// for the first, then doubling from max(initial, 100ms), capped at `max`.
 Duration backoff_delay(const BackoffConfig& backoff, int failures);
+
+/// With a watchdog: how long after its last heartbeat a ready worker counts as late. 1.5x the
+/// interval it has been heartbeating at (half the watchdog until two heartbeats were seen),
+/// between a tenth and nine tenths of the watchdog.
+Duration late_after(const Slot& slot, const SlotPolicy& policy);
+
+/// While no worker of a program is ready, restarts out of backoff are paced to one per
+/// `kProbeInterval` per program: the one allowed (the probe) may spawn at `next_probe`.
+constexpr Duration kProbeInterval{1000};
+
+/// Whether a worker in this state may serve soon enough that clients should wait for it:
+/// starting, ready, restarting, or a backoff that ends within kSoon. A program none of whose
+/// workers qualifies refuses connections (its listening sockets are shut).
+constexpr Duration kSoon{250};
+bool coming(const Slot& slot, TimePoint now);
 
 const char* to_string(SlotState state);
 const char* to_string(ExitCause cause);

@@ -177,10 +177,9 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         Event e = std::move(pending[i]);
         Transition t = step(w->sm, w->spec->policy, e, Clock::now());
         pid_t old_pid = w->sm.pid;
+        int ends = w->sm.ends;
         w->sm = std::move(t.next);
-        if (std::holds_alternative<event::Exited>(e) ||
-            std::holds_alternative<event::SpawnFailed>(e))
-            ++w->program->exits[to_string(w->sm.last_cause)];
+        if (w->sm.ends != ends) ++w->program->exits[to_string(w->sm.last_cause)];
         if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
     }
@@ -189,7 +188,9 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
 
 void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending) {
     if (auto* log = std::get_if<action::Log>(&a)) {
-        spdlog::log(to_spdlog(log->level), "{}: {}", label(w), log->message);
+        log_event(w, log->level, log->message);
+    } else if (auto* ab = std::get_if<action::Abandon>(&a)) {
+        abandon(w, old_pid, ab->sig, ab->grace);
     } else if (auto* sig = std::get_if<action::Signal>(&a)) {
         pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
         // KILL takes the worker's whole process group, so no grandchild outlives it.
@@ -204,7 +205,7 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         std::uint64_t id = w->id;
         w->timer.async_wait([this, id](const error_code& ec) {
             auto it = workers.find(id);
-            if (!ec && it != workers.end()) dispatch(it->second.get(), event::Deadline{});
+            if (!ec && it != workers.end()) on_deadline(it->second.get());
         });
     } else if (std::holds_alternative<action::CancelDeadline>(a)) {
         w->timer.cancel();
@@ -237,6 +238,11 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     }
     if (spec.config.cpu_affinity && !cpus.empty())
         ctx.cpu = cpus[static_cast<std::size_t>(w->slot) % cpus.size()];
+    Program& prog = *w->program;
+    // The worker must find its sockets listening; while nothing of the program serves,
+    // its starts are paced (this one is the probe).
+    if (prog.sockets.is_shut()) open_door(prog);
+    if (!prog.serving) prog.next_probe = Clock::now() + kProbeInterval;
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
     if (r.pid < 0) {
         spdlog::critical("{}: fork() failed: {}", label(w), std::strerror(r.error));
@@ -280,12 +286,242 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
                                                                               prog->started_at)));
         }
     }
-    if (std::any_of(programs.begin(), programs.end(),
-                    [prog](const auto& p) { return p.get() == prog; }))
+    bool live = std::any_of(programs.begin(), programs.end(),
+                            [prog](const auto& p) { return p.get() == prog; });
+    if (live && it != workers.end()) {
+        const Slot& s = w->sm;
+        auto index = static_cast<std::size_t>(w->slot);
+        bool current = index < prog->slots.size() && prog->slots[index] == w;
+        // A late worker gets a spare on its sockets: it takes what is queued there, and the
+        // slot once ready. A released one that heartbeats again is surplus: it stops.
+        if (current && s.state == SlotState::ready && s.late && !w->recycling && !prog->rollout &&
+            !prog->removed && !stopping)
+            start_spare(w);
+        if (w->retiring && s.state == SlotState::ready && !s.want_up && !s.late) {
+            spdlog::warn("{}: pid {} heartbeats again after its spare took over: stopping it",
+                         label(w), s.pid);
+            dispatch(w, event::Stop{});
+            it = workers.find(id);
+        }
+        // A slot that will not be back soon hands back what is queued on its own sockets:
+        // better a reset now than a wait for nobody (new connections go elsewhere already).
+        if (current && s.state == SlotState::backoff && before != SlotState::backoff &&
+            s.deadline && *s.deadline - Clock::now() >= kProbeInterval && prog->serving) {
+            if (int n = prog->sockets.refuse_queued(w->slot); n > 0) {
+                spdlog::warn("{}: back in {}: refused the {} connection{} queued for it", label(w),
+                             format_duration(s.last_backoff), n, n == 1 ? "" : "s");
+            }
+            prog->steered.reset();
+        }
+    }
+    if (live) {
+        pace(*prog);
         resteer(*prog);
+        update_door(*prog);
+    }
     if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
     report_to_systemd();
     if (stopping) finish_if_stopped();
+}
+
+// ---- faults that keep coming: deadlines, hung workers, pacing, the door ----
+
+void Supervisor::Impl::on_deadline(Worker* w) {
+    Program& prog = *w->program;
+    const Slot& s = w->sm;
+    TimePoint now = Clock::now();
+    auto index = static_cast<std::size_t>(w->slot);
+    bool current = index < prog.slots.size() && prog.slots[index] == w;
+    // While nothing of the program serves, one restart per kProbeInterval: hold the others.
+    if (s.state == SlotState::backoff && current && !prog.serving && now < prog.next_probe &&
+        !stopping)
+        return dispatch(w, event::Postpone{prog.next_probe});
+    // The watchdog is about to abort a late worker whose spare is still starting: the spare
+    // takes the slot now.
+    if (s.state == SlotState::ready && s.late && w->recycling && s.deadline && now >= *s.deadline)
+        promote_spare(w);
+    dispatch(w, event::Deadline{});
+}
+
+void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
+    if (pid <= 0) return;
+    ::kill(pid, sig);
+    // A stopped process gets its signal (and dumps core) only once continued.
+    if (::kill(-pid, SIGCONT) < 0) ::kill(pid, SIGCONT);
+    auto a = std::make_unique<Abandoned>(io);
+    a->label = label(w);
+    a->since = Clock::now();
+    a->timer.expires_after(grace);
+    a->timer.async_wait([this, pid](const error_code& ec) {
+        if (ec) return;
+        auto it = abandoned.find(pid);
+        if (it == abandoned.end()) return;
+        spdlog::warn("{}: abandoned pid {} still running after abort_timeout: sending SIGKILL",
+                     it->second->label, pid);
+        if (::kill(-pid, SIGKILL) < 0) ::kill(pid, SIGKILL);
+    });
+    abandoned[pid] = std::move(a);
+}
+
+void Supervisor::Impl::start_spare(Worker* w) {
+    Program& prog = *w->program;
+    w->recycling = true;
+    Worker* spare = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
+    spare->replaces = w->id;
+    spare->replace_cause = ExitCause::watchdog;
+    spdlog::warn("{}: pid {} is late: starting a spare on its sockets", label(w), w->sm.pid);
+    dispatch(spare, event::Start{});
+}
+
+void Supervisor::Impl::promote_spare(Worker* late) {
+    Program& prog = *late->program;
+    Worker* spare = nullptr;
+    for (auto& [id, other] : workers)
+        if (other->replaces == late->id) spare = other.get();
+    late->recycling = false;
+    if (!spare) return;
+    spare->replaces = 0;
+    spare->replace_cause = ExitCause::none;
+    spare->sm.restarts = late->sm.restarts + 1;
+    auto index = static_cast<std::size_t>(late->slot);
+    if (index < prog.slots.size() && prog.slots[index] == late) prog.slots[index] = spare;
+    late->retiring = true;
+    spdlog::warn("{}: spare pid {} takes over from hung pid {}", label(spare), spare->sm.pid,
+                 late->sm.pid);
+    dispatch(late, event::Release{});
+}
+
+// Restarts while no worker of the program is ready: one per kProbeInterval (on_deadline holds
+// the others), and never none: if every slot's backoff ends later, the earliest is started at
+// next_probe. The moment a worker is ready again, the slots in backoff retry at once.
+void Supervisor::Impl::pace(Program& prog) {
+    if (stopping || prog.removed) return;
+    bool ready = false;
+    bool starting = false;
+    Worker* first = nullptr;
+    for (Worker* w : prog.slots) {
+        ready = ready || w->sm.state == SlotState::ready;
+        starting = starting || w->sm.state == SlotState::starting;
+        if (w->sm.state == SlotState::backoff && w->sm.deadline &&
+            (!first || *w->sm.deadline < *first->sm.deadline))
+            first = w;
+    }
+    if (ready) {
+        if (prog.serving) return;
+        prog.serving = true;
+        std::vector<std::uint64_t> waiting;
+        for (Worker* w : prog.slots)
+            if (w->sm.state == SlotState::backoff) waiting.push_back(w->id);
+        if (!waiting.empty())
+            spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
+                         waiting.size(), waiting.size() == 1 ? "" : "s");
+        for (auto id : waiting)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Start{});
+        return;
+    }
+    prog.serving = false;
+    if (starting || !first) return;
+    TimePoint at = std::max(Clock::now(), prog.next_probe);
+    if (*first->sm.deadline <= at) return;  // its own deadline comes first
+    if (prog.probe_at != TimePoint{} && prog.probe_at <= at) return;
+    if (!prog.probe_timer) prog.probe_timer = std::make_unique<asio::steady_timer>(io);
+    prog.probe_at = at;
+    prog.probe_timer->expires_at(at);
+    std::string name = prog.name;
+    prog.probe_timer->async_wait([this, name](const error_code& ec) {
+        if (ec) return;
+        Program* p = find_program(name);
+        if (!p) return;
+        p->probe_at = {};
+        if (p->serving || stopping) return;
+        Worker* probe = nullptr;
+        for (Worker* w : p->slots) {
+            if (w->sm.state == SlotState::starting) return;
+            if (w->sm.state == SlotState::backoff && w->sm.deadline &&
+                (!probe || *w->sm.deadline < *probe->sm.deadline))
+                probe = w;
+        }
+        if (probe) dispatch(probe, event::Start{});
+    });
+}
+
+// The door: while no worker of the program is ready, starting, or due within kSoon, its
+// sockets are shut and a client is refused at once; they listen again before the next spawn.
+void Supervisor::Impl::update_door(Program& prog) {
+    if (prog.removed || stopping || prog.sockets.empty()) return;
+    TimePoint now = Clock::now();
+    bool any = false;
+    for (const auto& [id, w] : workers)
+        if (w->program == &prog && coming(w->sm, now)) {
+            any = true;
+            break;
+        }
+    if (any && prog.sockets.is_shut()) {
+        open_door(prog);
+    } else if (!any && !prog.sockets.is_shut()) {
+        prog.sockets.shut();
+        prog.steered.reset();
+        spdlog::warn("{}: no worker can serve: refusing connections until one starts", prog.name);
+    }
+}
+
+void Supervisor::Impl::open_door(Program& prog) {
+    prog.sockets.open();
+    prog.steered.reset();
+    spdlog::info("{}: accepting connections again", prog.name);
+    resteer(prog);
+}
+
+// A flood of worker events (a crash loop, a kill storm) is logged as one summary line per
+// kLogWindow once kLogBurst lines of a window are out.
+namespace {
+constexpr Duration kLogWindow{5000};
+constexpr int kLogBurst = 10;
+}  // namespace
+
+void Supervisor::Impl::log_event(Worker* w, LogLevel level, const std::string& message) {
+    Program& p = *w->program;
+    if (level == LogLevel::debug) return spdlog::debug("{}: {}", label(w), message);
+    TimePoint now = Clock::now();
+    if (now - p.log_window_start >= kLogWindow) {
+        flush_log_summary(p);
+        p.log_window_start = now;
+        p.log_lines = 0;
+    }
+    if (p.log_lines < kLogBurst) {
+        ++p.log_lines;
+        return spdlog::log(to_spdlog(level), "{}: {}", label(w), message);
+    }
+    if (p.log_suppressed++ > 0) return;
+    if (!p.log_timer) p.log_timer = std::make_unique<asio::steady_timer>(io);
+    p.log_timer->expires_at(p.log_window_start + kLogWindow);
+    std::string name = p.name;
+    p.log_timer->async_wait([this, name](const error_code& ec) {
+        if (ec) return;
+        if (Program* prog = find_program(name)) {
+            flush_log_summary(*prog);
+            // Still flooding: the next window starts with its budget spent.
+            prog->log_window_start = Clock::now();
+            prog->log_lines = kLogBurst;
+        }
+    });
+}
+
+void Supervisor::Impl::flush_log_summary(Program& p) {
+    if (p.log_suppressed == 0) return;
+    std::string causes;
+    for (const auto& [cause, n] : p.exits)
+        causes += (causes.empty() ? "" : ", ") + cause + " " + std::to_string(n);
+    int ready = 0;
+    for (const Worker* w : p.slots) ready += w->sm.state == SlotState::ready;
+    spdlog::warn(
+        "{}: {} more worker events in the last {} not logged one by one; {}/{} ready; "
+        "exits since start: {}",
+        p.name, p.log_suppressed,
+        format_duration(std::chrono::duration_cast<Duration>(Clock::now() - p.log_window_start)),
+        ready, p.slots.size(), causes);
+    p.log_suppressed = 0;
 }
 
 // ---- memory_limit: a worker past it is replaced (new one first) and drains ----
@@ -343,17 +579,33 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
     if (old) old->recycling = false;
     Program& prog = *w->program;
     auto index = static_cast<std::size_t>(w->slot);
-    // The slot may have been scaled away, stopped or handed to another worker meanwhile.
+    bool late_spare = w->replace_cause == ExitCause::watchdog;
+    w->replace_cause = ExitCause::none;
+    // The slot may have been scaled away, stopped or handed to another worker meanwhile; a
+    // late worker may have heartbeaten again.
     bool still_wanted = !prog.removed && index < prog.slots.size() && old &&
-                        prog.slots[index] == old && old->sm.want_up;
+                        prog.slots[index] == old && old->sm.want_up &&
+                        (!late_spare || old->sm.late);
     if (!ready || !still_wanted) {
-        spdlog::error("{}: the replacement for memory recycling did not come up; keeping pid {}",
-                      label(w), old ? old->sm.pid : 0);
+        if (late_spare && ready && old)
+            spdlog::info("{}: pid {} heartbeats again: its spare pid {} is not needed, stopping it",
+                         label(w), old->sm.pid, w->sm.pid);
+        else
+            spdlog::error("{}: the replacement for {} did not come up; keeping pid {}", label(w),
+                          late_spare ? "a late worker" : "memory recycling", old ? old->sm.pid : 0);
         w->retiring = true;
         return dispatch(w, event::Stop{});
     }
     prog.slots[index] = w;
     old->retiring = true;
+    if (late_spare) {
+        w->sm.restarts = old->sm.restarts + 1;
+        spdlog::warn(
+            "{}: spare pid {} ready: takes over from late pid {} (aborted if it sends "
+            "no heartbeat within its watchdog, stopped if it does)",
+            label(w), w->sm.pid, old->sm.pid);
+        return dispatch(old, event::Release{});
+    }
     dispatch(old, event::Recycle{});
 }
 
@@ -361,9 +613,15 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
 // slot whose worker crashed keeps what is already queued for its replacement, but gets
 // nothing new while it waits out its backoff; a slot being scaled away gets nothing new.
 void Supervisor::Impl::resteer(Program& prog) {
+    if (prog.sockets.is_shut()) return;
+    // Ready and on time; else ready or starting (a late one beats none); else every slot.
     std::vector<int> live;
     for (const Worker* w : prog.slots)
-        if (w->sm.state == SlotState::ready) live.push_back(w->slot);
+        if (w->sm.state == SlotState::ready && !w->sm.late) live.push_back(w->slot);
+    if (live.empty())
+        for (const Worker* w : prog.slots)
+            if (w->sm.state == SlotState::ready || w->sm.state == SlotState::starting)
+                live.push_back(w->slot);
     if (prog.steered == live) return;
     prog.steered = live;
     std::string problem = prog.sockets.steer(live);
@@ -408,6 +666,16 @@ void Supervisor::Impl::drop_worker(Worker* w) {
 void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     auto it = pids.find(pid);
     if (it == pids.end()) {
+        if (auto a = abandoned.find(pid); a != abandoned.end()) {
+            ::kill(-pid, SIGKILL);  // whatever it left in its process group
+            spdlog::warn("{}: abandoned pid {} {} {} after it was given up", a->second->label, pid,
+                         ExitStatus::from_wait_status(status).describe(),
+                         format_duration(std::chrono::duration_cast<Duration>(Clock::now() -
+                                                                              a->second->since)));
+            abandoned.erase(a);
+            if (stopping) finish_if_stopped();
+            return;
+        }
         spdlog::debug("reaped pid {} (not a worker): {}", pid,
                       ExitStatus::from_wait_status(status).describe());
         return;
@@ -470,6 +738,8 @@ void Supervisor::Impl::on_signal(int sig) {
 /// TERM/INT: graceful stop of everything; a second one kills what is left.
 void Supervisor::Impl::handle_stop(int sig) {
     auto kill_all = [this] {
+        for (const auto& [pid, a] : abandoned)
+            if (::kill(-pid, SIGKILL) < 0) ::kill(pid, SIGKILL);
         std::vector<std::uint64_t> ids;
         for (const auto& [id, w] : workers) ids.push_back(id);
         for (auto id : ids)
@@ -600,7 +870,7 @@ void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
 }
 
 void Supervisor::Impl::finish_if_stopped() {
-    if (finished || !pids.empty()) return;
+    if (finished || !pids.empty() || !abandoned.empty()) return;
     finished = true;
     memory_timer.cancel();
     if (metrics) metrics->close();
@@ -611,6 +881,11 @@ void Supervisor::Impl::finish_if_stopped() {
     signals.cancel();
     notify.close();
     for (auto& [id, w] : workers) w->timer.cancel();
+    for (auto& p : programs) {
+        if (p->probe_timer) p->probe_timer->cancel();
+        if (p->log_timer) p->log_timer->cancel();
+        flush_log_summary(*p);
+    }
     io.stop();
 }
 

@@ -68,8 +68,10 @@ struct Worker {
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     bool retiring = false;                      // replaced or scaled away: dropped once stopped
     bool incoming = false;       // a new generation's worker that a rollout waits for
-    std::uint64_t replaces = 0;  // memory recycling: the worker this one takes over from
-    bool recycling = false;      // its replacement is starting
+    std::uint64_t replaces = 0;  // memory recycling or a late heartbeat: the worker this one
+                                 // takes over from once ready (a spare on the same sockets)
+    ExitCause replace_cause = ExitCause::none;  // memory or watchdog (late)
+    bool recycling = false;                     // its replacement is starting
     // The previous CPU sample, for the CPU% `status` shows (read only when asked).
     mutable double cpu_seconds = 0;
     mutable TimePoint cpu_sampled_at{};
@@ -105,6 +107,27 @@ struct Program {
     bool removed = false;                     // stopping for good; erased once its workers are gone
     TimePoint started_at{};
     bool all_ready_logged = false;
+    // Restarts while nothing serves are paced (see kProbeInterval): the next backoff slot
+    // may spawn at next_probe; probe_timer starts the earliest one then if none would.
+    bool serving = false;  // some slot's worker is ready
+    TimePoint next_probe{};
+    std::unique_ptr<asio::steady_timer> probe_timer;
+    TimePoint probe_at{};  // when probe_timer fires (armed when != {})
+    // A flood of worker events is logged as one summary line per kLogWindow.
+    TimePoint log_window_start{};
+    int log_lines = 0;
+    int log_suppressed = 0;
+    std::map<std::string, int> log_suppressed_causes;
+    std::unique_ptr<asio::steady_timer> log_timer;
+};
+
+/// A worker given up on without waiting (watchdog, start_timeout): signalled, killed with
+/// its process group after its abort_timeout unless it exits first. Reaped like any child.
+struct Abandoned {
+    explicit Abandoned(asio::io_context& io) : timer(io) {}
+    std::string label;
+    TimePoint since{};
+    asio::steady_timer timer;
 };
 
 /// A long operation (reload, restart, scale): finishes once every part has finished.
@@ -148,6 +171,15 @@ struct Supervisor::Impl {
     void after_dispatch(Worker* w, SlotState before);
     void drop_worker(Worker* w);
     void resteer(Program& prog);
+    void on_deadline(Worker* w);
+    void abandon(Worker* w, pid_t pid, int sig, Duration grace);
+    void start_spare(Worker* w);
+    void promote_spare(Worker* late);
+    void pace(Program& prog);
+    void update_door(Program& prog);
+    void open_door(Program& prog);
+    void log_event(Worker* w, LogLevel level, const std::string& message);
+    void flush_log_summary(Program& prog);
     void arm_memory_check();
     void check_memory();
     void recycle(Worker* w, std::uint64_t rss);
@@ -202,6 +234,7 @@ struct Supervisor::Impl {
     std::vector<std::unique_ptr<Program>> programs;
     std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
     std::unordered_map<pid_t, Worker*> pids;
+    std::map<pid_t, std::unique_ptr<Abandoned>> abandoned;
     std::uint64_t next_worker_id = 1;
     DaemonState state;
     std::uint64_t config_generation = 1;

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <stdexcept>
 
@@ -210,7 +211,11 @@ Runtime::Runtime(RuntimeOptions options) {
         for (auto& socket : inherited) impl_->adopt(std::move(socket));
     }
     if (auto timeout = watchdog_timeout()) {
-        impl_->heartbeat = *timeout / 2;
+        // Half the watchdog, as sd_notify(3) asks, but at least once a second: the master
+        // steers new connections away from a worker whose heartbeat is 1.5 intervals late,
+        // so a hung worker stops getting them within 1.5 s.
+        impl_->heartbeat =
+            std::min<std::chrono::microseconds>(*timeout / 2, std::chrono::seconds(1));
         impl_->watchdog = true;
     } else if (std::getenv("NOTIFY_SOCKET") != nullptr) {
         // No watchdog: still report the figures (loop lag, connections...) once a second.

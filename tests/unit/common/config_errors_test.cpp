@@ -187,6 +187,13 @@ TEST_CASE("invalid config: backoff max below initial") {
                  "programs.web.backoff.max: expected max to be at least initial (1m), got 30s");
 }
 
+TEST_CASE("invalid config: backoff.reset_after, replaced by min_uptime, says so") {
+    expect_error("backoff_reset_after.yaml", 5, 20,
+                 "programs.web.backoff.reset_after: backoff.reset_after is gone: a run that "
+                 "stays ready for the program's min_uptime (default 1s) now resets the failure "
+                 "count; set min_uptime instead");
+}
+
 TEST_CASE("invalid config: a program name with a space") {
     expect_error("bad_program_name.yaml", 2, 3, "invalid program name \"my web\"");
 }

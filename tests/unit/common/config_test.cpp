@@ -63,7 +63,8 @@ TEST_CASE("a config with every key loads with the written values") {
     CHECK(web.restart == RestartMode::on_failure);
     CHECK(web.backoff.initial == 100ms);
     CHECK(web.backoff.max == 1min);
-    CHECK(web.backoff.reset_after == 2min);
+    CHECK(web.min_uptime == 2min);
+    CHECK(web.abort_timeout == 3s);
     CHECK(web.stop_signal == SIGINT);
     CHECK(web.stop_timeout == 3s);
     CHECK(web.cpu_affinity);
@@ -111,8 +112,9 @@ TEST_CASE("a program with no keys gets every default") {
     CHECK(p.watchdog == 0ms);
     CHECK(p.restart == RestartMode::always);
     CHECK(p.backoff.initial == 0ms);
-    CHECK(p.backoff.max == 30s);
-    CHECK(p.backoff.reset_after == 60s);
+    CHECK(p.backoff.max == 5s);
+    CHECK(p.min_uptime == 1s);
+    CHECK(p.abort_timeout == 2s);
     CHECK(p.stop_signal == SIGTERM);
     CHECK(p.stop_timeout == 10s);
     CHECK_FALSE(p.cpu_affinity);
@@ -149,7 +151,7 @@ TEST_CASE("the example etc/clusterd.yaml loads and states the defaults") {
     CHECK(p.restart == d.restart);
     CHECK(p.backoff.initial == d.backoff.initial);
     CHECK(p.backoff.max == d.backoff.max);
-    CHECK(p.backoff.reset_after == d.backoff.reset_after);
+    CHECK(p.min_uptime == d.min_uptime);
     CHECK(p.stop_signal == d.stop_signal);
     CHECK(p.stop_timeout == d.stop_timeout);
     CHECK(p.cpu_affinity == d.cpu_affinity);

@@ -1,5 +1,6 @@
 // The slot state machine: every state x event cell, then the scenarios that matter
-// (backoff on a fake clock, watchdog, stop escalation, restart policies).
+// (backoff on a fake clock, healthy vs failing runs, late heartbeats, the watchdog abandoning a
+// hung worker, stop escalation, restart policies).
 #include <doctest/doctest.h>
 
 #include <string>
@@ -20,7 +21,9 @@ SlotPolicy policy() {
     p.watchdog = 10s;
     p.start_timeout = 30s;
     p.stop_timeout = 5s;
-    p.backoff = {0ms, 30s, 60s};
+    p.backoff = {0ms, 30s};
+    p.min_uptime = 1s;
+    p.abort_timeout = 2s;
     return p;
 }
 
@@ -39,6 +42,7 @@ Slot in_state(SlotState state) {
             s.pid = 100;
             s.started_at = t0;
             s.ready_at = t0;
+            s.last_heartbeat = t0;
             s.deadline = t0 + 10s;
             break;
         case SlotState::stopping:
@@ -66,6 +70,8 @@ std::vector<std::string> kinds(const std::vector<Action>& actions) {
         if (std::holds_alternative<action::Spawn>(a)) out.push_back("spawn");
         if (auto* s = std::get_if<action::Signal>(&a))
             out.push_back("signal:" + std::to_string(s->sig));
+        if (auto* s = std::get_if<action::Abandon>(&a))
+            out.push_back("abandon:" + std::to_string(s->sig));
         if (std::holds_alternative<action::ArmDeadline>(a)) out.push_back("arm");
         if (std::holds_alternative<action::CancelDeadline>(a)) out.push_back("cancel");
     }
@@ -99,6 +105,8 @@ Event make_event(const std::string& name) {
     if (name == "heartbeat") return event::Heartbeat{};
     if (name == "exited") return event::Exited{ExitStatus{false, 1, false}};
     if (name == "recycle") return event::Recycle{};
+    if (name == "release") return event::Release{};
+    if (name == "postpone") return event::Postpone{t0 + 5s};
     return event::Deadline{};
 }
 
@@ -121,6 +129,8 @@ const std::vector<Cell> table = {
     {S::stopped, "exited", S::stopped, V{}},
     {S::stopped, "deadline", S::stopped, V{}},
     {S::stopped, "recycle", S::stopped, V{}},
+    {S::stopped, "release", S::stopped, V{}},
+    {S::stopped, "postpone", S::stopped, V{}},
     // starting (pid 100, start_timeout armed)
     {S::starting, "start", S::starting, V{}},
     {S::starting, "stop", S::stopping, V{"signal:15", "arm"}},
@@ -131,8 +141,11 @@ const std::vector<Cell> table = {
     {S::starting, "ready", S::ready, V{"cancel", "arm"}},
     {S::starting, "heartbeat", S::starting, V{}},
     {S::starting, "exited", S::starting, V{"cancel", "spawn"}},
-    {S::starting, "deadline", S::stopping, V{"signal:15", "arm"}},
+    // not ready in time: abandoned (TERM now, KILL after abort_timeout), replaced at once
+    {S::starting, "deadline", S::starting, V{"abandon:15", "spawn"}},
     {S::starting, "recycle", S::stopping, V{"signal:15", "arm"}},
+    {S::starting, "release", S::starting, V{}},
+    {S::starting, "postpone", S::starting, V{}},
     // ready (pid 100, watchdog armed)
     {S::ready, "start", S::ready, V{}},
     {S::ready, "stop", S::stopping, V{"signal:15", "arm"}},
@@ -143,8 +156,11 @@ const std::vector<Cell> table = {
     {S::ready, "ready", S::ready, V{}},
     {S::ready, "heartbeat", S::ready, V{"arm"}},
     {S::ready, "exited", S::starting, V{"cancel", "spawn"}},
-    {S::ready, "deadline", S::stopping, V{"signal:6", "arm"}},
+    // silent for the whole watchdog: abandoned (ABRT now, KILL after abort_timeout), replaced
+    {S::ready, "deadline", S::starting, V{"abandon:6", "spawn"}},
     {S::ready, "recycle", S::stopping, V{"signal:15", "arm"}},
+    {S::ready, "release", S::ready, V{}},
+    {S::ready, "postpone", S::ready, V{}},
     // stopping (requested, want down, stop_timeout armed)
     {S::stopping, "start", S::stopping, V{}},
     {S::stopping, "stop", S::stopping, V{}},
@@ -157,6 +173,8 @@ const std::vector<Cell> table = {
     {S::stopping, "exited", S::stopped, V{"cancel"}},
     {S::stopping, "deadline", S::stopping, V{"signal:9"}},
     {S::stopping, "recycle", S::stopping, V{}},
+    {S::stopping, "release", S::stopping, V{}},
+    {S::stopping, "postpone", S::stopping, V{}},
     // backoff (respawn armed)
     {S::backoff, "start", S::starting, V{"cancel", "spawn"}},
     {S::backoff, "stop", S::stopped, V{"cancel"}},
@@ -169,6 +187,8 @@ const std::vector<Cell> table = {
     {S::backoff, "exited", S::backoff, V{}},
     {S::backoff, "deadline", S::starting, V{"spawn"}},
     {S::backoff, "recycle", S::stopped, V{"cancel"}},
+    {S::backoff, "release", S::stopped, V{"cancel"}},
+    {S::backoff, "postpone", S::backoff, V{"arm"}},
     // failed
     {S::failed, "start", S::starting, V{"spawn"}},
     {S::failed, "stop", S::failed, V{}},
@@ -181,12 +201,14 @@ const std::vector<Cell> table = {
     {S::failed, "exited", S::failed, V{}},
     {S::failed, "deadline", S::failed, V{}},
     {S::failed, "recycle", S::failed, V{}},
+    {S::failed, "release", S::failed, V{}},
+    {S::failed, "postpone", S::failed, V{}},
 };
 
 }  // namespace
 
 TEST_CASE("slot: every state x event cell") {
-    CHECK(table.size() == 6 * 11);
+    CHECK(table.size() == 6 * 13);
     for (const auto& cell : table) {
         Slot s = in_state(cell.state);
         Transition t = step(s, policy(), make_event(cell.event), when(s, cell.event));
@@ -207,7 +229,7 @@ TEST_CASE("slot: an exit in a state without a worker is logged and ignored") {
 TEST_CASE("slot: a crash loop backs off exponentially up to max, on a fake clock") {
     SlotPolicy p = policy();
     p.watchdog = 0ms;
-    p.backoff = {0ms, 1s, 60s};
+    p.backoff = {0ms, 1s};
     Slot s = step(Slot{}, p, event::Start{}, t0).next;
     TimePoint now = t0;
     std::vector<long> delays;
@@ -229,24 +251,75 @@ TEST_CASE("slot: a crash loop backs off exponentially up to max, on a fake clock
     CHECK(s.restarts == 7);
 }
 
-TEST_CASE("slot: healthy uptime of reset_after resets the backoff") {
+TEST_CASE("slot: a healthy run (ready for min_uptime) restarts at once, the count afresh") {
     SlotPolicy p = policy();
     p.watchdog = 0ms;
     Slot s = in_state(S::ready);
     s.failures = 5;
-    Transition t = step(s, p, event::Exited{ExitStatus{false, 1, false}}, t0 + 61s);
-    CHECK(t.next.failures == 1);
-    CHECK(t.next.state == S::starting);  // first failure after a healthy run: at once
-    s.failures = 5;
-    t = step(s, p, event::Exited{ExitStatus{false, 1, false}}, t0 + 59s);
+    Transition t = step(s, p, event::Exited{ExitStatus{true, 9, false}}, t0 + 1s);
+    CHECK(t.next.failures == 0);
+    CHECK(t.next.state == S::starting);
+    CHECK(kinds(t.actions) == V{"cancel", "spawn"});
+    CHECK(has_log(t.actions, LogLevel::error, "healthy run"));
+    // Killed just before min_uptime: a failing run, backed off by the count.
+    t = step(s, p, event::Exited{ExitStatus{true, 9, false}}, t0 + 999ms);
     CHECK(t.next.failures == 6);
     CHECK(t.next.state == S::backoff);
+    CHECK(t.next.last_backoff == 1600ms);
+    CHECK(has_log(t.actions, LogLevel::error, "failing run"));
+    // Never ready: failing, however long it ran.
+    Slot starting = in_state(S::starting);
+    starting.failures = 1;
+    t = step(starting, p, event::Exited{ExitStatus{false, 1, false}}, t0 + 10min);
+    CHECK(t.next.failures == 2);
+    CHECK(t.next.state == S::backoff);
+}
+
+TEST_CASE(
+    "slot: healthy and failing runs on a fake clock: kills of healthy workers never back off") {
+    SlotPolicy p = policy();
+    p.watchdog = 0ms;
+    p.backoff = {0ms, 5s};
+    Slot s = step(Slot{}, p, event::Start{}, t0).next;
+    TimePoint now = t0;
+    // 100 kills, each 1.2 s after ready: every restart is immediate.
+    for (int i = 0; i < 100; ++i) {
+        s = step(s, p, event::Spawned{1000 + i}, now).next;
+        now += 5ms;
+        s = step(s, p, event::Ready{}, now).next;
+        now += 1200ms;
+        Transition t = step(s, p, event::Exited{ExitStatus{true, 9, false}}, now);
+        s = t.next;
+        REQUIRE(s.state == S::starting);
+        CHECK(s.failures == 0);
+    }
+    // Then a storm: killed 5 ms after ready, again and again. Delays grow to the cap.
+    std::vector<long> delays;
+    for (int i = 0; i < 9; ++i) {
+        s = step(s, p, event::Spawned{2000 + i}, now).next;
+        s = step(s, p, event::Ready{}, now).next;
+        now += 5ms;
+        s = step(s, p, event::Exited{ExitStatus{true, 9, false}}, now).next;
+        delays.push_back(static_cast<long>(s.last_backoff.count()));
+        if (s.state == S::backoff) {
+            now = *s.deadline;
+            s = step(s, p, event::Deadline{}, now).next;
+        }
+        REQUIRE(s.state == S::starting);
+    }
+    CHECK(delays == std::vector<long>{0, 100, 200, 400, 800, 1600, 3200, 5000, 5000});
+    // One healthy run wipes it all.
+    s = step(s, p, event::Spawned{3000}, now).next;
+    s = step(s, p, event::Ready{}, now).next;
+    s = step(s, p, event::Exited{ExitStatus{true, 9, false}}, now + 1s).next;
+    CHECK(s.state == S::starting);
+    CHECK(s.failures == 0);
 }
 
 TEST_CASE("slot: a clean exit also counts towards the backoff under restart: always") {
     Slot s = in_state(S::ready);
     s.failures = 1;
-    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 1s);
+    Transition t = step(s, policy(), event::Exited{ExitStatus{false, 0, false}}, t0 + 500ms);
     CHECK(t.next.state == S::backoff);
     CHECK(t.next.last_backoff == 100ms);
 }
@@ -275,22 +348,105 @@ TEST_CASE("slot: restart policies never and on-failure") {
     CHECK(t.next.state == S::starting);
 }
 
-TEST_CASE("slot: watchdog: heartbeats push the deadline, silence sends SIGABRT then KILL") {
+TEST_CASE("slot: watchdog: a late heartbeat marks the worker late, silence abandons it") {
+    SlotPolicy p = policy();  // watchdog 10s
+    Slot s = step(Slot{}, p, event::Start{}, t0).next;
+    s = step(s, p, event::Spawned{100}, t0).next;
+    Transition t = step(s, p, event::Ready{}, t0);
+    s = t.next;
+    CHECK(*s.deadline == t0 + 7500ms);  // pace unknown: 1.5 x half the watchdog
+    // Heartbeats every second: late once 1.5 s pass without one.
+    for (int i = 1; i <= 5; ++i) s = step(s, p, event::Heartbeat{}, t0 + i * 1s).next;
+    CHECK(s.heartbeat_interval == 1s);
+    CHECK(*s.deadline == t0 + 6500ms);
+    CHECK(step(s, p, event::Deadline{}, t0 + 6s).actions.empty());  // a stale timer
+    t = step(s, p, event::Deadline{}, t0 + 6500ms);
+    CHECK(t.next.state == S::ready);
+    CHECK(t.next.late);
+    CHECK(*t.next.deadline == t0 + 15s);  // the watchdog itself
+    CHECK(has_log(t.actions, LogLevel::warn, "late: no heartbeat for 1.5s"));
+    // A heartbeat in time clears it.
+    Transition back = step(t.next, p, event::Heartbeat{}, t0 + 7s);
+    CHECK_FALSE(back.next.late);
+    CHECK(has_log(back.actions, LogLevel::warn, "heartbeat again"));
+    // Silence for the whole watchdog: ABRT (and KILL after abort_timeout, the supervisor's
+    // part), and the slot goes on at once: a healthy run up to its last heartbeat.
+    t = step(t.next, p, event::Deadline{}, t0 + 15s);
+    CHECK(t.next.state == S::starting);
+    CHECK(t.next.pid == 0);
+    CHECK(t.next.last_cause == ExitCause::watchdog);
+    CHECK(t.next.failures == 0);
+    CHECK(t.next.last_status.describe() == "sent SIGABRT, replaced without waiting");
+    CHECK(kinds(t.actions) == V{"abandon:6", "spawn"});
+    auto* ab = std::get_if<action::Abandon>(&t.actions.front());
+    REQUIRE(ab != nullptr);
+    CHECK(ab->grace == 2s);
+    // The abandoned pid's exit is not the slot's business any more.
+    Transition stale = step(t.next, p, event::Exited{ExitStatus{true, 6, true}}, t0 + 16s);
+    CHECK(stale.next.state == S::starting);
+    CHECK(stale.next.restarts == t.next.restarts);
+}
+
+TEST_CASE("slot: a released worker is aborted by its watchdog and not restarted") {
     SlotPolicy p = policy();
     Slot s = in_state(S::ready);
-    s = step(s, p, event::Heartbeat{}, t0 + 8s).next;
-    CHECK(*s.deadline == t0 + 18s);
-    Transition early = step(s, p, event::Deadline{}, t0 + 10s);  // a stale timer
-    CHECK(early.actions.empty());
-    Transition t = step(s, p, event::Deadline{}, t0 + 18s);
-    CHECK(t.next.state == S::stopping);
-    CHECK(t.next.stop_reason == ExitCause::watchdog);
-    CHECK(kinds(t.actions) == V{"signal:6", "arm"});
-    Transition kill = step(t.next, p, event::Deadline{}, t0 + 23s);
-    CHECK(kinds(kill.actions) == V{"signal:9"});
-    Transition gone = step(kill.next, p, event::Exited{ExitStatus{true, 9, false}}, t0 + 23s);
-    CHECK(gone.next.last_cause == ExitCause::watchdog);
-    CHECK(gone.next.state == S::starting);  // want_up still: replaced at once
+    s.late = true;
+    s = step(s, p, event::Release{}, t0 + 8s).next;
+    CHECK_FALSE(s.want_up);
+    CHECK(s.state == S::ready);
+    Transition t = step(s, p, event::Deadline{}, t0 + 10s);
+    CHECK(t.next.state == S::stopped);
+    CHECK(kinds(t.actions) == V{"abandon:6"});
+}
+
+TEST_CASE("slot: not ready within start_timeout: abandoned and replaced, a failing run") {
+    SlotPolicy p = policy();
+    Slot s = in_state(S::starting);
+    s.failures = 3;
+    Transition t = step(s, p, event::Deadline{}, t0 + 30s);
+    CHECK(t.next.state == S::backoff);
+    CHECK(t.next.failures == 4);
+    CHECK(t.next.last_cause == ExitCause::start_timeout);
+    CHECK(kinds(t.actions) == V{"abandon:15", "arm"});
+}
+
+TEST_CASE("slot: postpone only moves a backoff later") {
+    Slot s = in_state(S::backoff);  // due at t0 + 100ms
+    Transition t = step(s, policy(), event::Postpone{t0 + 50ms}, t0);
+    CHECK(*t.next.deadline == t0 + 100ms);
+    CHECK(t.actions.empty());
+    t = step(s, policy(), event::Postpone{t0 + 900ms}, t0);
+    CHECK(*t.next.deadline == t0 + 900ms);
+    CHECK(step(t.next, policy(), event::Deadline{}, t0 + 100ms).actions.empty());
+    CHECK(step(t.next, policy(), event::Deadline{}, t0 + 900ms).next.state == S::starting);
+}
+
+TEST_CASE("late_after: 1.5 heartbeat intervals, within a tenth and nine tenths of the watchdog") {
+    SlotPolicy p = policy();  // watchdog 10s
+    Slot s;
+    CHECK(late_after(s, p) == 7500ms);
+    s.heartbeat_interval = 1s;
+    CHECK(late_after(s, p) == 1500ms);
+    s.heartbeat_interval = 100ms;
+    CHECK(late_after(s, p) == 1s);
+    s.heartbeat_interval = 8s;
+    CHECK(late_after(s, p) == 9s);
+}
+
+TEST_CASE("coming: who a client should wait for") {
+    CHECK(coming(in_state(S::starting), t0));
+    CHECK(coming(in_state(S::ready), t0));
+    CHECK_FALSE(coming(in_state(S::stopping), t0));  // stopping for good
+    Slot restarting = in_state(S::stopping);
+    restarting.want_up = true;
+    CHECK(coming(restarting, t0));
+    Slot b = in_state(S::backoff);  // due at t0 + 100ms
+    CHECK(coming(b, t0));
+    b.deadline = t0 + 2s;
+    CHECK_FALSE(coming(b, t0));
+    CHECK(coming(b, t0 + 1800ms));
+    CHECK_FALSE(coming(in_state(S::failed), t0));
+    CHECK_FALSE(coming(in_state(S::stopped), t0));
 }
 
 TEST_CASE("slot: requested stop is logged at info and leaves the slot stopped") {
@@ -343,12 +499,12 @@ TEST_CASE("slot: a failed spawn backs off like a crash") {
 }
 
 TEST_CASE("backoff_delay: initial first, then doubling from 100ms, capped") {
-    BackoffConfig b{0ms, 1s, 60s};
+    BackoffConfig b{0ms, 1s};
     CHECK(backoff_delay(b, 1) == 0ms);
     CHECK(backoff_delay(b, 2) == 100ms);
     CHECK(backoff_delay(b, 3) == 200ms);
     CHECK(backoff_delay(b, 10) == 1s);
-    BackoffConfig slow{2s, 30s, 60s};
+    BackoffConfig slow{2s, 30s};
     CHECK(backoff_delay(slow, 1) == 2s);
     CHECK(backoff_delay(slow, 2) == 2s);
     CHECK(backoff_delay(slow, 3) == 4s);
