@@ -26,7 +26,7 @@ double seconds_since(TimePoint t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-json worker_json(const Worker& w) {
+json worker_json(const Worker& w, std::optional<TimePoint> next_try) {
     const Slot& s = w.sm;
     json j = {
         {"slot", w.slot},
@@ -59,9 +59,7 @@ json worker_json(const Worker& w) {
     // it printed last (output: capture).
     j["failures"] = s.failures;
     j["late"] = s.late;
-    j["next_try_s"] = s.state == SlotState::backoff && s.deadline
-                          ? json(std::max(0.0, -seconds_since(*s.deadline)))
-                          : json(nullptr);
+    j["next_try_s"] = next_try ? json(std::max(0.0, -seconds_since(*next_try))) : json(nullptr);
     j["last_output"] = w.capture ? json(w.capture->tail()) : json::array();
     return j;
 }
@@ -73,12 +71,12 @@ json Supervisor::Impl::status_json(const std::string& only) const {
     for (const auto& p : programs) {
         if (!only.empty() && p->name != only) continue;
         json slots = json::array();
-        for (const Worker* w : p->slots) slots.push_back(worker_json(*w));
+        for (const Worker* w : p->slots) slots.push_back(worker_json(*w, next_try(*w)));
         json draining = json::array();
         for (const auto& [id, w] : workers)
             if (w->program == p.get() &&
                 std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
-                draining.push_back(worker_json(*w));
+                draining.push_back(worker_json(*w, std::nullopt));
         int configured = p->removed ? 0 : configured_workers(*p);
         progs.push_back({
             {"name", p->name},

@@ -55,8 +55,8 @@ std::string Supervisor::Impl::metrics_text() const {
                                "refuse them because no worker can serve");
     auto failures = pm::gauge("clusterd_worker_failures",
                               "Failing runs of a slot in a row (0 after a healthy run)");
-    auto next_try = pm::gauge("clusterd_worker_next_try_seconds",
-                              "Seconds until a slot in backoff starts its next worker");
+    auto next_try_f = pm::gauge("clusterd_worker_next_try_seconds",
+                                "Seconds until a slot in backoff starts its next worker");
     auto late = pm::gauge("clusterd_worker_late", "1 while a worker's heartbeat is overdue");
     auto exits = pm::counter("clusterd_worker_exits_total",
                              "Worker exits by cause: exited, crashed, watchdog, memory, "
@@ -103,8 +103,7 @@ std::string Supervisor::Impl::metrics_text() const {
             restarts.add(l, s.restarts);
             failures.add(l, s.failures);
             late.add(l, s.late ? 1 : 0);
-            if (s.state == SlotState::backoff && s.deadline)
-                next_try.add(l, std::max(0.0, seconds(*s.deadline - now)));
+            if (auto at = next_try(*w)) next_try_f.add(l, std::max(0.0, seconds(*at - now)));
             if (s.state == SlotState::ready) heartbeat.add(l, seconds(now - s.last_heartbeat));
             if (auto stats = s.pid != 0 ? read_proc_stats(s.pid) : std::nullopt) {
                 rss.add(l, static_cast<double>(stats->rss_bytes));
@@ -134,9 +133,9 @@ std::string Supervisor::Impl::metrics_text() const {
         }
     }
     std::vector<pm::Family> families{
-        build,    generation, reloads, uptime,    workers_f, ready_f,  prog_gen,  exits, state,
-        pid,      wgen,       wup,     restarts,  rss,       cpu,      heartbeat, lag,   conns,
-        requests, queued,     backlog, accepting, failures,  next_try, late};
+        build,    generation, reloads, uptime,    workers_f, ready_f,    prog_gen,  exits, state,
+        pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,   conns,
+        requests, queued,     backlog, accepting, failures,  next_try_f, late};
     if (auto drops = read_listen_drops()) {
         families.push_back(pm::counter("clusterd_tcp_listen_overflows_total",
                                        "Host-wide: connections dropped for a full accept queue")

@@ -343,6 +343,16 @@ void Supervisor::Impl::on_deadline(Worker* w) {
     dispatch(w, event::Deadline{});
 }
 
+std::optional<TimePoint> Supervisor::Impl::next_try(const Worker& w) const {
+    const Slot& s = w.sm;
+    if (s.state != SlotState::backoff || !s.deadline) return std::nullopt;
+    const Program& prog = *w.program;
+    if (prog.serving) return s.deadline;
+    TimePoint at = std::max(*s.deadline, prog.next_probe);
+    if (prog.probe_at != TimePoint{}) at = std::min(at, std::max(prog.probe_at, prog.next_probe));
+    return at;
+}
+
 void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
     if (pid <= 0) return;
     ::kill(pid, sig);
@@ -411,7 +421,7 @@ void Supervisor::Impl::pace(Program& prog) {
         prog.serving = true;
         std::vector<std::uint64_t> waiting;
         for (Worker* w : prog.slots)
-            if (w->sm.state == SlotState::backoff) waiting.push_back(w->id);
+            if (w->sm.state == SlotState::backoff && !prog.rollout) waiting.push_back(w->id);
         if (!waiting.empty())
             spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
                          waiting.size(), waiting.size() == 1 ? "" : "s");
@@ -447,29 +457,42 @@ void Supervisor::Impl::pace(Program& prog) {
 }
 
 // The door: while no worker of the program is ready, starting, or due within kSoon, its
-// sockets are shut and a client is refused at once; they listen again before the next spawn.
+// sockets are shut and a client is refused at once. They listen again right before the next
+// spawn (do_spawn), not earlier: a client never waits for a start that has not begun.
 void Supervisor::Impl::update_door(Program& prog) {
     if (prog.removed || stopping || prog.sockets.empty()) return;
     TimePoint now = Clock::now();
-    bool any = false;
-    for (const auto& [id, w] : workers)
-        if (w->program == &prog && coming(w->sm, now)) {
-            any = true;
-            break;
-        }
-    if (any && prog.sockets.is_shut()) {
+    bool coming_soon = false;
+    bool up = false;
+    for (const auto& [id, w] : workers) {
+        if (w->program != &prog) continue;
+        coming_soon = coming_soon || coming(w->sm, now);
+        up = up || w->sm.state == SlotState::ready || w->sm.state == SlotState::starting;
+    }
+    if (up && prog.sockets.is_shut()) {
         open_door(prog);
-    } else if (!any && !prog.sockets.is_shut()) {
+    } else if (!coming_soon && !prog.sockets.is_shut()) {
         prog.sockets.shut();
         prog.steered.reset();
-        spdlog::warn("{}: no worker can serve: refusing connections until one starts", prog.name);
+        // Said once per outage; the probes' brief openings in between are debug lines.
+        if (!prog.refusing) {
+            prog.refusing = true;
+            spdlog::warn("{}: no worker can serve: refusing connections until one is ready",
+                         prog.name);
+        } else {
+            spdlog::debug("{}: refusing connections again", prog.name);
+        }
+    }
+    if (prog.refusing && prog.serving) {
+        prog.refusing = false;
+        spdlog::info("{}: a worker is ready: accepting connections again", prog.name);
     }
 }
 
 void Supervisor::Impl::open_door(Program& prog) {
     prog.sockets.open();
     prog.steered.reset();
-    spdlog::info("{}: accepting connections again", prog.name);
+    spdlog::debug("{}: listening again for a starting worker", prog.name);
     resteer(prog);
 }
 

@@ -109,7 +109,8 @@ struct Program {
     bool all_ready_logged = false;
     // Restarts while nothing serves are paced (see kProbeInterval): the next backoff slot
     // may spawn at next_probe; probe_timer starts the earliest one then if none would.
-    bool serving = false;  // some slot's worker is ready
+    bool serving = false;   // some slot's worker is ready
+    bool refusing = false;  // the door was shut since the last time a worker was ready
     TimePoint next_probe{};
     std::unique_ptr<asio::steady_timer> probe_timer;
     TimePoint probe_at{};  // when probe_timer fires (armed when != {})
@@ -213,6 +214,10 @@ struct Supervisor::Impl {
     void persist_scale();
     int configured_workers(const Program& prog) const;
     Program* find_program(const std::string& name);
+
+    /// When a slot in backoff starts its next worker (the pacing included); nullopt if it is
+    /// not in backoff.
+    std::optional<TimePoint> next_try(const Worker& w) const;
 
     // ---- metrics.cpp: /metrics and /healthz ----
     std::string metrics_text() const;

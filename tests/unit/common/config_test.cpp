@@ -118,7 +118,7 @@ TEST_CASE("a program with no keys gets every default") {
     CHECK(p.stop_signal == SIGTERM);
     CHECK(p.stop_timeout == 10s);
     CHECK_FALSE(p.cpu_affinity);
-    CHECK(p.output == "inherit");
+    CHECK(p.output == "capture");
 }
 
 TEST_CASE("the example etc/clusterd.yaml loads and states the defaults") {
