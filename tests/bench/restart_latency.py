@@ -49,9 +49,9 @@ def main():
 programs:
   web:
     cores: {args.workers}
-    # Each kill is a failure to the backoff unless the worker stayed ready for reset_after;
-    # the kills are spaced past it, so every replacement is the immediate first restart.
-    backoff: {{initial: 0s, max: 30s, reset_after: 500ms}}
+    # A kill ends a healthy run (restarted at once) once the worker stayed ready for
+    # min_uptime; the kills are spaced past it.
+    min_uptime: 500ms
     listen:
       - {{name: http, address: "127.0.0.1:{port}"}}
 """)
