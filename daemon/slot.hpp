@@ -183,7 +183,7 @@ constexpr Duration kProbeInterval{1000};
 /// Whether a worker in this state may serve soon enough that clients should wait for it:
 /// starting, ready, restarting, or a backoff that ends within kSoon. A program none of whose
 /// workers qualifies refuses connections (its listening sockets are shut).
-constexpr Duration kSoon{250};
+constexpr Duration kSoon{100};
 bool coming(const Slot& slot, TimePoint now);
 
 const char* to_string(SlotState state);

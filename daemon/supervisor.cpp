@@ -466,7 +466,9 @@ void Supervisor::Impl::update_door(Program& prog) {
     bool up = false;
     for (const auto& [id, w] : workers) {
         if (w->program != &prog) continue;
-        coming_soon = coming_soon || coming(w->sm, now);
+        // A backoff counts by when it really ends: pacing may hold it past its deadline.
+        auto at = next_try(*w);
+        coming_soon = coming_soon || (at ? *at <= now + kSoon : coming(w->sm, now));
         up = up || w->sm.state == SlotState::ready || w->sm.state == SlotState::starting;
     }
     if (up && prog.sockets.is_shut()) {
