@@ -154,7 +154,7 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
             if (!per_slot_[s][e]) {
                 per_slot_[s][e] = join(groups_[e], open_listener(entry));
             } else {
-                ::listen(per_slot_[s][e]->get(), entry.backlog);
+                rejoin(e, per_slot_[s][e]);  // a shut one (see shut()) joins the group again
             }
         }
     }
@@ -201,6 +201,19 @@ void SocketTable::rejoin(std::size_t e, const SocketRef& sock) {
     if (groups_[e] && groups_[e]->index_of(sock->get()) < 0) groups_[e]->fds.push_back(sock->get());
 }
 
+bool SocketTable::all_listening() const {
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (activated_[e]) continue;
+        if (!entries_[e].reuseport) {
+            if (shared_[e] && !listen_queue(shared_[e]->get())) return false;
+            continue;
+        }
+        for (const auto& row : per_slot_)
+            if (row[e] && !listen_queue(row[e]->get())) return false;
+    }
+    return true;
+}
+
 void SocketTable::shut() {
     if (shut_) return;
     shut_ = true;
@@ -215,7 +228,6 @@ void SocketTable::shut() {
 }
 
 void SocketTable::open() {
-    if (!shut_) return;
     shut_ = false;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
         if (activated_[e]) continue;

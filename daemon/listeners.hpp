@@ -66,6 +66,9 @@ class SocketTable {
     void shut();
     void open();
     bool is_shut() const { return shut_; }
+    /// Every socket of the table is listening (a copy of a table made before shut() may
+    /// hold shut sockets without knowing).
+    bool all_listening() const;
     /// Reset what is queued on slot `slot`'s own sockets (shutdown, then listen again): for a
     /// slot whose worker will not be back soon. Its sockets join the end of their groups.
     /// Returns the number of connections that were queued.

@@ -241,7 +241,7 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     Program& prog = *w->program;
     // The worker must find its sockets listening; while nothing of the program serves,
     // its starts are paced (this one is the probe).
-    if (prog.sockets.is_shut()) open_door(prog);
+    if (prog.sockets.is_shut() || !prog.sockets.all_listening()) open_door(prog);
     if (!prog.serving) prog.next_probe = Clock::now() + kProbeInterval;
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
     if (r.pid < 0) {
