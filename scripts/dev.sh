@@ -7,13 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(cmake make g++ pkgconf libboost1.81-dev libyaml-cpp-dev libspdlog-dev doctest-dev
-          libcli11-dev nlohmann-json3-dev python3
-          systemd-container debootstrap zstd dpkg-dev)
+          libcli11-dev nlohmann-json3-dev python3)
+# Only for the tests: the systemd test builds a .deb (cpack needs file and dpkg-dev) and boots
+# it in a container; the fault harness puts keep-alive load on the workers with wrk.
+TEST_PACKAGES=(systemd-container debootstrap zstd dpkg-dev file wrk)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
     local missing=() p
-    for p in "${PACKAGES[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$p")
     done
@@ -35,14 +37,14 @@ build() {
 case "${1:-}" in
     run)
         shift
-        install_missing
+        install_missing "${PACKAGES[@]}"
         build
         echo "== $BUILD_DIR/bin/clusterd run $*"
         exec "$BUILD_DIR/bin/clusterd" run "$@"
         ;;
     test)
         shift
-        install_missing
+        install_missing "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"
         build
         echo "== ctest"
         exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" "$@"
