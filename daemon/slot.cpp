@@ -64,11 +64,11 @@ class Step {
         arm(policy_.stop_timeout);
     }
 
-    void become_ready() {
+    void become_ready(Duration heartbeat = Duration{0}) {
         next_.state = SlotState::ready;
         next_.ready_at = now_;
         next_.last_heartbeat = now_;
-        next_.heartbeat_interval = Duration{0};
+        next_.heartbeat_interval = heartbeat;
         next_.late = false;
         disarm();
         if (policy_.watchdog.count() > 0) arm(late_after(next_, policy_));
@@ -282,8 +282,8 @@ void on_spawn_failed(Step& t, int error) {
             LogLevel::critical);
 }
 
-void on_ready(Step& t) {
-    if (t.slot().state == SlotState::starting && t.slot().pid != 0) t.become_ready();
+void on_ready(Step& t, Duration heartbeat) {
+    if (t.slot().state == SlotState::starting && t.slot().pid != 0) t.become_ready(heartbeat);
 }
 
 void on_heartbeat(Step& t) {
@@ -415,7 +415,7 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
                    [&](const event::Kill&) { on_kill(t); },
                    [&](const event::Spawned& e) { on_spawned(t, e.pid); },
                    [&](const event::SpawnFailed& e) { on_spawn_failed(t, e.error); },
-                   [&](const event::Ready&) { on_ready(t); },
+                   [&](const event::Ready& e) { on_ready(t, e.heartbeat); },
                    [&](const event::Heartbeat&) { on_heartbeat(t); },
                    [&](const event::Exited& e) { on_exited(t, e.status); },
                    [&](const event::Deadline&) { on_deadline(t); },

@@ -95,7 +95,9 @@ struct Spawned {
 struct SpawnFailed {
     int error;  // errno
 };
-struct Ready {};
+struct Ready {
+    Duration heartbeat{0};  // the pace of heartbeats the worker announced (0: not said)
+};
 struct Heartbeat {};
 struct Exited {
     ExitStatus status;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -725,7 +726,19 @@ void Supervisor::Impl::on_notify(pid_t pid, const NotifyMessage& m) {
     if (m.status) w->status = *m.status;
     for (const auto& [k, v] : m.fields) w->fields[k] = v;
     std::uint64_t id = w->id;
-    if (m.ready) dispatch(w, event::Ready{});
+    if (m.ready) {
+        // X_CLUSTERD_HEARTBEAT_USEC: the pace the worker promises (its first heartbeat may be
+        // a second away; a hang before it should not wait for 1.5 half-watchdogs).
+        Duration pace{0};
+        if (auto f = m.fields.find("HEARTBEAT_USEC"); f != m.fields.end()) {
+            std::int64_t usec = 0;
+            auto [end, ec] =
+                std::from_chars(f->second.data(), f->second.data() + f->second.size(), usec);
+            if (ec == std::errc{} && usec > 0)
+                pace = std::chrono::ceil<Duration>(std::chrono::microseconds(usec));
+        }
+        dispatch(w, event::Ready{pace});
+    }
     if (m.watchdog && workers.count(id)) dispatch(w, event::Heartbeat{});
 }
 

@@ -22,9 +22,11 @@ void append_status(std::string& out, std::string_view text) {
 
 }  // namespace
 
-int notify_ready(std::string_view status) {
+int notify_ready(std::string_view status, std::chrono::microseconds heartbeat) {
     std::string msg = "READY=1\n";
     if (!status.empty()) append_status(msg, status);
+    if (heartbeat.count() > 0)
+        append_fields(msg, {{"HEARTBEAT_USEC", static_cast<std::int64_t>(heartbeat.count())}});
     return notify(msg, notify_state_wait);
 }
 

@@ -18,8 +18,11 @@ namespace clusterd::worker {
 /// A clusterd figure: name without the X_CLUSTERD_ prefix ("LOOP_LAG_US") and its value.
 using NotifyField = std::pair<std::string_view, std::int64_t>;
 
-/// "READY=1", with a STATUS= line when `status` is not empty. Returns 0 or an errno value.
-int notify_ready(std::string_view status = {});
+/// "READY=1", with a STATUS= line when `status` is not empty, and X_CLUSTERD_HEARTBEAT_USEC
+/// when `heartbeat` is set (how often WATCHDOG=1 will follow: the master then knows from the
+/// start when a heartbeat is late). Returns 0 or an errno value.
+int notify_ready(std::string_view status = {},
+                 std::chrono::microseconds heartbeat = std::chrono::microseconds(0));
 /// "STATUS=<text>" (newlines become spaces). Returns 0 or an errno value.
 int notify_status(std::string_view text);
 /// "STOPPING=1". Returns 0 or an errno value.

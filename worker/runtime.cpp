@@ -281,7 +281,8 @@ int Runtime::run() {
     }
     // Posted so READY=1 goes out from the running loop, once accepts can be served.
     boost::asio::post(impl.ioc, [&impl, where] {
-        notify_ready("accepting on " + where);
+        notify_ready("accepting on " + where,
+                     impl.watchdog ? impl.heartbeat : std::chrono::microseconds(0));
         spdlog::info("accepting on {}", where);
         if (impl.heartbeat.count() > 0) {
             if (impl.watchdog) notify_watchdog();

@@ -387,6 +387,14 @@ TEST_CASE("slot: watchdog: a late heartbeat marks the worker late, silence aband
     CHECK(stale.next.restarts == t.next.restarts);
 }
 
+TEST_CASE("slot: a heartbeat pace announced with READY counts from the start") {
+    SlotPolicy p = policy();  // watchdog 10s
+    Slot s = step(Slot{}, p, event::Start{}, t0).next;
+    s = step(s, p, event::Spawned{100}, t0).next;
+    s = step(s, p, event::Ready{1s}, t0).next;
+    CHECK(*s.deadline == t0 + 1500ms);
+}
+
 TEST_CASE("slot: a released worker is aborted by its watchdog and not restarted") {
     SlotPolicy p = policy();
     Slot s = in_state(S::ready);
