@@ -344,13 +344,20 @@ void Supervisor::Impl::on_deadline(Worker* w) {
     dispatch(w, event::Deadline{});
 }
 
+// While nothing serves, the slots in backoff take turns, one per kProbeInterval, in the
+// order of their own deadlines: the k-th waits for next_probe + k intervals.
 std::optional<TimePoint> Supervisor::Impl::next_try(const Worker& w) const {
     const Slot& s = w.sm;
     if (s.state != SlotState::backoff || !s.deadline) return std::nullopt;
     const Program& prog = *w.program;
     if (prog.serving) return s.deadline;
-    TimePoint at = std::max(*s.deadline, prog.next_probe);
-    if (prog.probe_at != TimePoint{}) at = std::min(at, std::max(prog.probe_at, prog.next_probe));
+    int rank = 0;
+    for (const Worker* o : prog.slots)
+        if (o != &w && o->sm.state == SlotState::backoff && o->sm.deadline &&
+            std::pair(*o->sm.deadline, o->slot) < std::pair(*s.deadline, w.slot))
+            ++rank;
+    TimePoint at = std::max(*s.deadline, prog.next_probe + rank * kProbeInterval);
+    if (rank == 0 && prog.probe_at != TimePoint{}) at = std::min(at, prog.probe_at);
     return at;
 }
 
@@ -465,13 +472,23 @@ void Supervisor::Impl::update_door(Program& prog) {
     TimePoint now = Clock::now();
     bool coming_soon = false;
     bool up = false;
+    std::optional<TimePoint> soonest;  // the earliest end of a backoff of the program's slots
     for (const auto& [id, w] : workers) {
         if (w->program != &prog) continue;
-        // A backoff counts by when it really ends: pacing may hold it past its deadline.
-        auto at = next_try(*w);
-        coming_soon = coming_soon || (at ? *at <= now + kSoon : coming(w->sm, now));
-        up = up || w->sm.state == SlotState::ready || w->sm.state == SlotState::starting;
+        const Slot& s = w->sm;
+        if (s.state == SlotState::backoff && s.deadline) {
+            if (!soonest || *s.deadline < *soonest) soonest = s.deadline;
+            continue;
+        }
+        coming_soon = coming_soon || coming(s, now);
+        up = up || s.state == SlotState::ready || s.state == SlotState::starting;
     }
+    // A backoff counts by when it really ends: pacing may hold it past its deadline.
+    if (soonest && !prog.serving) {
+        soonest = std::max(*soonest, prog.next_probe);
+        if (prog.probe_at != TimePoint{}) soonest = std::min(*soonest, prog.probe_at);
+    }
+    coming_soon = coming_soon || (soonest && *soonest <= now + kSoon);
     if (up && prog.sockets.is_shut()) {
         open_door(prog);
     } else if (!coming_soon && !prog.sockets.is_shut()) {
