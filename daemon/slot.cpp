@@ -113,7 +113,6 @@ void Step::ended(ExitCause cause, const std::string& what, LogLevel level) {
         ++s.failures;
     }
     ++s.ends;
-    s.ended_at = now_;
     s.last_cause = cause;
     s.pid = 0;
     s.late = false;

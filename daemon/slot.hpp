@@ -148,7 +148,6 @@ struct Slot {
     Duration heartbeat_interval{0};  // between the last two heartbeats (0: not known yet)
     bool late = false;               // ready, but its heartbeat is overdue
     int ends = 0;                    // runs ended (exits, failed spawns, abandons)
-    TimePoint ended_at{};            // when the last run ended
     std::optional<TimePoint> deadline;
     ExitCause stop_reason = ExitCause::none;  // while stopping: why
     ExitCause last_cause = ExitCause::none;
