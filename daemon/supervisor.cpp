@@ -243,7 +243,7 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     // The worker must find its sockets listening; while nothing of the program serves,
     // its starts are paced (this one is the probe).
     if (prog.sockets.is_shut() || !prog.sockets.all_listening()) open_door(prog);
-    if (!prog.serving) prog.next_probe = Clock::now() + kProbeInterval;
+    pacing::spawned(prog.pace, Clock::now());
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
     if (r.pid < 0) {
         spdlog::critical("{}: fork() failed: {}", label(w), std::strerror(r.error));
@@ -307,7 +307,7 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
         // A slot that will not be back soon hands back what is queued on its own sockets:
         // better a reset now than a wait for nobody (new connections go elsewhere already).
         if (current && s.state == SlotState::backoff && before != SlotState::backoff &&
-            s.deadline && *s.deadline - Clock::now() >= kProbeInterval && prog->serving) {
+            s.deadline && *s.deadline - Clock::now() >= kProbeInterval && prog->pace.serving) {
             if (int n = prog->sockets.refuse_queued(w->slot); n > 0) {
                 spdlog::warn("{}: back in {}: refused the {} connection{} queued for it", label(w),
                              format_duration(s.last_backoff), n, n == 1 ? "" : "s");
@@ -334,9 +334,8 @@ void Supervisor::Impl::on_deadline(Worker* w) {
     auto index = static_cast<std::size_t>(w->slot);
     bool current = index < prog.slots.size() && prog.slots[index] == w;
     // While nothing of the program serves, one restart per kProbeInterval: hold the others.
-    if (s.state == SlotState::backoff && current && !prog.serving && now < prog.next_probe &&
-        !stopping)
-        return dispatch(w, event::Postpone{prog.next_probe});
+    if (s.state == SlotState::backoff && current && !stopping)
+        if (auto until = pacing::hold(prog.pace, now)) return dispatch(w, event::Postpone{*until});
     // The watchdog is about to abort a late worker whose spare is still starting: the spare
     // takes the slot now.
     if (s.state == SlotState::ready && s.late && w->recycling && s.deadline && now >= *s.deadline)
@@ -344,21 +343,18 @@ void Supervisor::Impl::on_deadline(Worker* w) {
     dispatch(w, event::Deadline{});
 }
 
-// While nothing serves, the slots in backoff take turns, one per kProbeInterval, in the
-// order of their own deadlines: the k-th waits for next_probe + k intervals.
+std::vector<const Slot*> Program::slot_states() const {
+    std::vector<const Slot*> out;
+    out.reserve(slots.size());
+    for (const Worker* w : slots) out.push_back(&w->sm);
+    return out;
+}
+
 std::optional<TimePoint> Supervisor::Impl::next_try(const Worker& w) const {
-    const Slot& s = w.sm;
-    if (s.state != SlotState::backoff || !s.deadline) return std::nullopt;
     const Program& prog = *w.program;
-    if (prog.serving) return s.deadline;
-    int rank = 0;
-    for (const Worker* o : prog.slots)
-        if (o != &w && o->sm.state == SlotState::backoff && o->sm.deadline &&
-            std::pair(*o->sm.deadline, o->slot) < std::pair(*s.deadline, w.slot))
-            ++rank;
-    TimePoint at = std::max(*s.deadline, prog.next_probe + rank * kProbeInterval);
-    if (rank == 0 && prog.probe_at != TimePoint{}) at = std::min(at, prog.probe_at);
-    return at;
+    auto index = static_cast<std::size_t>(w.slot);
+    if (index >= prog.slots.size() || prog.slots[index] != &w) return std::nullopt;
+    return pacing::next_try(prog.pace, prog.slot_states(), index);
 }
 
 void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
@@ -409,58 +405,31 @@ void Supervisor::Impl::promote_spare(Worker* late) {
     dispatch(late, event::Release{});
 }
 
-// Restarts while no worker of the program is ready: one per kProbeInterval (on_deadline holds
-// the others), and never none: if every slot's backoff ends later, the earliest is started at
-// next_probe. The moment a worker is ready again, the slots in backoff retry at once.
+// Restarts while no worker of the program is ready, and the door: decided by pacing::, done
+// here (see daemon/pacing.hpp).
 void Supervisor::Impl::pace(Program& prog) {
     if (stopping || prog.removed) return;
-    bool ready = false;
-    bool starting = false;
-    Worker* first = nullptr;
-    for (Worker* w : prog.slots) {
-        ready = ready || w->sm.state == SlotState::ready;
-        starting = starting || w->sm.state == SlotState::starting;
-        if (w->sm.state == SlotState::backoff && w->sm.deadline &&
-            (!first || *w->sm.deadline < *first->sm.deadline))
-            first = w;
-    }
-    if (ready) {
-        if (prog.serving) return;
-        prog.serving = true;
-        std::vector<std::uint64_t> waiting;
-        for (Worker* w : prog.slots)
-            if (w->sm.state == SlotState::backoff && !prog.rollout) waiting.push_back(w->id);
-        if (!waiting.empty())
-            spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
-                         waiting.size(), waiting.size() == 1 ? "" : "s");
-        for (auto id : waiting)
+    pacing::Plan plan =
+        pacing::after_change(prog.pace, prog.slot_states(), prog.rollout.has_value(), Clock::now());
+    if (!plan.wake.empty()) {
+        spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
+                     plan.wake.size(), plan.wake.size() == 1 ? "" : "s");
+        std::vector<std::uint64_t> ids;
+        for (auto k : plan.wake) ids.push_back(prog.slots[k]->id);
+        for (auto id : ids)
             if (auto it = workers.find(id); it != workers.end())
                 dispatch(it->second.get(), event::Start{});
-        return;
     }
-    prog.serving = false;
-    if (starting || !first) return;
-    TimePoint at = std::max(Clock::now(), prog.next_probe);
-    if (*first->sm.deadline <= at) return;  // its own deadline comes first
-    if (prog.probe_at != TimePoint{} && prog.probe_at <= at) return;
+    if (!plan.probe) return;
     if (!prog.probe_timer) prog.probe_timer = std::make_unique<asio::steady_timer>(io);
-    prog.probe_at = at;
-    prog.probe_timer->expires_at(at);
+    prog.probe_timer->expires_at(*plan.probe);
     std::string name = prog.name;
     prog.probe_timer->async_wait([this, name](const error_code& ec) {
         if (ec) return;
         Program* p = find_program(name);
-        if (!p) return;
-        p->probe_at = {};
-        if (p->serving || stopping) return;
-        Worker* probe = nullptr;
-        for (Worker* w : p->slots) {
-            if (w->sm.state == SlotState::starting) return;
-            if (w->sm.state == SlotState::backoff && w->sm.deadline &&
-                (!probe || *w->sm.deadline < *probe->sm.deadline))
-                probe = w;
-        }
-        if (probe) dispatch(probe, event::Start{});
+        if (!p || stopping) return;
+        if (auto k = pacing::probe_pick(p->pace, p->slot_states()))
+            dispatch(p->slots[*k], event::Start{});
     });
 }
 
@@ -469,29 +438,13 @@ void Supervisor::Impl::pace(Program& prog) {
 // spawn (do_spawn), not earlier: a client never waits for a start that has not begun.
 void Supervisor::Impl::update_door(Program& prog) {
     if (prog.removed || stopping || prog.sockets.empty()) return;
-    TimePoint now = Clock::now();
-    bool coming_soon = false;
-    bool up = false;
-    std::optional<TimePoint> soonest;  // the earliest end of a backoff of the program's slots
-    for (const auto& [id, w] : workers) {
-        if (w->program != &prog) continue;
-        const Slot& s = w->sm;
-        if (s.state == SlotState::backoff && s.deadline) {
-            if (!soonest || *s.deadline < *soonest) soonest = s.deadline;
-            continue;
-        }
-        coming_soon = coming_soon || coming(s, now);
-        up = up || s.state == SlotState::ready || s.state == SlotState::starting;
-    }
-    // A backoff counts by when it really ends: pacing may hold it past its deadline.
-    if (soonest && !prog.serving) {
-        soonest = std::max(*soonest, prog.next_probe);
-        if (prog.probe_at != TimePoint{}) soonest = std::min(*soonest, prog.probe_at);
-    }
-    coming_soon = coming_soon || (soonest && *soonest <= now + kSoon);
-    if (up && prog.sockets.is_shut()) {
+    std::vector<const Slot*> all;
+    for (const auto& [id, w] : workers)
+        if (w->program == &prog) all.push_back(&w->sm);
+    pacing::Door door = pacing::door(prog.pace, all, Clock::now());
+    if (door == pacing::Door::open && prog.sockets.is_shut()) {
         open_door(prog);
-    } else if (!coming_soon && !prog.sockets.is_shut()) {
+    } else if (door == pacing::Door::shut && !prog.sockets.is_shut()) {
         prog.sockets.shut();
         prog.steered.reset();
         // Said once per outage; the probes' brief openings in between are debug lines.
@@ -503,7 +456,7 @@ void Supervisor::Impl::update_door(Program& prog) {
             spdlog::debug("{}: refusing connections again", prog.name);
         }
     }
-    if (prog.refusing && prog.serving) {
+    if (prog.refusing && prog.pace.serving) {
         prog.refusing = false;
         spdlog::info("{}: a worker is ready: accepting connections again", prog.name);
     }

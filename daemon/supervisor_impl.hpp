@@ -23,6 +23,7 @@
 #include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
+#include "daemon/pacing.hpp"
 #include "daemon/reaper.hpp"
 #include "daemon/reporter.hpp"
 #include "daemon/slot.hpp"
@@ -96,6 +97,9 @@ struct Rollout {
 };
 
 struct Program {
+    /// The current worker of each slot, as the pacing functions take them.
+    std::vector<const Slot*> slot_states() const;
+
     std::string name;
     std::shared_ptr<const ProgramSpec> spec;  // current generation
     SocketTable sockets;                      // current listeners, one row per slot
@@ -107,13 +111,10 @@ struct Program {
     bool removed = false;                     // stopping for good; erased once its workers are gone
     TimePoint started_at{};
     bool all_ready_logged = false;
-    // Restarts while nothing serves are paced (see kProbeInterval): the next backoff slot
-    // may spawn at next_probe; probe_timer starts the earliest one then if none would.
-    bool serving = false;   // some slot's worker is ready
-    bool refusing = false;  // the door was shut since the last time a worker was ready
-    TimePoint next_probe{};
+    // Restarts while nothing serves are paced, and the door (daemon/pacing.hpp).
+    pacing::Pace pace;
     std::unique_ptr<asio::steady_timer> probe_timer;
-    TimePoint probe_at{};  // when probe_timer fires (armed when != {})
+    bool refusing = false;  // the door was shut since the last time a worker was ready
     // A flood of worker events is logged as one summary line per kLogWindow.
     TimePoint log_window_start{};
     int log_lines = 0;
