@@ -825,8 +825,10 @@ void Supervisor::Impl::handle_scale_signal(int delta) {
     part_done(op, true, "");
 }
 
-// sd_notify to our own supervisor (systemd), when there is one: READY=1 once every
-// program's initial workers are ready or have failed for good, then STATUS= on change.
+// sd_notify to our own supervisor (systemd), when there is one: READY=1 once every slot's
+// first worker is ready, has failed for good, or has failed at all (a crash-looping program
+// must not hold back READY=1 until systemd's start timeout kills the whole service), then
+// STATUS= on change.
 void Supervisor::Impl::report_to_systemd() {
     if (!systemd_notify) return;
     std::string status;
@@ -837,7 +839,7 @@ void Supervisor::Impl::report_to_systemd() {
             SlotState st = w->sm.state;
             if (st == SlotState::ready) ++ready;
             if (st != SlotState::ready && st != SlotState::failed &&
-                !(st == SlotState::stopped && !w->sm.want_up))
+                !(st == SlotState::stopped && !w->sm.want_up) && w->sm.failures == 0)
                 settled = false;
         }
         if (!status.empty()) status += ", ";

@@ -126,6 +126,29 @@ programs:
         self.assertEqual(master.wait(15), 0)
         self.assertTrue(self.systemd.seen("STOPPING=1"))
 
+    def test_a_crash_looping_program_does_not_hold_back_ready(self):
+        with open(self.config, "w") as f:
+            f.write(f"""
+daemon:
+  control: {self.dir}/control.sock
+  state_dir: {self.dir}/state
+programs:
+  web:
+    cores: 1
+    listen:
+      - {{name: http, address: "127.0.0.1:{self.port}"}}
+  broken:
+    command: ["/bin/sh", "-c", "exit 1"]
+    cores: 2
+""")
+        self.start()
+        # Under systemd, a READY=1 that never comes means the start timeout kills every
+        # program; clusterd is up once each slot has tried, and STATUS says what serves.
+        wait_for(lambda: self.systemd.seen("READY=1"), 5, what="READY=1")
+        wait_for(lambda: self.systemd.seen("STATUS=web 1/1 ready, broken 0/2 ready"), 5,
+                 what="STATUS with the crash-looping program")
+        self.assertEqual(http_get(self.port)[0], 200)
+
     def test_connections_wait_in_the_passed_socket_across_a_master_restart(self):
         master = self.start()
         wait_for(lambda: self.systemd.seen("READY=1"), 10, what="READY=1")
