@@ -364,7 +364,7 @@ void on_deadline(Step& t) {
             }
             t.abandon(SIGABRT);
             t.ended(ExitCause::watchdog,
-                    pid + " sent no heartbeat for " + format_duration(silent) +
+                    pid + " sent no heartbeat for " + format_duration(p.watchdog) +
                         ": sent SIGABRT, SIGKILL in " + format_duration(p.abort_timeout) +
                         ", not waited for",
                     LogLevel::error);
