@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/duration.hpp"
+#include "daemon/logging.hpp"
 #include "daemon/reload_plan.hpp"
 #include "daemon/supervisor_impl.hpp"
 #include "daemon/systemd.hpp"
@@ -157,8 +158,17 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
     if (next.daemon.log_level != config.daemon.log_level)
         spdlog::set_level(spdlog::level::from_str(next.daemon.log_level));
     for (const auto& field : plan.daemon_changed)
-        if (field == "control" || field == "log_file" || field == "metrics")
+        if (field == "control" || field == "control_group" || field == "metrics")
             op->progress("daemon." + field + " changes take effect when clusterd restarts");
+    if (next.daemon.log_file != config.daemon.log_file) {
+        try {
+            reopen_log(next.daemon.log_file);
+            op->progress("daemon.log_file: now " +
+                         (next.daemon.log_file.empty() ? "stderr" : next.daemon.log_file));
+        } catch (const std::exception& e) {
+            op->progress("daemon.log_file: " + std::string(e.what()) + "; still logging as before");
+        }
+    }
 
     config = next;
     ++config_generation;

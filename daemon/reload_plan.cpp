@@ -103,6 +103,7 @@ ReloadPlan plan_reload(const Config& current, const Config& next) {
     const DaemonConfig& a = current.daemon;
     const DaemonConfig& b = next.daemon;
     if (a.control != b.control) plan.daemon_changed.push_back("control");
+    if (a.control_group != b.control_group) plan.daemon_changed.push_back("control_group");
     if (a.log_level != b.log_level) plan.daemon_changed.push_back("log_level");
     if (a.log_file != b.log_file) plan.daemon_changed.push_back("log_file");
     if (a.metrics != b.metrics) plan.daemon_changed.push_back("metrics");

@@ -17,6 +17,7 @@
 #include "common/duration.hpp"
 #include "common/exit_codes.hpp"
 #include "common/signals.hpp"
+#include "daemon/logging.hpp"
 #include "daemon/proc_stats.hpp"
 #include "daemon/spawner.hpp"
 #include "daemon/supervisor_impl.hpp"
@@ -244,6 +245,9 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     // its starts are paced (this one is the probe).
     if (prog.sockets.is_shut() || !prog.sockets.all_listening()) open_door(prog);
     pacing::spawned(prog.pace, Clock::now());
+    // What the previous process of this slot reported is not this one's.
+    w->status.clear();
+    w->fields.clear();
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
     if (r.pid < 0) {
         spdlog::critical("{}: fork() failed: {}", label(w), std::strerror(r.error));
@@ -802,7 +806,15 @@ void Supervisor::Impl::handle_usr1() {
     };
     for (const auto& prog : programs) reopen(*prog->spec);
     for (const auto& [id, w] : workers) reopen(*w->spec);
-    spdlog::info("SIGUSR1 received: output files reopened");
+    if (!config.daemon.log_file.empty()) {
+        try {
+            reopen_log(config.daemon.log_file);
+        } catch (const std::exception& e) {
+            spdlog::critical("daemon.log_file not reopened: {}", e.what());
+        }
+    }
+    spdlog::info("SIGUSR1 received: output files{} reopened",
+                 config.daemon.log_file.empty() ? "" : " and the log file");
 }
 
 /// TTIN/TTOU: one worker more/less for every program.

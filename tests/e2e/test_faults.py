@@ -4,6 +4,7 @@ replaced without anybody waiting for it. (The long, loaded versions: tests/fault
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -167,6 +168,104 @@ programs:
         self.assertLess(gone, 2.0 + 0.5 + 0.5)
         self.assertEqual(sorted(d.workers()), [0, 1])
         self.assertNotIn(victim, d.workers().values())
+
+
+NOTIFYING_WORKER = r"""
+import os, socket, sys, time
+marker = sys.argv[1]
+first = not os.path.exists(marker)
+open(marker, "a").close()
+addr = os.environ["NOTIFY_SOCKET"]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect("\0" + addr[1:] if addr.startswith("@") else addr)
+s.send(b"READY=1\nSTATUS=first run\nX_CLUSTERD_QUEUE=7\n" if first else b"READY=1\n")
+while True:
+    time.sleep(1)
+"""
+
+
+class ReplacementTest(unittest.TestCase):
+    def test_a_replacement_does_not_show_its_predecessors_status(self):
+        d = Daemon()
+        self.addCleanup(d.close)
+        script = os.path.join(d.dir, "worker.py")
+        with open(script, "w") as f:
+            f.write(NOTIFYING_WORKER)
+        d.write_config(f"""
+daemon:
+  control: {d.dir}/control.sock
+  state_dir: {d.dir}/state
+programs:
+  app:
+    command: ["/usr/bin/env", "python3", "{script}", "{d.dir}/marker"]
+    cores: 1
+""")
+        d.launch()
+        d.wait_log(r"app: all 1 workers ready")
+        sock = os.path.join(d.dir, "control.sock")
+
+        def slot():
+            r = subprocess.run([CLUSTERD, "status", "--json", "-s", sock], capture_output=True,
+                               text=True, timeout=30)
+            return json.loads(r.stdout.strip().splitlines()[-1])["status"]["programs"][0][
+                "slots"][0]
+
+        first = wait_for(lambda: (s := slot())["status"] == "first run" and s, 5,
+                         what="the first worker's STATUS")
+        self.assertEqual(first["fields"], {"QUEUE": "7"})
+        os.kill(first["pid"], 9)
+        d.wait_log(rf"app\[0\]: pid (?!{first['pid']})\d+ ready after")
+        now = slot()
+        self.assertNotEqual(now["pid"], first["pid"])
+        self.assertEqual(now["status"], "")
+        self.assertEqual(now["fields"], {})
+
+
+def read(path):
+    """The text of a file, "" while it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+class LogFileTest(unittest.TestCase):
+    def test_usr1_reopens_the_log_file_and_a_reload_moves_it(self):
+        d = Daemon()
+        self.addCleanup(d.close)
+        log = os.path.join(d.dir, "clusterd.log.file")
+        moved = os.path.join(d.dir, "other.log")
+
+        def config(path):
+            return f"""
+daemon:
+  control: {d.dir}/control.sock
+  state_dir: {d.dir}/state
+  log_file: {path}
+programs:
+  web:
+    cores: 1
+    listen:
+      - {{name: http, address: "127.0.0.1:{free_port()}"}}
+"""
+        d.write_config(config(log))
+        d.launch()
+        wait_for(lambda: "all 1 workers ready" in read(log), 10,
+                 what="the log file")
+        os.rename(log, log + ".1")  # logrotate
+        d.signal(signal.SIGUSR1)
+        wait_for(lambda: "SIGUSR1 received" in read(log), 5,
+                 what="the reopened log file")
+        self.assertNotIn("SIGUSR1 received", read(log + ".1"))
+        d.write_config(config(moved))
+        r = subprocess.run([CLUSTERD, "reload", "-s", os.path.join(d.dir, "control.sock")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"daemon.log_file: now {moved}", r.stdout)
+        d.signal(signal.SIGTTIN)  # anything that logs
+        wait_for(lambda: "SIGTTIN" in read(moved), 5,
+                 what="lines in the new log file")
 
 
 if __name__ == "__main__":
