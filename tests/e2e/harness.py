@@ -61,6 +61,28 @@ def http_get(port, path="/", timeout=5.0):
         conn.close()
 
 
+def connect_outcome(port, timeout):
+    """('refused' | 'reset' | 'served' | 'timeout' | ..., seconds) of one new connection."""
+    start = time.monotonic()
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = s.recv(64)
+        outcome = "served" if data.startswith(b"HTTP/1.1 200") else (
+            "reset" if not data else "other")
+    except ConnectionRefusedError:
+        outcome = "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        outcome = "reset"
+    except socket.timeout:
+        outcome = "timeout"
+    finally:
+        s.close()
+    return outcome, time.monotonic() - start
+
+
 class Daemon:
     """One `clusterd run -c CONFIG` process; its log goes to a file."""
 

@@ -5,13 +5,13 @@ replaced without anybody waiting for it. (The long, loaded versions: tests/fault
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import unittest
 import urllib.request
 
-from harness import CLUSTERD, Daemon, free_port, http_get, pid_alive, wait_for
+from harness import (CLUSTERD, Daemon, connect_outcome, free_port, http_get, pid_alive,
+                     wait_for)
 
 
 def crash_loop_config(d, port, metrics, command=True):
@@ -28,27 +28,6 @@ programs:
     listen:
       - {{name: http, address: "127.0.0.1:{port}"}}
 """
-
-
-def connect_outcome(port):
-    """('refused' | 'reset' | 'served' | 'timeout', seconds) of one new connection."""
-    start = time.monotonic()
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect(("127.0.0.1", port))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = s.recv(64)
-        outcome = "served" if data.startswith(b"HTTP/1.1 200") else "reset"
-    except ConnectionRefusedError:
-        outcome = "refused"
-    except (ConnectionResetError, BrokenPipeError):
-        outcome = "reset"
-    except socket.timeout:
-        outcome = "timeout"
-    finally:
-        s.close()
-    return outcome, time.monotonic() - start
 
 
 class CrashLoopTest(unittest.TestCase):
@@ -73,7 +52,7 @@ class CrashLoopTest(unittest.TestCase):
         time.sleep(2)  # well into the loop: failures have piled up
         outcomes = []
         for _ in range(60):
-            outcomes.append(connect_outcome(self.port))
+            outcomes.append(connect_outcome(self.port, 2))
             time.sleep(0.03)
         slow = [o for o in outcomes if o[1] > 0.1]
         print(f"\n60 connects during a crash loop: "
@@ -120,7 +99,7 @@ class CrashLoopTest(unittest.TestCase):
         start = time.monotonic()
         reload = subprocess.Popen([CLUSTERD, "reload", "-s", self.sock], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT)
-        wait_for(lambda: connect_outcome(self.port)[0] == "served", 5, interval=0.005,
+        wait_for(lambda: connect_outcome(self.port, 2)[0] == "served", 5, interval=0.005,
                  what="served after the reload")
         elapsed = time.monotonic() - start
         reload.wait(timeout=30)
@@ -155,7 +134,7 @@ programs:
         stopped = time.monotonic()
         # Late after 1.5 heartbeat intervals (1 s apart): steered away, a spare starts.
         d.wait_log(rf"web\[0\]: pid {victim} late", timeout=3)
-        outcomes = [connect_outcome(port) for _ in range(50)]
+        outcomes = [connect_outcome(port, 2) for _ in range(50)]
         self.assertTrue(all(o[0] == "served" and o[1] < 0.5 for o in outcomes), outcomes)
         d.wait_log(rf"web\[0\]: spare pid \d+ ready: takes over from late pid {victim}")
         spare_ready = time.monotonic() - stopped

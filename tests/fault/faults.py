@@ -824,7 +824,7 @@ class Faults:
             time.sleep(max(0.0, t_start + a_from - time.monotonic()))
             outcomes = []
             for _ in range(a_tries):
-                outcomes.append(connect_outcome(port, 1.0))
+                outcomes.append(H.connect_outcome(port, 1.0))
                 time.sleep(a_gap)
             # (b) starts per second once backed off
             started_rx = re.compile(r"web\[\d+\]: started pid")
@@ -845,7 +845,7 @@ class Faults:
             _procs.append(reload)
             served = None
             while time.monotonic() - t_reload < 10:
-                if connect_outcome(port, 2.0)[0] == "served":
+                if H.connect_outcome(port, 2.0)[0] == "served":
                     served = time.monotonic() - t_reload
                     break
                 time.sleep(0.01)
@@ -1045,28 +1045,6 @@ class Faults:
                     log(f"HARNESS ERROR in {name}/{server}: {e}")
                 log(f"{name} / {server} done in {time.monotonic() - t:.1f} s")
         return errors
-
-
-def connect_outcome(port, timeout):
-    """('refused' | 'reset' | 'served' | 'timeout' | ..., seconds) of one new connection."""
-    start = time.monotonic()
-    s = socket.socket()
-    s.settimeout(timeout)
-    try:
-        s.connect(("127.0.0.1", port))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = s.recv(64)
-        outcome = "served" if data.startswith(b"HTTP/1.1 200") else (
-            "reset" if not data else "other")
-    except ConnectionRefusedError:
-        outcome = "refused"
-    except (ConnectionResetError, BrokenPipeError):
-        outcome = "reset"
-    except socket.timeout:
-        outcome = "timeout"
-    finally:
-        s.close()
-    return outcome, time.monotonic() - start
 
 
 # ===================================================================== main
