@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -201,42 +202,35 @@ void SocketTable::rejoin(std::size_t e, const SocketRef& sock) {
     if (groups_[e] && groups_[e]->index_of(sock->get()) < 0) groups_[e]->fds.push_back(sock->get());
 }
 
-bool SocketTable::all_listening() const {
+std::vector<std::pair<std::size_t, SocketRef>> SocketTable::own() const {
+    std::vector<std::pair<std::size_t, SocketRef>> out;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
         if (activated_[e]) continue;
         if (!entries_[e].reuseport) {
-            if (shared_[e] && !listen_queue(shared_[e]->get())) return false;
+            if (shared_[e]) out.emplace_back(e, shared_[e]);
             continue;
         }
         for (const auto& row : per_slot_)
-            if (row[e] && !listen_queue(row[e]->get())) return false;
+            if (row[e]) out.emplace_back(e, row[e]);
     }
-    return true;
+    return out;
+}
+
+bool SocketTable::all_listening() const {
+    auto socks = own();
+    return std::all_of(socks.begin(), socks.end(),
+                       [](const auto& es) { return listen_queue(es.second->get()).has_value(); });
 }
 
 void SocketTable::shut() {
     if (shut_) return;
     shut_ = true;
-    for (std::size_t e = 0; e < entries_.size(); ++e) {
-        if (activated_[e]) continue;
-        if (!entries_[e].reuseport) {
-            leave(e, shared_[e]);
-            continue;
-        }
-        for (auto& row : per_slot_) leave(e, row[e]);
-    }
+    for (const auto& [e, sock] : own()) leave(e, sock);
 }
 
 void SocketTable::open() {
     shut_ = false;
-    for (std::size_t e = 0; e < entries_.size(); ++e) {
-        if (activated_[e]) continue;
-        if (!entries_[e].reuseport) {
-            rejoin(e, shared_[e]);
-            continue;
-        }
-        for (auto& row : per_slot_) rejoin(e, row[e]);
-    }
+    for (const auto& [e, sock] : own()) rejoin(e, sock);
 }
 
 int SocketTable::refuse_queued(int slot) {

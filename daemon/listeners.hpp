@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/config.hpp"
@@ -86,6 +87,8 @@ class SocketTable {
     const std::vector<ListenConfig>& entries() const { return entries_; }
 
   private:
+    /// Every socket this table may shut: (entry, socket), systemd's left out.
+    std::vector<std::pair<std::size_t, SocketRef>> own() const;
     void leave(std::size_t entry, const SocketRef& sock);
     void rejoin(std::size_t entry, const SocketRef& sock);
 

@@ -174,6 +174,8 @@ std::string Supervisor::Impl::label(const Worker* w) const {
 
 void Supervisor::Impl::dispatch(Worker* w, Event ev) {
     SlotState before = w->sm.state;
+    bool late_before = w->sm.late;
+    bool want_before = w->sm.want_up;
     std::vector<Event> pending{std::move(ev)};
     for (std::size_t i = 0; i < pending.size(); ++i) {
         Event e = std::move(pending[i]);
@@ -185,7 +187,11 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
     }
-    after_dispatch(w, before);
+    // A heartbeat (the most frequent event) changes none of these: pacing and the door need
+    // not look at the program's other workers then.
+    after_dispatch(
+        w, before,
+        w->sm.state != before || w->sm.late != late_before || w->sm.want_up != want_before);
 }
 
 void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending) {
@@ -273,7 +279,7 @@ void Supervisor::Impl::watch_exec(Worker* w, pid_t pid, UniqueFd pipe) {
                         });
 }
 
-void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
+void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     std::uint64_t id = w->id;
     Program* prog = w->program;
     if (w->waiting)
@@ -293,7 +299,7 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
     }
     bool live = std::any_of(programs.begin(), programs.end(),
                             [prog](const auto& p) { return p.get() == prog; });
-    if (live && it != workers.end()) {
+    if (live && it != workers.end() && moved) {
         const Slot& s = w->sm;
         auto index = static_cast<std::size_t>(w->slot);
         bool current = index < prog->slots.size() && prog->slots[index] == w;
@@ -320,9 +326,9 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before) {
         }
     }
     if (live) {
-        pace(*prog);
+        if (moved || it == workers.end()) pace(*prog);
         resteer(*prog);
-        update_door(*prog);
+        if (moved || it == workers.end()) update_door(*prog);
     }
     if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
     report_to_systemd();

@@ -170,7 +170,9 @@ struct Supervisor::Impl {
     void perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending);
     Event do_spawn(Worker* w);
     void watch_exec(Worker* w, pid_t pid, UniqueFd pipe);
-    void after_dispatch(Worker* w, SlotState before);
+    /// `moved`: the worker's state, lateness or want changed (else pacing and the door are
+    /// left as they are).
+    void after_dispatch(Worker* w, SlotState before, bool moved);
     void drop_worker(Worker* w);
     void resteer(Program& prog);
     void on_deadline(Worker* w);

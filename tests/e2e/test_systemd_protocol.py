@@ -75,7 +75,7 @@ class SystemdProtocolTest(unittest.TestCase):
         self.procs = []
         self.addCleanup(self.cleanup)
 
-    def write(self, release):
+    def write(self, release, cores=2, more=""):
         with open(self.config, "w") as f:
             f.write(f"""
 daemon:
@@ -83,11 +83,11 @@ daemon:
   state_dir: {self.dir}/state
 programs:
   web:
-    cores: 2
+    cores: {cores}
     env: {{RELEASE: "{release}"}}
     listen:
       - {{name: http, address: "127.0.0.1:{self.port}"}}
-""")
+{more}""")
 
     def cleanup(self):
         for p in self.procs:
@@ -127,17 +127,7 @@ programs:
         self.assertTrue(self.systemd.seen("STOPPING=1"))
 
     def test_a_crash_looping_program_does_not_hold_back_ready(self):
-        with open(self.config, "w") as f:
-            f.write(f"""
-daemon:
-  control: {self.dir}/control.sock
-  state_dir: {self.dir}/state
-programs:
-  web:
-    cores: 1
-    listen:
-      - {{name: http, address: "127.0.0.1:{self.port}"}}
-  broken:
+        self.write("1", cores=1, more="""  broken:
     command: ["/bin/sh", "-c", "exit 1"]
     cores: 2
 """)
