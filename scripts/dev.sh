@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(cmake make g++ pkgconf libboost1.81-dev libyaml-cpp-dev libspdlog-dev doctest-dev
           libcli11-dev nlohmann-json3-dev python3)
 # Only for the tests: the systemd test builds a .deb (cpack needs file and dpkg-dev) and boots
-# it in a container; the fault harness puts keep-alive load on the workers with wrk.
-TEST_PACKAGES=(systemd-container debootstrap zstd dpkg-dev file wrk)
+# it in a container; the fault harness puts keep-alive load on the workers with wrk and counts
+# each killed worker's connections with ss (iproute2).
+TEST_PACKAGES=(systemd-container debootstrap zstd dpkg-dev file wrk iproute2)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
