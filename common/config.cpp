@@ -222,7 +222,6 @@ Config load_config_file(const std::string& path) {
 const char* default_config_text() {
     return R"(# Built-in default: clusterd-worker serving HTTP on 127.0.0.1:8080, one worker per core.
 daemon:
-  control: /run/clusterd/control.sock
   log_level: info
   log_file: ""
   metrics: ""

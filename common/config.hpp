@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/paths.hpp"
+
 namespace clusterd {
 
 using Duration = std::chrono::milliseconds;
@@ -120,13 +122,24 @@ struct ProgramConfig {
 };
 
 struct DaemonConfig {
-    std::string control = "/run/clusterd/control.sock";
+    std::string control = default_paths().control;  // see common/paths.hpp
     std::string control_group;  // "" = only root and the daemon's own user may connect
-    std::string state_dir = "/var/lib/clusterd";  // runtime scale overrides survive restarts
+    std::string state_dir = default_paths().state_dir;  // runtime scale overrides survive restarts
     std::string log_level = "info";               // trace debug info warn error
     std::string log_file;                         // "" = stderr
     std::string metrics;                          // "" = disabled
     Duration shutdown_timeout{std::chrono::seconds(30)};
+};
+
+/// `clusterd run --control/--state-dir`: they win over the config file, at start and at every
+/// reload. Empty = not given.
+struct DaemonOverrides {
+    std::string control;
+    std::string state_dir;
+    void apply(DaemonConfig& d) const {
+        if (!control.empty()) d.control = control;
+        if (!state_dir.empty()) d.state_dir = state_dir;
+    }
 };
 
 struct Config {
@@ -134,6 +147,14 @@ struct Config {
     DaemonConfig daemon;
     std::vector<ProgramConfig> programs;  // in file order
 };
+
+/// Where `clusterd run` and the CLI look for the config when -c is not given.
+inline constexpr const char* kDefaultConfigPath = "/etc/clusterd/clusterd.yaml";
+
+/// A program's `cores` as written: "auto" or the number (what a runtime scale overrode).
+inline std::string cores_text(const ProgramConfig& p) {
+    return p.cores_auto ? "auto" : std::to_string(p.workers);
+}
 
 /// Variables clusterd sets for every worker (LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, CLUSTERD_*):
 /// not allowed in `env`, never taken from the master's environment.

@@ -134,25 +134,72 @@ int watch_status(const std::string& socket_path, const json& request, double int
     }
 }
 
-int run_client(const std::string& socket_path, const json& request, bool json_output) {
+namespace {
+
+// A connected control socket with `request` sent, or an invalid fd and `error`.
+UniqueFd send_request(const std::string& socket_path, const json& request, int timeout_ms,
+                      std::string& error) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket_path.size() >= sizeof addr.sun_path) {
-        std::cerr << "clusterd: socket path too long: " << socket_path << "\n";
-        return 1;
+        error = "socket path too long: " + socket_path;
+        return {};
     }
     std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size());
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd && timeout_ms > 0) {
+        timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
     if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        std::cerr << "clusterd: cannot connect to the daemon at " << socket_path << ": "
-                  << std::strerror(errno)
-                  << " (is it running? -s PATH or -c FILE names another one)\n";
-        return 1;
+        error = "cannot connect to the daemon at " + socket_path + ": " + std::strerror(errno);
+        return {};
     }
     std::string line = request.dump() + "\n";
     if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
         static_cast<ssize_t>(line.size())) {
-        std::cerr << "clusterd: sending the request failed: " << std::strerror(errno) << "\n";
+        error = std::string("sending the request failed: ") + std::strerror(errno);
+        return {};
+    }
+    return fd;
+}
+
+}  // namespace
+
+std::optional<json> ask_daemon(const std::string& socket_path, const json& request,
+                               int timeout_ms, std::string& error) {
+    UniqueFd fd = send_request(socket_path, request, timeout_ms, error);
+    if (!fd) return std::nullopt;
+    std::string buffer;
+    char chunk[4096];
+    for (;;) {
+        std::size_t nl;
+        while ((nl = buffer.find('\n')) != std::string::npos) {
+            json reply = json::parse(buffer.substr(0, nl), nullptr, false);
+            buffer.erase(0, nl + 1);
+            if (reply.is_object() && !reply.contains("progress")) return reply;
+        }
+        ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || buffer.size() > (1u << 24)) {
+            error = n < 0 ? std::string("no answer: ") + std::strerror(errno)
+                          : std::string("the connection closed without a reply");
+            return std::nullopt;
+        }
+        buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+int run_client(const std::string& socket_path, const json& request, bool json_output) {
+    std::string error;
+    UniqueFd fd = send_request(socket_path, request, 0, error);
+    if (!fd) {
+        std::cerr << "clusterd: " << error
+                  << (error.starts_with("cannot connect")
+                          ? " (is it running? -s PATH or -c FILE names another one)"
+                          : "")
+                  << "\n";
         return 1;
     }
     std::string buffer;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace clusterd {
@@ -13,6 +14,13 @@ int run_client(const std::string& socket_path, const nlohmann::json& request, bo
 
 /// `status --watch`: the status table, refreshed every `interval` seconds until interrupted.
 int watch_status(const std::string& socket_path, const nlohmann::json& request, double interval);
+
+/// One request with a time limit, for the master itself (`run` asks a daemon already on its
+/// control socket who it is). Returns the final reply (progress lines skipped), or nullopt
+/// with `error` set when nobody answers in time.
+std::optional<nlohmann::json> ask_daemon(const std::string& socket_path,
+                                         const nlohmann::json& request, int timeout_ms,
+                                         std::string& error);
 
 /// The human form of a status reply (a table per program, like `pm2 list`).
 std::string format_status(const nlohmann::json& status);

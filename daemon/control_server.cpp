@@ -228,9 +228,22 @@ ControlServer::ControlServer(asio::io_context& io, const std::string& path,
             throw std::runtime_error("control_group: unknown group \"" + group + "\"");
         impl_->group = g->gr_gid;
     }
+    // Root's /run/clusterd is world-readable (control_group members reach the socket); any
+    // other user's directory is private, and must not be one another user prepared for us.
     auto dir = path.substr(0, path.rfind('/'));
-    if (!dir.empty() && ::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST)
+    bool root = ::geteuid() == 0;
+    if (!dir.empty() && ::mkdir(dir.c_str(), root ? 0755 : 0700) < 0 && errno != EEXIST)
         throw std::system_error(errno, std::system_category(), "mkdir(" + dir + ") failed");
+    if (!root && !dir.empty()) {
+        struct stat d {};
+        if (::lstat(dir.c_str(), &d) < 0 || !S_ISDIR(d.st_mode))
+            throw std::runtime_error(dir + " is not a directory");
+        bool others_write = (d.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (d.st_mode & S_ISVTX) == 0;
+        if ((d.st_uid != ::geteuid() && d.st_uid != 0) || others_write)
+            throw std::runtime_error("refusing " + dir + ": owned by uid " +
+                                     std::to_string(d.st_uid) +
+                                     (others_write ? " and writable by others" : ""));
+    }
     // A socket file left by a daemon that died: remove it, unless somebody answers there.
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {

@@ -27,8 +27,6 @@ namespace {
 
 using namespace clusterd;
 
-constexpr const char* kDefaultConfigPath = "/etc/clusterd/clusterd.yaml";
-
 // clusterd-worker is installed beside clusterd.
 std::string builtin_worker_path() {
     std::error_code ec;
@@ -81,9 +79,29 @@ void ensure_stdio() {
     }
 }
 
-int run(const std::string& config_path, bool explicit_path, const std::string& log_level) {
+// Who holds `path` when a daemon answers there: "clusterd pid N (config F)". "" when no
+// socket is there or nobody listens on it (a socket file left by a daemon that died).
+std::string daemon_on(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return "";
+    std::string error;
+    auto reply = ask_daemon(path, {{"cmd", "status"}}, 2000, error);
+    if (!reply) {
+        if (error.starts_with("cannot connect")) return "";
+        return "a process that accepts connections but does not answer (" + error + ")";
+    }
+    const nlohmann::json daemon = reply->contains("status") && (*reply)["status"].is_object()
+                                      ? (*reply)["status"].value("daemon", nlohmann::json::object())
+                                      : nlohmann::json::object();
+    std::string pid = daemon.contains("pid") ? daemon["pid"].dump() : "?";
+    return "clusterd pid " + pid + " (config " + daemon.value("config", std::string("?")) + ")";
+}
+
+int run(const std::string& config_path, bool explicit_path, const std::string& log_level,
+        const DaemonOverrides& overrides) {
     auto config = load(config_path, explicit_path);
     if (!config) return exit_code::invalid_config;
+    overrides.apply(config->daemon);
     try {
         setup_logging(log_level.empty() ? config->daemon.log_level : log_level,
                       config->daemon.log_file);
@@ -100,6 +118,17 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         spdlog::info("config {} loaded", config->source);
     }
     ::signal(SIGPIPE, SIG_IGN);
+    // One daemon per control socket: a second one would run workers nobody can reach with
+    // `clusterd status` or `reload`. Refuse before binding or starting anything.
+    std::string control_path = config->daemon.control;
+    if (std::string other = daemon_on(control_path); !other.empty()) {
+        spdlog::critical(
+            "control socket {} is in use by {}: set daemon.control in {} or pass "
+            "--control PATH to run a second daemon beside it",
+            control_path, other,
+            config->source == "<built-in>" ? "a config file (-c FILE)" : config->source);
+        return exit_code::system_error;
+    }
     // Orphans of workers come to us (as PID 1 of a container they do anyway), so the one
     // Reaper reaps them and none outlives the master.
     if (::getpid() != 1 && ::prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -110,34 +139,36 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     for (char** e = environ; *e != nullptr; ++e)
         if (!std::string_view(*e).starts_with("LISTEN_")) env.emplace_back(*e);
     boost::asio::io_context io(1);
-    std::string control_path = config->daemon.control;
     std::string control_group = config->daemon.control_group;
     std::string reload_path =
         config->source == "<built-in>" ? "" : std::filesystem::absolute(config->source).string();
     Supervisor supervisor(io, std::move(*config), reload_path, builtin_worker_path(),
-                          std::move(env));
+                          std::move(env), overrides);
     supervisor.adopt_sockets(take_activated_sockets());
+    // The control socket before any worker: requests wait in its queue until the loop runs.
     std::unique_ptr<ControlServer> control;
-    try {
-        supervisor.start();
-    } catch (const std::exception& e) {
-        spdlog::critical("cannot start: {}", e.what());
-        return exit_code::system_error;
-    }
     try {
         control = std::make_unique<ControlServer>(
             io, control_path, control_group,
             [&supervisor](const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
                 supervisor.command(request, std::move(reporter));
             });
-        control->start();
-        spdlog::info("control socket {}", control_path);
     } catch (const std::exception& e) {
-        spdlog::warn(
-            "control socket disabled ({}): `clusterd status`, `reload`... cannot reach "
-            "this daemon; signals still work",
+        spdlog::critical(
+            "cannot open the control socket: {}; set daemon.control or pass --control PATH "
+            "(a path this user may create)",
             e.what());
+        return exit_code::system_error;
     }
+    try {
+        supervisor.start();
+    } catch (const std::exception& e) {
+        spdlog::critical("cannot start: {}", e.what());
+        control->close();
+        return exit_code::system_error;
+    }
+    control->start();
+    spdlog::info("control socket {}", control_path);
     // No exception may escape a handler; should one still, the master logs it and goes on
     // rather than taking every worker down with it.
     for (;;) {
@@ -148,7 +179,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
             spdlog::critical("unexpected error in an event handler (continuing): {}", e.what());
         }
     }
-    if (control) control->close();
+    control->close();
     spdlog::shutdown();
     return supervisor.exit_code();
 }
@@ -198,6 +229,19 @@ int main(int argc, char** argv) {
                                            "Config file (default: /etc/clusterd/clusterd.yaml if "
                                            "it exists, else the built-in default)");
     run_cmd->add_option("--log-level", log_level, "trace, debug, info, warn or error");
+    DaemonOverrides overrides;
+    run_cmd->add_option("--control", overrides.control,
+                        "Control socket path, instead of daemon.control")
+        ->check([](const std::string& s) {
+            return s.starts_with("/") && s.size() <= 107
+                       ? std::string()
+                       : std::string("an absolute socket path of at most 107 bytes");
+        });
+    run_cmd->add_option("--state-dir", overrides.state_dir,
+                        "State directory, instead of daemon.state_dir")
+        ->check([](const std::string& s) {
+            return s.starts_with("/") ? std::string() : std::string("an absolute path");
+        });
 
     std::string check_path = kDefaultConfigPath;
     auto* check_cmd = app.add_subcommand("check", "Validate a config file and summarise it");
@@ -252,7 +296,7 @@ int main(int argc, char** argv) {
         int rc = app.exit(e);
         return rc == 0 ? 0 : exit_code::usage;
     }
-    if (*run_cmd) return run(config_path, config_opt->count() > 0, log_level);
+    if (*run_cmd) return run(config_path, config_opt->count() > 0, log_level, overrides);
     if (*check_cmd) return check(check_path);
     for (auto* cmd : app.get_subcommands()) {
         std::string name = cmd->get_name();

@@ -65,11 +65,22 @@ int Supervisor::Impl::configured_workers(const Program& prog) const {
     return static_cast<int>(prog.slots.size());
 }
 
+std::string Supervisor::Impl::state_file() const {
+    return state_file_path(config.daemon.state_dir,
+                           config_path.empty() ? "<built-in>" : config_path);
+}
+
 void Supervisor::Impl::persist_scale() {
+    state.config = config_path.empty() ? "<built-in>" : config_path;
     state.scale.clear();
-    for (const auto& p : programs)
-        if (p->runtime_scale && !p->removed) state.scale[p->name] = *p->runtime_scale;
-    std::string error = save_state(config.daemon.state_dir, state);
+    for (const auto& p : programs) {
+        if (!p->runtime_scale || p->removed) continue;
+        const ProgramConfig* pc = nullptr;
+        for (const auto& c : config.programs)
+            if (c.name == p->name) pc = &c;
+        state.scale[p->name] = {*p->runtime_scale, pc ? cores_text(*pc) : ""};
+    }
+    std::string error = save_state(state_file(), state);
     if (!error.empty())
         spdlog::warn("runtime scale not saved, it will not survive a restart: {}", error);
 }
@@ -93,6 +104,7 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
     Config next;
     try {
         next = load_config_file(config_path);
+        overrides.apply(next.daemon);
     } catch (const ConfigError& e) {
         std::string text;
         for (const auto& d : e.diagnostics()) text += (text.empty() ? "" : "\n") + d.to_string();

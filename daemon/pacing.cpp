@@ -88,6 +88,10 @@ Door door(const Pace& pace, const std::vector<const Slot*>& workers, TimePoint n
             continue;
         }
         soon = soon || coming(*s, now);
+        // A worker told to stop may not have read its signal yet: shutting its socket under
+        // it would fail its accept() and turn a requested stop into an error exit. The door
+        // shuts once it is gone.
+        soon = soon || (s->state == SlotState::stopping && s->pid != 0);
         up = up || s->state == SlotState::ready || s->state == SlotState::starting;
     }
     // A backoff counts by when it really ends: pacing may hold it past its deadline.

@@ -8,6 +8,7 @@
 // - The moment a worker is ready again, every slot in backoff retries (Plan::wake).
 // - The door: a program none of whose workers is ready, starting, restarting, or due within
 //   kSoon refuses connections (its sockets are shut); they listen again before the next spawn.
+//   It shuts only once every worker told to stop has exited.
 #pragma once
 
 #include <cstddef>

@@ -85,20 +85,41 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
 
 void Supervisor::Impl::start() {
     started_at = Clock::now();
-    std::string error;
-    state = load_state(config.daemon.state_dir, error);
-    if (!error.empty()) spdlog::warn("ignoring unreadable state file: {}", error);
+    std::vector<std::string> errors;
+    std::string file = state_file();
+    // A state file from before it was kept per config (<state_dir>/state.json) belongs to
+    // the default config.
+    std::string legacy = config.daemon.state_dir + "/state.json";
+    if (config_path == kDefaultConfigPath && ::access(file.c_str(), F_OK) != 0 &&
+        ::access(legacy.c_str(), F_OK) == 0) {
+        spdlog::info("reading runtime scale from {} (it moves to {})", legacy, file);
+        file = legacy;
+    }
+    state = load_state(file, errors);
+    for (const auto& e : errors) spdlog::warn("state file: {}", e);
+    bool dropped = false;
     for (const auto& pc : config.programs) {
         auto it = state.scale.find(pc.name);
-        int n = it != state.scale.end() ? it->second : pc.workers;
+        if (it != state.scale.end() && !it->second.cores.empty() &&
+            it->second.cores != cores_text(pc)) {
+            spdlog::info(
+                "{}: runtime scale of {} workers ignored: cores in the config changed from {} to "
+                "{} since it was set",
+                pc.name, it->second.workers, it->second.cores, cores_text(pc));
+            state.scale.erase(it);
+            it = state.scale.end();
+            dropped = true;
+        }
+        int n = it != state.scale.end() ? it->second.workers : pc.workers;
         auto prog = make_program(pc, n);
         if (it != state.scale.end()) {
             prog->runtime_scale = n;
-            spdlog::info("{}: {} workers from a runtime scale (config says {})", pc.name, n,
-                         pc.workers);
+            spdlog::info("{}: {} workers from a runtime scale (config says {}; {})", pc.name, n,
+                         pc.workers, file);
         }
         programs.push_back(std::move(prog));
     }
+    if (dropped || file != state_file()) persist_scale();
     for (const auto& [name, sock] : activated) {
         bool used = false;
         for (const auto& pc : config.programs)
@@ -918,9 +939,13 @@ void Supervisor::Impl::finish_if_stopped() {
 }
 
 Supervisor::Supervisor(asio::io_context& io, Config config, std::string config_path,
-                       std::string builtin_worker, std::vector<std::string> environment)
+                       std::string builtin_worker, std::vector<std::string> environment,
+                       DaemonOverrides overrides)
     : impl_(std::make_unique<Impl>(io, std::move(config), std::move(config_path),
-                                   std::move(builtin_worker), std::move(environment))) {}
+                                   std::move(builtin_worker), std::move(environment))) {
+    impl_->overrides = std::move(overrides);
+    impl_->overrides.apply(impl_->config.daemon);
+}
 
 Supervisor::~Supervisor() = default;
 

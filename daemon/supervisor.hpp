@@ -22,9 +22,11 @@ namespace clusterd {
 class Supervisor {
   public:
     /// `config_path`: the file `reload` reads ("" = the built-in default, nothing to
-    /// reload); `builtin_worker`: path of clusterd-worker, for programs without `command`.
+    /// reload); `builtin_worker`: path of clusterd-worker, for programs without `command`;
+    /// `overrides`: the command line's daemon paths, applied to every config reloaded.
     Supervisor(boost::asio::io_context& io, Config config, std::string config_path,
-               std::string builtin_worker, std::vector<std::string> environment);
+               std::string builtin_worker, std::vector<std::string> environment,
+               DaemonOverrides overrides = {});
     ~Supervisor();
 
     /// Use these sockets (passed by systemd, by name) for the listen entries of that name.

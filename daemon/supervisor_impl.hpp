@@ -215,6 +215,7 @@ struct Supervisor::Impl {
     void abandon_wait(Worker* w, const std::string& why);
     void part_done(const std::shared_ptr<Operation>& op, bool ok, const std::string& line);
     void persist_scale();
+    std::string state_file() const;
     int configured_workers(const Program& prog) const;
     Program* find_program(const std::string& name);
 
@@ -233,6 +234,7 @@ struct Supervisor::Impl {
     asio::io_context& io;
     Config config;
     std::string config_path;  // "" for the built-in default
+    DaemonOverrides overrides;  // `run --control/--state-dir`, applied at every reload
     std::string builtin_worker;
     std::vector<std::string> environment;
     asio::signal_set signals;

@@ -103,8 +103,18 @@ class Daemon:
             f.write(text)
 
     def launch(self):
-        """Start (or start again, after it exited) the daemon on the config file."""
-        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *self.args],
+        """Start (or start again, after it exited) the daemon on the config file.
+
+        Every daemon gets its own control socket and state directory in its temp dir
+        (DIR/control.sock, DIR/state) unless its config names them."""
+        with open(self.config) as f:
+            text = f.read()
+        own = []
+        if not re.search(r"^\s*control:", text, re.M):
+            own += ["--control", os.path.join(self.dir, "control.sock")]
+        if not re.search(r"^\s*state_dir:", text, re.M):
+            own += ["--state-dir", os.path.join(self.dir, "state")]
+        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *own, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 

@@ -88,7 +88,7 @@ TEST_CASE("a config with every key loads with the written values") {
 TEST_CASE("a program with no keys gets every default") {
     Config c = clusterd::load_config_file(config_fixture("valid/minimal.yaml"));
     clusterd::DaemonConfig d;
-    CHECK(c.daemon.control == "/run/clusterd/control.sock");
+    CHECK(c.daemon.control == clusterd::default_paths().control);
     CHECK(c.daemon.log_level == d.log_level);
     CHECK(c.daemon.log_file.empty());
     CHECK(c.daemon.metrics.empty());
@@ -161,7 +161,7 @@ TEST_CASE("the example etc/clusterd.yaml loads and states the defaults") {
 TEST_CASE("the built-in default config serves the built-in worker on 127.0.0.1:8080") {
     Config c = clusterd::default_config();
     CHECK(c.source == "<built-in>");
-    CHECK(c.daemon.control == "/run/clusterd/control.sock");
+    CHECK(c.daemon.control == clusterd::default_paths().control);
     REQUIRE(c.programs.size() == 1);
     const auto& web = c.programs[0];
     CHECK(web.name == "web");

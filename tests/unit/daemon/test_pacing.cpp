@@ -311,3 +311,17 @@ TEST_CASE("pacing: an outage of a minute: the slots back off, then all serve wit
     CHECK(sim.door_violations() == 0);
     CHECK(sim.starts().size() - during == 8);
 }
+
+TEST_CASE("pacing: the door of a stopped program shuts only once its workers have exited") {
+    pacing::Pace pace;
+    Slot a;
+    a.state = SlotState::stopping;
+    a.pid = 100;
+    Slot b;
+    b.state = SlotState::stopped;
+    // A worker told to stop may still be accepting until it reads its signal.
+    CHECK(pacing::door(pace, {&a, &b}, t0) == pacing::Door::keep);
+    a.state = SlotState::stopped;
+    a.pid = 0;
+    CHECK(pacing::door(pace, {&a, &b}, t0) == pacing::Door::shut);
+}
