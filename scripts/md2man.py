@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Convert clusterd's Markdown man pages (docs/man/*.md) to roff for man(1).
+
+Only the Markdown this project's pages use is understood:
+
+  ---                      front matter: "title:", "section:", "date:" and "manual:"
+  title: clusterd          lines, closed by another "---" line
+  ---
+  # NAME                   section heading (.SH); "## Sub" is a subsection (.SS)
+  text                     a paragraph; consecutive lines join, a blank line ends it
+  - item                   a bullet list item; more lines of it indented by two spaces
+  `term` *ARG*             a definition list entry (.TP): the term on one line, then
+  :   definition          ":   " and the definition; more lines, and more paragraphs
+      more                 after a blank line, indented by four spaces
+  ```                      a code block (no-fill, indented); also inside a definition
+  `code` **bold** *italic* inline; `code` is set in bold, as man pages show literals
+  \\*                       a backslash makes the next punctuation character literal
+
+Anything else is an error, so a page never renders silently wrong. The output is plain
+man(7) macros, ASCII only (other characters become \\[uXXXX]), and passes
+`man --warnings -l`.
+
+Usage: md2man.py INPUT.md OUTPUT [--source "clusterd 0.1.0"]
+"""
+
+import argparse
+import re
+import sys
+
+SECTION_MANUALS = {
+    "1": "User Commands",
+    "5": "File Formats",
+    "7": "Miscellaneous",
+    "8": "System Administration",
+}
+
+
+class PageError(Exception):
+    """A construct md2man does not understand, with its line number."""
+
+    def __init__(self, line_no, message):
+        super().__init__(f"line {line_no}: {message}")
+
+
+def escape(text):
+    """Plain text as roff: backslashes, hyphens and non-ASCII characters escaped."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\e")
+        elif ch == "-":
+            out.append("\\-")
+        elif ord(ch) > 126:
+            out.append(f"\\[u{ord(ch):04X}]")
+        elif ch == "\t":
+            out.append("        ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+INLINE = re.compile(
+    r"""(?P<code>`+)(?P<code_text>.+?)(?P=code)     # `code`
+      | \*\*(?P<bold>[^*]+?)\*\*                     # **bold**
+      | (?<![\w*])\*(?P<italic>[^*\s][^*]*?)\*(?![\w*])  # *italic*
+      | \\(?P<literal>[!-/:-@\[-`{-~])               # \* and other escaped punctuation
+    """,
+    re.VERBOSE,
+)
+
+
+def inline(text):
+    """One line of Markdown text with inline markup as roff (fonts switched, then back)."""
+    out = []
+    pos = 0
+    for m in INLINE.finditer(text):
+        out.append(escape(text[pos:m.start()]))
+        if m.group("code") is not None:
+            code = m.group("code_text")
+            if code.startswith(" ") and code.endswith(" ") and code.strip():
+                code = code[1:-1]
+            out.append("\\fB" + escape(code) + "\\fR")
+        elif m.group("bold") is not None:
+            out.append("\\fB" + inline(m.group("bold")) + "\\fR")
+        elif m.group("italic") is not None:
+            out.append("\\fI" + inline(m.group("italic")) + "\\fR")
+        else:
+            out.append(escape(m.group("literal")))
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def text_line(roff):
+    """A line of running text: one starting with . or ' would be read as a request."""
+    return "\\&" + roff if roff.startswith((".", "'")) else roff
+
+
+def quote_arg(text):
+    """A macro argument in double quotes ("" inside is a literal quote in groff)."""
+    return '"' + escape(text).replace('"', '""') + '"'
+
+
+class Converter:
+    def __init__(self, lines, source):
+        self.lines = lines
+        self.source = source
+        self.i = 0
+        self.out = []
+        self.meta = {}
+
+    def error(self, message):
+        raise PageError(self.i + 1, message)
+
+    def peek(self):
+        return self.lines[self.i] if self.i < len(self.lines) else None
+
+    def front_matter(self):
+        if self.peek() != "---":
+            self.error('expected front matter ("---", then title:, section:, date:)')
+        self.i += 1
+        while self.peek() is not None and self.peek() != "---":
+            key, sep, value = self.peek().partition(":")
+            if not sep or key.strip() not in ("title", "section", "date", "manual"):
+                self.error(f"unknown front matter line: {self.peek()!r}")
+            self.meta[key.strip()] = value.strip()
+            self.i += 1
+        if self.peek() is None:
+            self.error('front matter not closed by "---"')
+        self.i += 1
+        for key in ("title", "section", "date"):
+            if key not in self.meta:
+                self.error(f"front matter has no {key}:")
+        manual = self.meta.get("manual", SECTION_MANUALS.get(self.meta["section"], ""))
+        self.out.append('.\\" Generated by scripts/md2man.py from docs/man; do not edit.')
+        self.out.append(
+            ".TH "
+            + " ".join(
+                quote_arg(a)
+                for a in (self.meta["title"].upper(), self.meta["section"],
+                          self.meta["date"], self.source, manual)))
+        # Left-aligned and unhyphenated: paths, options and keys stay whole.
+        self.out += [".ad l", ".nh"]
+
+    def convert(self):
+        self.front_matter()
+        while self.peek() is not None:
+            line = self.peek()
+            if not line.strip():
+                self.i += 1
+            elif line.startswith("## "):
+                self.out.append(".SS " + quote_arg(line[3:].strip()))
+                self.i += 1
+            elif line.startswith("# "):
+                self.out.append(".SH " + quote_arg(line[2:].strip().upper()))
+                self.i += 1
+            elif line.startswith("#"):
+                self.error("only # and ## headings are supported")
+            elif line.startswith("```"):
+                self.out.append(".PP")
+                self.code_block(0)
+            elif line.startswith("- "):
+                self.bullet()
+            elif self.i + 1 < len(self.lines) and self.lines[self.i + 1].startswith(":   "):
+                self.definition()
+            elif line.startswith((" ", ":")):
+                self.error(f"unexpected indented line: {line!r}")
+            else:
+                self.out.append(".PP")
+                self.paragraph(0)
+        return "\n".join(self.out) + "\n"
+
+    def paragraph(self, indent, first_prefix=None):
+        """Lines up to a blank line or another block, each as a roff text line."""
+        first = True
+        while True:
+            line = self.peek()
+            if line is None or not line.strip():
+                return
+            if first and first_prefix is not None:
+                body = line[len(first_prefix):]
+            else:
+                if indent and not line.startswith(" " * indent):
+                    return
+                body = line[indent:]
+                if not first and (body.startswith(("- ", "```", "#", " ")) or
+                                  (self.i + 1 < len(self.lines) and
+                                   self.lines[self.i + 1].startswith(":   "))):
+                    return
+            self.out.append(text_line(inline(body.strip())))
+            self.i += 1
+            first = False
+
+    def code_block(self, indent):
+        fence = self.peek()[indent:]
+        if fence.strip() not in ("```", "```sh", "```yaml", "```text", "```console"):
+            self.error(f"unsupported code fence {fence!r}")
+        self.i += 1
+        self.out += [".RS 4", ".nf"]
+        while True:
+            line = self.peek()
+            if line is None:
+                self.error("code block not closed")
+            if line.strip() == "```":
+                self.i += 1
+                break
+            if line.strip() and not line.startswith(" " * indent):
+                self.error("code block line outside its indentation")
+            self.out.append(text_line(escape(line[indent:].rstrip())))
+            self.i += 1
+        self.out += [".fi", ".RE"]
+
+    def bullet(self):
+        while self.peek() is not None and self.peek().startswith("- "):
+            self.out.append(".IP \\(bu 2")
+            self.paragraph(2, first_prefix="- ")
+            # A blank line between items keeps the list; anything else ends it.
+            j = self.i
+            while j < len(self.lines) and not self.lines[j].strip():
+                j += 1
+            if j < len(self.lines) and self.lines[j].startswith("- "):
+                self.i = j
+            else:
+                return
+
+    def definition(self):
+        self.out.append(".TP")
+        self.out.append(text_line(inline(self.peek().strip())))
+        self.i += 1
+        self.paragraph(4, first_prefix=":   ")
+        # Further paragraphs and code blocks of this definition are indented by four.
+        while True:
+            j = self.i
+            while j < len(self.lines) and not self.lines[j].strip():
+                j += 1
+            if j >= len(self.lines) or not self.lines[j].startswith("    "):
+                return
+            self.i = j
+            body = self.peek()[4:]
+            if body.startswith("```"):
+                self.code_block(4)
+            elif body.startswith("- "):
+                self.error("lists inside definitions are not supported")
+            else:
+                self.out.append(".IP")
+                self.paragraph(4)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input")
+    parser.add_argument("output")
+    parser.add_argument("--source", default="clusterd",
+                        help='footer: the software and version ("clusterd 0.1.0")')
+    args = parser.parse_args()
+    with open(args.input, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    try:
+        roff = Converter(lines, args.source).convert()
+    except PageError as e:
+        print(f"{args.input}: {e}", file=sys.stderr)
+        return 1
+    with open(args.output, "w", encoding="ascii") as f:
+        f.write(roff)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
