@@ -125,6 +125,7 @@ fi
 expect "clusterd scale -s $sock " "alpha beta.api"
 expect "clusterd scale --socket=$sock b" "beta.api"
 expect "clusterd restart -c $work/clusterd.yaml " "alpha beta.api"
+HOME=$work expect "clusterd stop --config=~/clusterd.yaml al" "alpha"
 expect "clusterd status -s $sock a" "alpha"
 expect "clusterd status --watch 2 -s $sock " "alpha beta.api"
 expect "clusterd signal -s $sock alpha H" "HUP"
