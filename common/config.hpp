@@ -125,9 +125,9 @@ struct DaemonConfig {
     std::string control = default_paths().control;  // see common/paths.hpp
     std::string control_group;  // "" = only root and the daemon's own user may connect
     std::string state_dir = default_paths().state_dir;  // runtime scale overrides survive restarts
-    std::string log_level = "info";               // trace debug info warn error
-    std::string log_file;                         // "" = stderr
-    std::string metrics;                          // "" = disabled
+    std::string log_level = "info";                     // trace debug info warn error
+    std::string log_file;                               // "" = stderr
+    std::string metrics;                                // "" = disabled
     Duration shutdown_timeout{std::chrono::seconds(30)};
 };
 

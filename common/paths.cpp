@@ -20,8 +20,9 @@ DefaultPaths default_paths(uid_t uid, const std::function<const char*(const char
     if (uid == 0) return {"/run/clusterd/control.sock", "/var/lib/clusterd"};
     DefaultPaths paths;
     std::string runtime = absolute(getenv("XDG_RUNTIME_DIR"));
-    paths.control = (runtime.empty() ? "/tmp/clusterd-" + std::to_string(uid) : runtime + "/clusterd") +
-                    "/control.sock";
+    paths.control =
+        (runtime.empty() ? "/tmp/clusterd-" + std::to_string(uid) : runtime + "/clusterd") +
+        "/control.sock";
     std::string state = absolute(getenv("XDG_STATE_HOME"));
     if (state.empty()) {
         std::string home = absolute(getenv("HOME"));
@@ -36,9 +37,8 @@ DefaultPaths default_paths(uid_t uid, const std::function<const char*(const char
 }
 
 const DefaultPaths& default_paths() {
-    static const DefaultPaths paths = default_paths(::geteuid(), [](const char* name) {
-        return static_cast<const char*>(std::getenv(name));
-    });
+    static const DefaultPaths paths = default_paths(
+        ::geteuid(), [](const char* name) { return static_cast<const char*>(std::getenv(name)); });
     return paths;
 }
 

@@ -167,8 +167,8 @@ UniqueFd send_request(const std::string& socket_path, const json& request, int t
 
 }  // namespace
 
-std::optional<json> ask_daemon(const std::string& socket_path, const json& request,
-                               int timeout_ms, std::string& error) {
+std::optional<json> ask_daemon(const std::string& socket_path, const json& request, int timeout_ms,
+                               std::string& error) {
     UniqueFd fd = send_request(socket_path, request, timeout_ms, error);
     if (!fd) return std::nullopt;
     std::string buffer;

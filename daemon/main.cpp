@@ -230,15 +230,17 @@ int main(int argc, char** argv) {
                                            "it exists, else the built-in default)");
     run_cmd->add_option("--log-level", log_level, "trace, debug, info, warn or error");
     DaemonOverrides overrides;
-    run_cmd->add_option("--control", overrides.control,
-                        "Control socket path, instead of daemon.control")
+    run_cmd
+        ->add_option("--control", overrides.control,
+                     "Control socket path, instead of daemon.control")
         ->check([](const std::string& s) {
             return s.starts_with("/") && s.size() <= 107
                        ? std::string()
                        : std::string("an absolute socket path of at most 107 bytes");
         });
-    run_cmd->add_option("--state-dir", overrides.state_dir,
-                        "State directory, instead of daemon.state_dir")
+    run_cmd
+        ->add_option("--state-dir", overrides.state_dir,
+                     "State directory, instead of daemon.state_dir")
         ->check([](const std::string& s) {
             return s.starts_with("/") ? std::string() : std::string("an absolute path");
         });

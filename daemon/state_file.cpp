@@ -40,10 +40,10 @@ std::string state_file_path(const std::string& dir, const std::string& config_pa
     // The file name, readable and safe, then the hash that makes it unique.
     std::string name;
     for (char c : canonical.filename().string())
-        if (name.size() < 40) name += std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-                                              c == '-' || c == '_'
-                                          ? c
-                                          : '_';
+        if (name.size() < 40)
+            name += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'
+                        ? c
+                        : '_';
     char hash[17];
     std::snprintf(hash, sizeof hash, "%016" PRIx64, fnv1a(canonical.string()));
     return dir + "/state-" + name + "-" + hash + ".json";

@@ -17,7 +17,8 @@ inline constexpr int kMaxScale = 4096;
 
 struct SavedScale {
     int workers = 0;
-    std::string cores;  // the program's `cores` when it was saved ("auto" or a number); "" = unknown
+    std::string
+        cores;  // the program's `cores` when it was saved ("auto" or a number); "" = unknown
 };
 
 struct DaemonState {

@@ -307,6 +307,8 @@ class Bench:
         port = free_port()
         cfg = self.clusterd_config(f"clusterd-{tag}-{workers}.yaml", f"""
 daemon:
+  control: {self.path(f"clusterd-{tag}-{workers}.sock")}
+  state_dir: {self.path("state")}
   shutdown_timeout: 60s
 programs:
   web:
@@ -575,6 +577,8 @@ http {{
     def trivial_config(self, workers, tag):
         return self.clusterd_config(f"trivial-{tag}-{workers}.yaml", f"""
 daemon:
+  control: {self.path(f"trivial-{tag}-{workers}.sock")}
+  state_dir: {self.path("state")}
   shutdown_timeout: 60s
 programs:
   web:

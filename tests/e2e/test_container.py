@@ -75,7 +75,8 @@ class Pid1Test(unittest.TestCase):
         d.write_config(ORPHANING)
         d.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", CLUSTERD, "run", "-c", d.config,
-             "--log-level", "debug"],
+             "--control", os.path.join(d.dir, "control.sock"),
+             "--state-dir", os.path.join(d.dir, "state"), "--log-level", "debug"],
             stdin=subprocess.DEVNULL, stdout=d.log, stderr=subprocess.STDOUT)
         d.wait_log(r"running as PID 1")
         d.wait_log(r"app: all 1 workers ready")

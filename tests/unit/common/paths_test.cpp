@@ -40,9 +40,9 @@ TEST_CASE("without XDG variables: a per-user /tmp directory and ~/.local/state")
 }
 
 TEST_CASE("relative XDG values are ignored, as the spec says") {
-    auto p = default_paths(1000, env({{"XDG_RUNTIME_DIR", "run"},
-                                      {"XDG_STATE_HOME", "state"},
-                                      {"HOME", "/home/ann"}}));
+    auto p = default_paths(
+        1000,
+        env({{"XDG_RUNTIME_DIR", "run"}, {"XDG_STATE_HOME", "state"}, {"HOME", "/home/ann"}}));
     CHECK(p.control == "/tmp/clusterd-1000/control.sock");
     CHECK(p.state_dir == "/home/ann/.local/state/clusterd");
 }
