@@ -184,9 +184,15 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     return supervisor.exit_code();
 }
 
-// -s wins; else the `daemon.control` of -c FILE or of the default config file.
+// -s wins; else the `daemon.control` of -c FILE; else, for a user other than root, that
+// user's own daemon on the default socket (see common/paths.hpp) when one runs there; else
+// the `daemon.control` of the default config file.
 std::string control_socket(const std::string& socket, const std::string& config_file) {
     if (!socket.empty()) return socket;
+    struct stat st {};
+    if (config_file.empty() && ::geteuid() != 0 &&
+        ::stat(default_paths().control.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+        return default_paths().control;
     std::string path = config_file;
     if (path.empty() && std::filesystem::exists(kDefaultConfigPath)) path = kDefaultConfigPath;
     if (path.empty()) return DaemonConfig{}.control;
