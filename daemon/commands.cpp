@@ -174,13 +174,17 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  return fail("\"workers\" must be an integer from 1 to 4096");
              if (prog->rollout) return fail(name + ": a rolling restart is in progress");
              int n = req["workers"].get<int>();
-             prog->runtime_scale = n;
-             if (n == configured_workers(*prog)) prog->runtime_scale.reset();
-             persist_scale();
              auto op = std::make_shared<Operation>();
              op->reporter = reporter;
              op->pending = 1;
              scale(*prog, n, op);
+             // Kept only once it happened: a scale that failed (no sockets or descriptors
+             // left) must not come back at the next start.
+             if (static_cast<int>(prog->slots.size()) == n) {
+                 prog->runtime_scale = n;
+                 if (n == configured_workers(*prog)) prog->runtime_scale.reset();
+                 persist_scale();
+             }
              part_done(
                  op, true,
                  op->results.empty() ? name + ": already " + std::to_string(n) + " workers" : "");

@@ -111,7 +111,20 @@ void Supervisor::Impl::start() {
             dropped = true;
         }
         int n = it != state.scale.end() ? it->second.workers : pc.workers;
-        auto prog = make_program(pc, n);
+        std::unique_ptr<Program> prog;
+        try {
+            prog = make_program(pc, n);
+        } catch (const std::exception& e) {
+            // A saved scale the machine cannot hold (sockets, file descriptors) must not
+            // keep the daemon from starting: the config's count is tried instead.
+            if (it == state.scale.end()) throw;
+            spdlog::warn("{}: runtime scale of {} workers ignored: {}", pc.name, n, e.what());
+            state.scale.erase(it);
+            it = state.scale.end();
+            dropped = true;
+            n = pc.workers;
+            prog = make_program(pc, n);
+        }
         if (it != state.scale.end()) {
             prog->runtime_scale = n;
             spdlog::info("{}: {} workers from a runtime scale (config says {}; {})", pc.name, n,
@@ -857,8 +870,8 @@ void Supervisor::Impl::handle_scale_signal(int delta) {
                          prog->rollout ? "a rolling restart is in progress" : "already 1 worker");
             continue;
         }
-        prog->runtime_scale = n;
         scale(*prog, n, op);
+        if (static_cast<int>(prog->slots.size()) == n) prog->runtime_scale = n;  // it happened
     }
     persist_scale();
     part_done(op, true, "");

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -136,6 +137,72 @@ class InstancesTest(unittest.TestCase):
         b.wait_log(r"web: all 1 workers ready")
         self.assertEqual(http_get(port)[0], 200)
         self.assertEqual(slots(a.sock), 1)
+
+
+class UnsatisfiableScaleTest(unittest.TestCase):
+    """A runtime scale the machine cannot hold (here: file descriptors) is never saved, and
+    a saved one that no longer fits does not keep the daemon from starting."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="clusterd-fds-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.sock = os.path.join(self.dir, "control.sock")
+        self.state = os.path.join(self.dir, "state")
+        self.port = free_port()
+        self.config = os.path.join(self.dir, "app.yaml")
+        with open(self.config, "w") as f:
+            f.write(program_config(self.sock, self.state, self.port, 2))
+
+    def launch(self):
+        log = open(os.path.join(self.dir, "clusterd.log"), "a")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(
+            [CLUSTERD, "run", "-c", self.config], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)))
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        wait_for(lambda: ctl(self.sock, "status").returncode == 0 or proc.poll() is not None,
+                 10, what="control socket")
+        self.assertIsNone(proc.poll(), self.log())
+        return proc
+
+    def log(self):
+        with open(os.path.join(self.dir, "clusterd.log")) as f:
+            return f.read()
+
+    def status(self):
+        r = ctl(self.sock, "status", "--json")
+        return json.loads(r.stdout.strip().splitlines()[-1])["status"]["programs"][0]
+
+    def test_a_failed_scale_is_not_saved_and_a_saved_one_that_no_longer_fits_is_ignored(self):
+        proc = self.launch()
+        wait_for(lambda: len([s for s in self.status()["slots"] if s["state"] == "ready"]) == 2,
+                 10, what="2 ready workers")
+        r = ctl(self.sock, "scale", "web", "200")
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("web: cannot scale up", r.stdout + r.stderr)
+        st = self.status()
+        self.assertEqual(len(st["slots"]), 2)
+        self.assertIsNone(st["runtime_scale"])
+        self.assertEqual(glob.glob(os.path.join(self.state, "state-*.json")), [])
+        self.assertEqual(http_get(self.port)[0], 200)
+
+        # A scale that fits is saved; then the machine (the state file) changes under it.
+        self.assertEqual(ctl(self.sock, "scale", "web", "3").returncode, 0)
+        [file] = glob.glob(os.path.join(self.state, "state-*.json"))
+        with open(file) as f:
+            saved = json.load(f)
+        self.assertEqual(saved["scale"]["web"], {"workers": 3, "cores": "2"})
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(15), 0)
+        saved["scale"]["web"]["workers"] = 200
+        with open(file, "w") as f:
+            json.dump(saved, f)
+        self.launch()
+        wait_for(lambda: "web: all 2 workers ready" in self.log(), 10, what="2 workers ready")
+        self.assertRegex(self.log(), r"web: runtime scale of 200 workers ignored: ")
+        self.assertIsNone(self.status()["runtime_scale"])
+        self.assertEqual(http_get(self.port)[0], 200)
 
 
 @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
