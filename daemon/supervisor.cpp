@@ -727,6 +727,9 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     // while the group has members, so this reaches only the worker's leftovers.
     if (::kill(-pid, SIGKILL) == 0)
         spdlog::warn("{}: killed the processes pid {} left in its process group", label(w), pid);
+    // Its figures (loop lag, connections...) described a live process; its last STATUS text
+    // stays, as its last words, until the slot's next process starts.
+    w->fields.clear();
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
 }
 

@@ -262,6 +262,9 @@ programs:
         wait_for(lambda: json.loads(self.ctl("status", "--json").stdout.splitlines()[-1])
                  ["status"]["programs"][0]["slots"][0]["state"] == "stopped", 10,
                  what="web stopped")
+        # A stopped slot shows no figures of the process it no longer has.
+        stopped = json.loads(self.ctl("status", "--json").stdout.splitlines()[-1])
+        self.assertEqual(stopped["status"]["programs"][0]["slots"][0]["fields"], {})
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(15), 0)
         self.assertFalse(os.path.exists(sock))
