@@ -46,9 +46,9 @@ bool in_group(pid_t pid, gid_t gid) {
 
 // One client connection: reads a line, hands it to the handler, writes what the handler
 // reports, and reads the next line only once the final reply is written.
-class Session : public std::enable_shared_from_this<Session> {
+class ControlSession : public std::enable_shared_from_this<ControlSession> {
   public:
-    Session(stream::socket socket, ControlServer::Handler& handler)
+    ControlSession(stream::socket socket, ControlServer::Handler& handler)
         : socket_(std::move(socket)), buffer_(kMaxLine), handler_(handler) {}
 
     void start() { do_read(); }
@@ -133,7 +133,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 class SessionReporter : public Reporter {
   public:
-    explicit SessionReporter(std::shared_ptr<Session> s) : session_(std::move(s)) {}
+    explicit SessionReporter(std::shared_ptr<ControlSession> s) : session_(std::move(s)) {}
     void progress(const std::string& line) override {
         session_->send(nlohmann::json{{"progress", line}}.dump(
             -1, ' ', false, nlohmann::json::error_handler_t::replace));
@@ -147,11 +147,11 @@ class SessionReporter : public Reporter {
     }
 
   private:
-    std::shared_ptr<Session> session_;
+    std::shared_ptr<ControlSession> session_;
     bool done_ = false;
 };
 
-void Session::on_read(const error_code& ec, std::size_t n) {
+void ControlSession::on_read(const error_code& ec, std::size_t n) {
     if (ec == asio::error::not_found) {
         return reject("request line longer than " + std::to_string(kMaxLine) + " bytes");
     }
@@ -201,7 +201,7 @@ struct ControlServer::Impl : std::enable_shared_from_this<ControlServer::Impl> {
         ucred cred{};
         socklen_t len = sizeof cred;
         int rc = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
-        auto session = std::make_shared<Session>(std::move(socket), handler);
+        auto session = std::make_shared<ControlSession>(std::move(socket), handler);
         if (rc < 0) return session->reject("cannot read peer credentials");
         bool allowed = cred.uid == 0 || cred.uid == ::geteuid() ||
                        (group && (cred.gid == *group || in_group(cred.pid, *group)));

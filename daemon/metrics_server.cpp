@@ -47,9 +47,11 @@ tcp::endpoint parse_endpoint(std::string_view text) {
     return {addr, static_cast<unsigned short>(port)};
 }
 
-class Session;
-
 }  // namespace
+namespace detail {
+class MetricsSession;
+}  // namespace detail
+using detail::MetricsSession;
 
 struct MetricsServer::State : std::enable_shared_from_this<MetricsServer::State> {
     State(asio::io_context& io, MetricsCallback m, HealthCallback h, MetricsServerOptions o)
@@ -57,24 +59,25 @@ struct MetricsServer::State : std::enable_shared_from_this<MetricsServer::State>
 
     void do_accept();
     void on_accept(const error_code& ec, tcp::socket socket);
-    void session_closed(Session* s);
+    void session_closed(MetricsSession* s);
 
     tcp::acceptor acceptor;
     MetricsCallback metrics;
     HealthCallback health;
     MetricsServerOptions options;
-    std::unordered_set<Session*> sessions;
+    std::unordered_set<MetricsSession*> sessions;
     std::uint64_t requests = 0;
     bool accepting = false;  // an async_accept is pending
     bool closed = false;
 };
 
-namespace {
+// Not in the anonymous namespace: State (declared in the header) holds pointers to it.
+namespace detail {
 
 // One connection: read one request, write one response, close.
-class Session : public std::enable_shared_from_this<Session> {
+class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
   public:
-    Session(std::shared_ptr<MetricsServer::State> state, tcp::socket socket)
+    MetricsSession(std::shared_ptr<MetricsServer::State> state, tcp::socket socket)
         : state_(std::move(state)), stream_(std::move(socket)) {
         state_->sessions.insert(this);
         parser_.header_limit(static_cast<std::uint32_t>(state_->options.max_request_bytes));
@@ -82,7 +85,7 @@ class Session : public std::enable_shared_from_this<Session> {
         // Room for the whole head, so that the parser's limit (431) is what trips.
         buffer_.max_size(state_->options.max_request_bytes + 1024);
     }
-    ~Session() { state_->session_closed(this); }
+    ~MetricsSession() { state_->session_closed(this); }
 
     void start() {
         stream_.expires_after(state_->options.timeout);
@@ -162,7 +165,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::optional<http::serializer<false, http::string_body>> serializer_;
 };
 
-}  // namespace
+}  // namespace detail
 
 void MetricsServer::State::do_accept() {
     if (closed || accepting || sessions.size() >= options.max_connections) return;
@@ -177,7 +180,7 @@ void MetricsServer::State::on_accept(const error_code& ec, tcp::socket socket) {
     if (closed || ec == asio::error::operation_aborted) return;
     if (!ec) {
         try {
-            std::make_shared<Session>(shared_from_this(), std::move(socket))->start();
+            std::make_shared<MetricsSession>(shared_from_this(), std::move(socket))->start();
         } catch (const std::exception&) {
             // Out of memory for one connection: it is closed; the server goes on.
         }
@@ -186,7 +189,7 @@ void MetricsServer::State::on_accept(const error_code& ec, tcp::socket socket) {
     do_accept();
 }
 
-void MetricsServer::State::session_closed(Session* s) {
+void MetricsServer::State::session_closed(MetricsSession* s) {
     sessions.erase(s);
     do_accept();  // resumes after the connection limit
 }
@@ -224,7 +227,7 @@ void MetricsServer::close() {
     state_->closed = true;
     error_code ignored;
     state_->acceptor.close(ignored);
-    for (Session* s : state_->sessions) s->close();
+    for (MetricsSession* s : state_->sessions) s->close();
 }
 
 std::uint16_t MetricsServer::port() const {

@@ -19,7 +19,7 @@ namespace clusterd {
 
 namespace {
 
-enum Step : int {
+enum SpawnStep : int {
     kSignals,
     kSetpgid,
     kOutput,
