@@ -16,7 +16,8 @@ namespace clusterd {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-namespace {
+// Named, not anonymous: Impl below holds these (and unity builds include this file).
+namespace capture_detail {
 
 /// The read end of one worker's pipe, alive until EOF (its pending read holds it).
 class Pipe : public std::enable_shared_from_this<Pipe> {
@@ -91,7 +92,8 @@ class Pipe : public std::enable_shared_from_this<Pipe> {
     std::string pending_;
 };
 
-}  // namespace
+}  // namespace capture_detail
+using capture_detail::Pipe;
 
 struct OutputCapture::Impl {
     asio::io_context& io;
