@@ -180,6 +180,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         }
     }
     control->close();
+    drain_log(std::chrono::seconds(2));  // bounded: a stalled log reader cannot hold the exit
     spdlog::shutdown();
     return supervisor.exit_code();
 }

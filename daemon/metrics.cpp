@@ -7,6 +7,7 @@
 #include <set>
 
 #include "daemon/listen_queue.hpp"
+#include "daemon/logging.hpp"
 #include "daemon/proc_stats.hpp"
 #include "daemon/prometheus.hpp"
 #include "daemon/supervisor_impl.hpp"
@@ -144,6 +145,10 @@ std::string Supervisor::Impl::metrics_text() const {
                                        "Host-wide: connections dropped while listening")
                                .add({}, static_cast<double>(drops->drops)));
     }
+    families.push_back(pm::counter("clusterd_log_lines_dropped_total",
+                                   "Master log lines dropped because the log output stalled "
+                                   "(its queue holds 1 MiB)")
+                           .add({}, static_cast<double>(log_lines_dropped())));
     return pm::format(families);
 }
 
