@@ -1,6 +1,8 @@
 // Reload, rolling restart and scale: the supervisor's long operations. Each is started by a
 // command or a signal, runs on the loop through worker events, and reports through an
 // Operation to whoever asked.
+#include <malloc.h>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/steady_timer.hpp>
 
@@ -87,29 +89,55 @@ void Supervisor::Impl::persist_scale() {
 
 // ---- reload: load, validate, diff, then apply; nothing changes unless all of it can ----
 
+void Supervisor::Impl::refuse_reload(const std::shared_ptr<Reporter>& reporter,
+                                     const std::string& why) {
+    spdlog::error("reload refused: {}", why);
+    ++reloads_failed;
+    if (systemd_notify) clusterd::notify("READY=1");
+    reporter->finish(reply(false, why));
+}
+
+// The file is read and parsed off the loop (a config of a few MiB takes a second of CPU,
+// which would delay every heartbeat); the loop goes on until the result is back.
 void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
     if (systemd_notify) clusterd::notify("RELOADING=1\n" + monotonic_usec_field());
-    auto refuse = [&](const std::string& why) {
-        spdlog::error("reload refused: {}", why);
-        ++reloads_failed;
-        if (systemd_notify) clusterd::notify("READY=1");
-        reporter->finish(reply(false, why));
-    };
+    auto refuse = [&](const std::string& why) { refuse_reload(reporter, why); };
     if (config_path.empty())
         return refuse("clusterd runs its built-in default config: there is no file to reload");
-    if (reload_in_progress) return refuse("another reload is still in progress");
+    if (reload_in_progress || reload_loading) return refuse("another reload is still in progress");
     for (const auto& p : programs)
         if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
 
-    Config next;
-    try {
-        next = load_config_file(config_path);
-        overrides.apply(next.daemon);
-    } catch (const ConfigError& e) {
-        std::string text;
-        for (const auto& d : e.diagnostics()) text += (text.empty() ? "" : "\n") + d.to_string();
-        return refuse("invalid config, nothing changed:\n" + text);
-    }
+    reload_loading = true;
+    off_loop.run<LoadedConfig>(
+        [path = config_path] {
+            LoadedConfig loaded;
+            try {
+                loaded.config = load_config_file(path);
+            } catch (const ConfigError& e) {
+                for (const auto& d : e.diagnostics())
+                    loaded.error += (loaded.error.empty() ? "" : "\n") + d.to_string();
+            } catch (const std::exception& e) {
+                loaded.error = e.what();
+            }
+            return loaded;
+        },
+        [this, reporter](LoadedConfig loaded) {
+            reload_loading = false;
+            ::malloc_trim(0);  // a large file's parse leaves its memory with the allocator
+            apply_reload(reporter, std::move(loaded));
+        });
+}
+
+void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded) {
+    auto refuse = [&](const std::string& why) { refuse_reload(reporter, why); };
+    if (stopping) return refuse("clusterd is stopping");
+    if (!loaded.config) return refuse("invalid config, nothing changed:\n" + loaded.error);
+    // Asked for while the file was being read.
+    for (const auto& p : programs)
+        if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
+    Config next = std::move(*loaded.config);
+    overrides.apply(next.daemon);
     ReloadPlan plan = plan_reload(config, next);
 
     // Everything that can fail (users, executables, sockets) is prepared before anything

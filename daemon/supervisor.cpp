@@ -79,7 +79,8 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
       notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }),
       systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
       systemd_watchdog(io_),
-      memory_timer(io_) {}
+      memory_timer(io_),
+      off_loop(io_) {}
 
 // ---- start-up: everything that can fail happens before the first fork ----
 

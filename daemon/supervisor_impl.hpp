@@ -22,6 +22,7 @@
 #include "daemon/listeners.hpp"
 #include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"
+#include "daemon/off_loop.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/pacing.hpp"
 #include "daemon/reaper.hpp"
@@ -204,6 +205,12 @@ struct Supervisor::Impl {
 
     // ---- operations.cpp: reload, rolling restart, scale ----
     void reload(std::shared_ptr<Reporter> reporter);
+    struct LoadedConfig {
+        std::optional<Config> config;
+        std::string error;  // why not, when no config
+    };
+    void apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded);
+    void refuse_reload(const std::shared_ptr<Reporter>& reporter, const std::string& why);
     void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
                        std::shared_ptr<Operation> op,
                        std::optional<SocketTable> previous_sockets = std::nullopt);
@@ -233,7 +240,7 @@ struct Supervisor::Impl {
 
     asio::io_context& io;
     Config config;
-    std::string config_path;  // "" for the built-in default
+    std::string config_path;    // "" for the built-in default
     DaemonOverrides overrides;  // `run --control/--state-dir`, applied at every reload
     std::string builtin_worker;
     std::vector<std::string> environment;
@@ -251,6 +258,7 @@ struct Supervisor::Impl {
     int reloads_ok = 0;
     int reloads_failed = 0;
     bool reload_in_progress = false;
+    bool reload_loading = false;  // the file is being read and parsed off the loop
     bool stopping = false;
     bool finished = false;
     bool systemd_notify = false;
@@ -262,6 +270,7 @@ struct Supervisor::Impl {
     std::unique_ptr<MetricsServer> metrics;
     asio::steady_timer memory_timer;  // armed only while some program has a memory_limit
     bool memory_timer_armed = false;
+    OffLoop off_loop;  // last: destroyed first, so no result arrives after the members go
 };
 
 }  // namespace clusterd

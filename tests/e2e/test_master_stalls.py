@@ -1,4 +1,6 @@
-"""End to end: a master whose log output stalls (stderr is a pipe nobody reads, as with a
+"""End to end: what would stall a single-threaded master does not.
+
+A config file that takes seconds to parse is parsed off the loop at reload. A master whose log output stalls (stderr is a pipe nobody reads, as with a
 stuck log collector) keeps supervising: heartbeats are judged, control requests answered,
 and the log lines it could not write are dropped, counted in /metrics and reported in the
 first line that gets through."""
@@ -14,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import CLUSTERD, free_port, http_get, wait_for
+from harness import CLUSTERD, Daemon, free_port, http_get, wait_for
 
 # Writes a 300-byte line every half millisecond: with `output: capture` each one becomes a
 # line of the master's log, ~600 KB/s, which fills a 64 KiB pipe and the master's 1 MiB log
@@ -131,6 +133,60 @@ programs:
         self.assertRegex(text.decode(errors="replace"),
                          r"clusterd dropped \d+ log line\(s\): the log output was not being read")
         os.set_blocking(self.proc.stderr.fileno(), True)
+
+
+def big_invalid_config(path, port, size=3_500_000):
+    """A config of `size` bytes that parses slowly and is rejected at the end (an unknown
+    top-level key holding ~100,000 small maps)."""
+    lines = ["programs:", "  web:", "    cores: 2", "    watchdog: 1s",
+             f'    listen: [{{name: http, address: "127.0.0.1:{port}"}}]', "junk:"]
+    n, total = 0, 0
+    while total < size:
+        line = f'  - {{a{n}: [1, 2, 3], b: "text {n}"}}'
+        lines.append(line)
+        total += len(line) + 1
+        n += 1
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class ReloadParseTest(unittest.TestCase):
+    def test_a_slow_config_parse_does_not_stop_the_loop(self):
+        port = free_port()
+        d = Daemon(f"""
+programs:
+  web:
+    cores: 2
+    watchdog: 1s
+    listen: [{{name: http, address: "127.0.0.1:{port}"}}]
+""")
+        self.addCleanup(d.close)
+        d.wait_log(r"web: all 2 workers ready")
+        pids = sorted(d.workers().values())
+        control = os.path.join(d.dir, "control.sock")
+        big_invalid_config(d.config, port)
+        for attempt in range(2):
+            reload = subprocess.Popen([CLUSTERD, "reload", "-s", control], text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            answered = 0
+            while reload.poll() is None:
+                out = subprocess.run([CLUSTERD, "status", "-s", control], capture_output=True,
+                                     timeout=10)
+                if reload.poll() is None and out.returncode == 0:
+                    answered += 1
+            text = reload.stdout.read()
+            reload.stdout.close()
+            print(f"\nreload of a {os.path.getsize(d.config)} byte config: {answered} status "
+                  "replies while it was parsed", file=sys.stderr)
+            self.assertNotEqual(reload.returncode, 0, text)
+            self.assertIn('clusterd.yaml:6:1: unknown key "junk"', text)
+            # The loop answered while the file was being parsed (a parse on the loop
+            # would have left every status waiting until the reload's reply).
+            self.assertGreaterEqual(answered, 3, f"reload {attempt}: {answered} status replies")
+            status, _ = http_get(port, "/")
+            self.assertEqual(status, 200)
+        self.assertEqual(sorted(d.workers().values()), pids)
+        self.assertNotRegex(d.log_text(), r"watchdog|not ready")
 
 
 if __name__ == "__main__":
