@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/dev.sh run  [clusterd run args...]  install what is missing, build clusterd, run it
-# scripts/dev.sh test [ctest args...]         install what is missing, build all, run every test
+# scripts/dev.sh test [ctest args...]         install what is missing, build all, run every test:
+#                                             the suite, then unit and e2e under ASan+UBSan, the
+#                                             worker's tests under TSan, and each fuzzer for 60 s
 # scripts/dev.sh package                      install what is missing, build the .deb
 #
 # Idempotent and non-interactive: Debian packages are installed only when missing, and each
@@ -18,8 +20,9 @@ PACKAGE_PACKAGES=(python3 file dpkg-dev)
 # builds a .deb and boots it in a container; the package test runs lintian on it; the fault
 # harness puts keep-alive load on the workers with wrk and counts each killed worker's
 # connections with ss (iproute2).
+# The fuzz targets are built by clang with libFuzzer (libclang-rt-dev).
 TEST_PACKAGES=(doctest-dev "${PACKAGE_PACKAGES[@]}" systemd-container debootstrap zstd wrk
-               iproute2 lintian man-db)
+               iproute2 lintian man-db clang libclang-rt-dev)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
@@ -38,14 +41,41 @@ install_missing() {
 }
 
 # build TESTING [TARGET...]: configure (tests on or off), then build the targets (default all).
+# EXTRA_CMAKE_ARGS and BUILD_DIR select a variant (the sanitizer builds).
 build() {
     local testing=$1 targets=()
     shift
     [ $# -gt 0 ] && targets=(--target "$@")
     echo "== building in $BUILD_DIR${*:+: $*}"
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLUSTERD_WERROR=ON \
-        -DBUILD_TESTING="$testing" >/dev/null
+        -DBUILD_TESTING="$testing" ${EXTRA_CMAKE_ARGS:-} >/dev/null
     cmake --build "$BUILD_DIR" -j "$(nproc)" "${targets[@]}"
+}
+
+# Each stage runs even when an earlier one failed; the command fails if any did.
+failed=()
+stage() {
+    local name=$1
+    shift
+    echo "== stage: $name"
+    if ! "$@"; then
+        failed+=("$name")
+        echo "== stage FAILED: $name"
+    fi
+}
+suite() { build ON && ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" "$@"; }
+# Unit and e2e tests on binaries built with AddressSanitizer and UndefinedBehaviorSanitizer:
+# any report fails the test that triggered it (-fno-sanitize-recover).
+asan_suite() {
+    BUILD_DIR=build-asan EXTRA_CMAKE_ARGS="-DCLUSTERD_SANITIZE=ON" build ON &&
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+            ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L 'unit|e2e'
+}
+# The worker's runtime (its offload thread pool among it) under ThreadSanitizer.
+tsan_suite() {
+    BUILD_DIR=build-tsan EXTRA_CMAKE_ARGS="-DCLUSTERD_TSAN=ON -DCLUSTERD_UNITY=OFF" \
+        build ON test_worker &&
+        TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/test_worker
 }
 
 case "${1:-}" in
@@ -59,9 +89,15 @@ case "${1:-}" in
     test)
         shift
         install_missing "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"
-        build ON
-        echo "== ctest"
-        exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" "$@"
+        stage "test suite" suite "$@"
+        stage "unit and e2e under ASan+UBSan" asan_suite
+        stage "worker under TSan" tsan_suite
+        stage "fuzzers, 60 s each" ./scripts/fuzz.sh 60
+        if [ ${#failed[@]} -gt 0 ]; then
+            echo "== FAILED: ${failed[*]}"
+            exit 1
+        fi
+        echo "== all stages passed"
         ;;
     package)
         install_missing "${PACKAGES[@]}" "${PACKAGE_PACKAGES[@]}"
