@@ -1,7 +1,6 @@
 #include "daemon/logging.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <spdlog/sinks/base_sink.h>
@@ -16,7 +15,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
-#include <thread>
+
+#include "daemon/quiet_thread.hpp"
 
 namespace clusterd {
 
@@ -108,12 +108,7 @@ class QueuedSink final : public spdlog::sinks::base_sink<std::mutex> {
         : q_(std::make_shared<LogQueue>()), colour_(colour) {
         q_->fd = fd;
         q_->owns_fd = owns_fd;
-        // The writer takes no signal: they stay the loop's.
-        sigset_t all, saved;
-        sigfillset(&all);
-        ::pthread_sigmask(SIG_SETMASK, &all, &saved);
-        std::thread(writer, q_).detach();
-        ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+        start_quiet_thread([q = q_] { writer(q); });
     }
 
     // Never waits: the writer finishes what is queued, closes the fd and ends on its own (a
@@ -136,22 +131,17 @@ class QueuedSink final : public spdlog::sinks::base_sink<std::mutex> {
         std::string line = format(msg);
         std::lock_guard lock(q_->mutex);
         if (q_->dropped_since_last > 0) {
+            // Said before the line, and queued or dropped with it.
             std::string notice = "clusterd dropped " + std::to_string(q_->dropped_since_last) +
                                  " log line(s): the log output was not being read";
-            spdlog::details::log_msg m(msg.time, {}, msg.logger_name, spdlog::level::warn, notice);
-            std::string text = format(m);
-            if (q_->bytes + text.size() + line.size() > kLogQueueBytes) {
-                drop();
-                return;
-            }
-            q_->dropped_since_last = 0;
-            q_->bytes += text.size();
-            q_->lines.push_back(std::move(text));
+            line = format({msg.time, {}, msg.logger_name, spdlog::level::warn, notice}) + line;
         }
         if (q_->bytes + line.size() > kLogQueueBytes) {
-            drop();
+            ++q_->dropped_since_last;
+            g_dropped_total.fetch_add(1, std::memory_order_relaxed);
             return;
         }
+        q_->dropped_since_last = 0;
         q_->bytes += line.size();
         q_->lines.push_back(std::move(line));
         q_->wake.notify_one();
@@ -173,11 +163,6 @@ class QueuedSink final : public spdlog::sinks::base_sink<std::mutex> {
             return out;
         }
         return std::string(buf.data(), buf.size());
-    }
-
-    void drop() {
-        ++q_->dropped_since_last;
-        g_dropped_total.fetch_add(1, std::memory_order_relaxed);
     }
 
     std::shared_ptr<LogQueue> q_;

@@ -8,14 +8,13 @@
 // a job still running finishes on its own and its result is dropped.
 #pragma once
 
-#include <signal.h>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <thread>
+
+#include "daemon/quiet_thread.hpp"
 
 namespace clusterd {
 
@@ -31,23 +30,19 @@ class OffLoop {
     OffLoop(const OffLoop&) = delete;
     OffLoop& operator=(const OffLoop&) = delete;
 
-    /// Run `work` on a new thread; then `done(result)` on the loop.
+    /// Run `work` on a new thread; then `done(result)` on the loop. Throws std::system_error
+    /// when no thread can be started.
     template <class R>
     void run(std::function<R()> work, std::function<void(R)> done) {
         auto shared = shared_;
-        // The thread takes no signals: they stay the loop's.
-        sigset_t all, saved;
-        sigfillset(&all);
-        ::pthread_sigmask(SIG_SETMASK, &all, &saved);
-        std::thread([shared, work = std::move(work), done = std::move(done)]() mutable {
+        start_quiet_thread([shared, work = std::move(work), done = std::move(done)]() mutable {
             auto result = std::make_shared<R>(work());
             std::lock_guard lock(shared->mutex);
             if (shared->io == nullptr) return;
             boost::asio::post(*shared->io, [shared, result, done = std::move(done)] {
                 if (shared->io != nullptr) done(std::move(*result));  // on the loop
             });
-        }).detach();
-        ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+        });
     }
 
   private:

@@ -109,24 +109,29 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
 
     reload_loading = true;
-    off_loop.run<LoadedConfig>(
-        [path = config_path] {
-            LoadedConfig loaded;
-            try {
-                loaded.config = load_config_file(path);
-            } catch (const ConfigError& e) {
-                for (const auto& d : e.diagnostics())
-                    loaded.error += (loaded.error.empty() ? "" : "\n") + d.to_string();
-            } catch (const std::exception& e) {
-                loaded.error = e.what();
-            }
-            return loaded;
-        },
-        [this, reporter](LoadedConfig loaded) {
-            reload_loading = false;
-            ::malloc_trim(0);  // a large file's parse leaves its memory with the allocator
-            apply_reload(reporter, std::move(loaded));
-        });
+    try {
+        off_loop.run<LoadedConfig>(
+            [path = config_path] {
+                LoadedConfig loaded;
+                try {
+                    loaded.config = load_config_file(path);
+                } catch (const ConfigError& e) {
+                    for (const auto& d : e.diagnostics())
+                        loaded.error += (loaded.error.empty() ? "" : "\n") + d.to_string();
+                } catch (const std::exception& e) {
+                    loaded.error = e.what();
+                }
+                return loaded;
+            },
+            [this, reporter](LoadedConfig loaded) {
+                reload_loading = false;
+                ::malloc_trim(0);  // a large file's parse leaves its memory with the allocator
+                apply_reload(reporter, std::move(loaded));
+            });
+    } catch (const std::system_error& e) {  // no thread to be had
+        reload_loading = false;
+        return refuse(std::string("cannot start reading the config: ") + e.what());
+    }
 }
 
 void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded) {

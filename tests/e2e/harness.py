@@ -61,6 +61,18 @@ def http_get(port, path="/", timeout=5.0):
         conn.close()
 
 
+def sample(text, name, **labels):
+    """The value of one sample of a Prometheus text page (str or bytes), or None."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def connect_outcome(port, timeout):
     """('refused' | 'reset' | 'served' | 'timeout' | ..., seconds) of one new connection."""
     start = time.monotonic()

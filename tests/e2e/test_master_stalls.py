@@ -7,7 +7,6 @@ first line that gets through."""
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from harness import CLUSTERD, Daemon, free_port, http_get, wait_for
+from harness import CLUSTERD, Daemon, free_port, http_get, sample, wait_for
 
 # Writes a 300-byte line every half millisecond: with `output: capture` each one becomes a
 # line of the master's log, ~600 KB/s, which fills a 64 KiB pipe and the master's 1 MiB log
@@ -25,14 +24,6 @@ CHATTY = ("import sys, time\n"
           "line = 'x' * 300 + '\\n'\n"
           "while True:\n"
           "    sys.stdout.write(line); sys.stdout.flush(); time.sleep(0.0005)\n")
-
-
-def sample(body, name):
-    text = body.decode() if isinstance(body, bytes) else body
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 class LogStallTest(unittest.TestCase):

@@ -3,17 +3,7 @@
 import re
 import unittest
 
-from harness import MISBEHAVE, Daemon, free_port, http_get, wait_for
-
-
-def sample(text, name, **labels):
-    """The value of one sample, or None."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+from harness import MISBEHAVE, Daemon, free_port, http_get, sample, wait_for
 
 
 class MetricsTest(unittest.TestCase):
