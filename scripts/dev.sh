@@ -65,11 +65,14 @@ stage() {
 }
 suite() { build ON && ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" "$@"; }
 # Unit and e2e tests on binaries built with AddressSanitizer and UndefinedBehaviorSanitizer:
-# any report fails the test that triggered it (-fno-sanitize-recover).
+# any report fails the test that triggered it (-fno-sanitize-recover). fault.short is left
+# out: its targets are restart times, which a sanitized binary (~70 ms a restart instead of
+# ~5 ms) does not meet; the first stage runs it on the real binaries.
 asan_suite() {
     BUILD_DIR=build-asan EXTRA_CMAKE_ARGS="-DCLUSTERD_SANITIZE=ON" build ON &&
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-            ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L 'unit|e2e'
+            ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L 'unit|e2e' \
+            -E '^fault\.'
 }
 # The worker's runtime (its offload thread pool among it) under ThreadSanitizer.
 tsan_suite() {
