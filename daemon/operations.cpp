@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/duration.hpp"
+#include "daemon/config_check.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/reload_plan.hpp"
 #include "daemon/supervisor_impl.hpp"
@@ -105,6 +106,9 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
     try {
         next = load_config_file(config_path);
         overrides.apply(next.daemon);
+        // What `clusterd check` and `run` refuse, a reload refuses too, before anything changes.
+        auto problems = check_runtime(next, builtin_worker, environment);
+        if (!problems.empty()) throw ConfigError(std::move(problems));
     } catch (const ConfigError& e) {
         std::string text;
         for (const auto& d : e.diagnostics()) text += (text.empty() ? "" : "\n") + d.to_string();
