@@ -104,6 +104,24 @@ class BadConfigTest(unittest.TestCase):
         failed = int(re.search(r'"reloads_failed":\s*(\d+)', status.stdout).group(1))
         self.assertGreaterEqual(failed, len(self.files))
 
+    def test_run_refuses_what_check_refuses_with_the_same_message(self):
+        # A sample across every kind of mistake, and every machine check: `run` must exit 3
+        # (invalid config) before starting anything, saying what `check` says.
+        sample = [p for p in self.files if os.path.basename(p).startswith("runtime_")]
+        sample += self.files[::10]
+        for path in sample:
+            name = os.path.basename(path)
+            expect, at = expectations(path)
+            with self.subTest(name):
+                r = subprocess.run([CLUSTERD, "run", "-c", path,
+                                    "--control", os.path.join(self.scratch, "run.sock"),
+                                    "--state-dir", os.path.join(self.scratch, "state")],
+                                   capture_output=True, timeout=30)
+                self.assertEqual(r.returncode, 3, f"{name}: {r.stderr!r}")
+                self.assert_refused(r, name, path, expect, at)
+                self.assertFalse(os.path.exists(os.path.join(self.scratch, "run.sock")))
+        self.assert_still_serving()
+
     def special(self, make, expect):
         """`make(path)` puts a non-config at path; check and reload must both refuse it
         without blocking (a FIFO with no writer would block a plain open)."""
