@@ -235,6 +235,32 @@ void check_depth(ConfigReader& r, const YAML::Node& root) {
     }
 }
 
+struct DocumentLines {
+    int first_content = -1;    // 0-based line of the first line that is not blank or a comment
+    int second_document = -1;  // 0-based line of a "---" that starts a second document
+};
+
+/// Where the document starts, and whether a "---" after it starts another one.
+DocumentLines scan_lines(std::string_view text) {
+    DocumentLines out;
+    int line = 0;
+    while (!text.empty()) {
+        auto end = text.find('\n');
+        std::string_view l = text.substr(0, end);
+        bool marker =
+            l.starts_with("---") && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+        if (marker && out.first_content >= 0 && out.second_document < 0) out.second_document = line;
+        auto first = l.find_first_not_of(" \t\r");
+        if (out.first_content < 0 && !marker && first != std::string_view::npos &&
+            l[first] != '#' && l[first] != '%')
+            out.first_content = line;
+        if (end == std::string_view::npos) break;
+        text.remove_prefix(end + 1);
+        ++line;
+    }
+    return out;
+}
+
 /// Records the position of every value down to the depth the config's keys go.
 void record_positions(const YAML::Node& root, std::map<std::string, Position>& out) {
     std::vector<std::pair<Item, int>> stack{{Item{root, root.Mark(), ""}, 0}};
@@ -288,9 +314,11 @@ std::string ListenConfig::address() const {
 Config load_config_string(const std::string& text, const std::string& source) {
     check_text(text, source);
     ConfigReader r(source);
-    std::vector<YAML::Node> documents;
+    // One document only, read with YAML::Load: yaml-cpp 0.7's LoadAll loops for ever (and
+    // grows without bound) on inputs as short as ", *a". A second document is found below.
+    YAML::Node document;
     try {
-        documents = YAML::LoadAll(text);
+        document = YAML::Load(text);
     } catch (const YAML::DeepRecursion& e) {
         r.error(e.mark, "",
                 "nesting deeper than " + std::to_string(limits::kMaxConfigDepth) + " levels at " +
@@ -303,17 +331,25 @@ Config load_config_string(const std::string& text, const std::string& source) {
 
     Config config;
     config.source = source;
-    if (documents.empty() || documents.front().IsNull()) {
-        YAML::Mark start;
-        start.line = start.column = 0;
-        r.error(start, "", "the config is empty: expected a map with a \"programs\" key");
+    DocumentLines lines = scan_lines(text);
+    if (document.IsNull()) {
+        YAML::Mark at;
+        at.line = std::max(lines.first_content, 0);
+        at.column = 0;
+        r.error(at, "",
+                lines.first_content < 0
+                    ? "the config is empty: expected a map with a \"programs\" key"
+                    : "expected a map with a \"programs\" key, found no value");
         throw ConfigError(std::move(r.diagnostics()));
     }
-    if (documents.size() > 1) {
-        r.error(documents[1].Mark(), "", "expected one YAML document, found another");
+    if (lines.second_document >= 0) {
+        YAML::Mark at;
+        at.line = lines.second_document;
+        at.column = 0;
+        r.error(at, "", "expected one YAML document, found another");
     }
 
-    const YAML::Node& root = documents.front();
+    const YAML::Node& root = document;
     check_depth(r, root);
     if (!r.ok()) throw ConfigError(std::move(r.diagnostics()));
     std::vector<Endpoint> endpoints;
@@ -367,18 +403,19 @@ std::string read_config_file(const std::string& path) {
                  std::to_string(limits::kMaxConfigBytes >> 20) + " MiB limit");
     };
     if (static_cast<std::uint64_t>(st.st_size) > limits::kMaxConfigBytes) too_big(st.st_size);
-    // The file may grow while it is read: read one byte past the limit to notice.
-    std::string text(limits::kMaxConfigBytes + 1, '\0');
-    std::size_t got = 0;
-    while (got < text.size()) {
-        ssize_t n = ::read(fd.get(), text.data() + got, text.size() - got);
+    // Memory follows the file's size, not the limit; the file may grow while it is read, so
+    // the limit is checked again as it comes in.
+    std::string text;
+    text.reserve(static_cast<std::size_t>(st.st_size));
+    char chunk[16384];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) fail(path, 0, 0, "cannot read: " + system_message(errno));
         if (n == 0) break;
-        got += static_cast<std::size_t>(n);
+        text.append(chunk, static_cast<std::size_t>(n));
+        if (text.size() > limits::kMaxConfigBytes) too_big(text.size());
     }
-    if (got > limits::kMaxConfigBytes) too_big(got);
-    text.resize(got);
     return text;
 }
 

@@ -291,7 +291,10 @@ case("root_scalar", "expected a map", body="@@programs\n")
 case("empty_file", "the config is empty", body="")
 case("only_comments", "the config is empty", body="# nothing here\n# at all\n")
 case("two_documents", "expected one YAML document, found another",
-     body=PROGRAM.format(extra="") + "---\n@@programs: {}\n")
+     body=PROGRAM.format(extra="") + "@@---\nprograms: {}\n")
+case("yaml_comma_alias_loop", 'expected a map with a "programs" key, found no value',
+     body="@@, *a-:\n web:\n")
+case("yaml_lone_comma", 'expected a map with a "programs" key, found no value', body="@@,\n")
 case("non_string_key", "expected a string key",
      body="programs:\n  web:\n    @@[a, b]: 1\n")
 case("start_time_not_below_timeout", "must be less than start_timeout (5s) with ready: started",
