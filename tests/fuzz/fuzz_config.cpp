@@ -57,12 +57,14 @@ std::string outcome(const std::string& source, const std::function<Config()>& lo
     }
 }
 
+/// Not valid UTF-8, so no accepted input (nor any message about one) contains it.
+const std::string kSource = "fuzz\xff.yaml";
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
-    std::string from_string =
-        outcome("fuzz.yaml", [&] { return load_config_string(text, "fuzz.yaml"); });
+    std::string from_string = outcome(kSource, [&] { return load_config_string(text, kSource); });
 
     static int fd = ::memfd_create("fuzz.yaml", MFD_CLOEXEC);
     if (fd < 0 || ::ftruncate(fd, 0) != 0 ||
@@ -70,6 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         __builtin_trap();
     std::string path = "/proc/self/fd/" + std::to_string(fd);
     std::string from_file = outcome(path, [&] { return load_config_file(path); });
-    if (from_file != from_string) __builtin_trap();
+    // A message may quote the input: an input that spells a file name cannot be compared.
+    if (text.find(path) == std::string::npos && from_file != from_string) __builtin_trap();
     return 0;
 }
