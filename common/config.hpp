@@ -142,10 +142,23 @@ struct DaemonOverrides {
     }
 };
 
+/// Where a value stands in its file (1-based).
+struct Position {
+    int line = 0;
+    int column = 0;
+};
+
 struct Config {
     std::string source;  // file path, or "<built-in>"
     DaemonConfig daemon;
     std::vector<ProgramConfig> programs;  // in file order
+    /// Position of each value by dotted path ("programs.web.user", "programs.web.command[0]"),
+    /// for checks made after loading (users, executables, paths) to point into the file.
+    std::map<std::string, Position> positions;
+
+    /// A diagnostic "path: message" at the position of `path`, or of its nearest enclosing
+    /// value that has one ("programs.web" for a missing "programs.web.command").
+    Diagnostic diagnostic(const std::string& path, const std::string& message) const;
 };
 
 /// Where `clusterd run` and the CLI look for the config when -c is not given.
@@ -160,10 +173,17 @@ inline std::string cores_text(const ProgramConfig& p) {
 /// not allowed in `env`, never taken from the master's environment.
 bool is_reserved_env(std::string_view name);
 
-/// Parse and validate a config file. Throws ConfigError.
+/// The text of a config file: a regular file only (a FIFO, a directory or a device is refused
+/// without blocking) of at most limits::kMaxConfigBytes. Throws ConfigError.
+std::string read_config_file(const std::string& path);
+
+/// Parse and validate a config file (read_config_file + load_config_string). Throws
+/// ConfigError. Pure: no globals, no logging, safe to call on any thread.
 Config load_config_file(const std::string& path);
 
 /// Parse and validate YAML text; `source` names it in diagnostics. Throws ConfigError.
+/// Refuses more than limits::kMaxConfigBytes, a NUL byte, invalid UTF-8 and nesting deeper
+/// than limits::kMaxConfigDepth. Pure, like load_config_file.
 Config load_config_string(const std::string& text, const std::string& source);
 
 /// The embedded default: the built-in worker on 127.0.0.1:8080 with `cores: auto`.

@@ -7,6 +7,7 @@
 #include "common/config_reader.hpp"
 #include "common/cpus.hpp"
 #include "common/duration.hpp"
+#include "common/limits.hpp"
 #include "common/placeholders.hpp"
 #include "common/signals.hpp"
 
@@ -68,18 +69,25 @@ void read_cores(ConfigReader& r, const Item& item, ProgramConfig& p) {
         }
         int n = 0;
         auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-        if (ec == std::errc{} && end == text.data() + text.size() && n >= 1 && n <= 4096) {
+        if (ec == std::errc{} && end == text.data() + text.size() && n >= 1 &&
+            n <= limits::kMaxWorkers) {
             p.cores_auto = false;
             p.workers = n;
             return;
         }
     }
-    r.expected(item, R"("auto" or an integer from 1 to 4096)");
+    r.expected(item, R"("auto" or an integer from 1 to )" + std::to_string(limits::kMaxWorkers));
 }
 
 void read_listen(ConfigReader& r, const Item& item, ParsedProgram& out) {
     auto entries = r.sequence(item, "a sequence of {name, address, reuseport, backlog} maps");
     if (!entries) return;
+    if (entries->size() > static_cast<std::size_t>(limits::kMaxListeners)) {
+        r.error(item.mark, item.path,
+                "expected at most " + std::to_string(limits::kMaxListeners) +
+                    " listen entries, got " + std::to_string(entries->size()));
+        return;
+    }
     std::map<std::string, YAML::Mark> names;
     for (std::size_t i = 0; i < entries->size(); ++i) {
         const Item& entry = (*entries)[i];
@@ -185,7 +193,12 @@ void read_backoff(ConfigReader& r, const Item& item, BackoffConfig& b) {
             max = v;
         }
     });
-    if (b.max < b.initial && (initial || max)) {
+    if (b.max < limits::kMinBackoffMax && max) {
+        r.error(max->mark, max->path,
+                "expected at least " + format_duration(limits::kMinBackoffMax) +
+                    " (a slot whose runs keep failing must not restart in a loop), got " +
+                    format_duration(b.max));
+    } else if (b.max < b.initial && (initial || max)) {
         const Item& at = max ? *max : *initial;
         r.error(at.mark, at.path,
                 "expected max to be at least initial (" + format_duration(b.initial) + "), got " +
@@ -286,7 +299,8 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                          r.expected(v, "a size like 512M or 2G, or 0 for no limit");
                      }
                  } else if (k == "max_surge") {
-                     if (auto n = r.integer(v, 1, 4096)) p.max_surge = static_cast<int>(*n);
+                     if (auto n = r.integer(v, 1, limits::kMaxWorkers))
+                         p.max_surge = static_cast<int>(*n);
                  } else if (k == "output") {
                      auto s = r.string(v);
                      if (s && *s != "inherit" && *s != "capture" && !s->starts_with("/")) {
@@ -307,7 +321,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
         if (!expand_placeholders(arg.node.Scalar(), p.listen, problem))
             r.error(arg.mark, arg.path, problem);
     }
-    if (p.cores_auto) p.workers = available_cpus();
+    if (p.cores_auto) p.workers = std::min(available_cpus(), limits::kMaxWorkers);
     return out;
 }
 

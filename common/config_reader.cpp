@@ -5,6 +5,7 @@
 #include <map>
 
 #include "common/duration.hpp"
+#include "common/limits.hpp"
 
 namespace clusterd::detail {
 
@@ -160,6 +161,10 @@ std::optional<long long> ConfigReader::integer(const Item& item, long long min, 
 std::optional<Duration> ConfigReader::duration(const Item& item, bool allow_zero) {
     if (item.node.IsScalar()) {
         if (auto d = parse_duration(item.node.Scalar())) {
+            if (*d > limits::kMaxDuration) {
+                expected(item, "a duration of at most " + format_duration(limits::kMaxDuration));
+                return std::nullopt;
+            }
             if (allow_zero || d->count() > 0) return *d;
             expected(item, "a duration greater than 0");
             return std::nullopt;
@@ -174,7 +179,12 @@ std::string describe(const YAML::Node& node) {
     if (node.IsMap()) return "a map";
     if (node.IsSequence()) return "a sequence";
     const std::string& text = node.Scalar();
-    if (text.size() > 60) return "\"" + text.substr(0, 57) + "...\"";
+    if (text.size() > 60) {
+        // Cut at a character boundary: messages go out as JSON, which must be UTF-8.
+        std::size_t cut = 57;
+        while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+        return "\"" + text.substr(0, cut) + "...\"";
+    }
     return "\"" + text + "\"";
 }
 

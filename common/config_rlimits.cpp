@@ -8,6 +8,7 @@
 
 #include "common/config_reader.hpp"
 #include "common/duration.hpp"
+#include "common/limits.hpp"
 
 namespace clusterd::detail {
 
@@ -17,18 +18,22 @@ struct Resource {
     std::string_view name;
     int resource;
     bool bytes;  // takes a size like 512M
+    /// The smallest soft limit a worker can start under: below it execve or the first
+    /// allocation fails, or the kernel kills the worker at once (cpu: 0 s).
+    std::uint64_t min;
+    std::string_view min_text;
 };
 
 constexpr std::array<Resource, 9> kResources = {{
-    {"nofile", RLIMIT_NOFILE, false},
-    {"core", RLIMIT_CORE, true},
-    {"nproc", RLIMIT_NPROC, false},
-    {"memlock", RLIMIT_MEMLOCK, true},
-    {"stack", RLIMIT_STACK, true},
-    {"as", RLIMIT_AS, true},
-    {"fsize", RLIMIT_FSIZE, true},
-    {"cpu", RLIMIT_CPU, false},
-    {"data", RLIMIT_DATA, true},
+    {"nofile", RLIMIT_NOFILE, false, limits::kMinNofile, "16"},
+    {"core", RLIMIT_CORE, true, 0, "0"},
+    {"nproc", RLIMIT_NPROC, false, 1, "1"},
+    {"memlock", RLIMIT_MEMLOCK, true, 0, "0"},
+    {"stack", RLIMIT_STACK, true, std::uint64_t{64} << 10, "64K"},
+    {"as", RLIMIT_AS, true, std::uint64_t{64} << 20, "64M"},
+    {"fsize", RLIMIT_FSIZE, true, 0, "0"},
+    {"cpu", RLIMIT_CPU, false, 1, "1"},
+    {"data", RLIMIT_DATA, true, std::uint64_t{16} << 20, "16M"},
 }};
 
 // Anything from 2^63 up would read as RLIM_INFINITY or wrap: write "unlimited" instead.
@@ -45,6 +50,11 @@ std::optional<std::uint64_t> read_value(ConfigReader& r, const Item& item, const
             std::uint64_t n = 0;
             auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
             if (!text.empty() && ec == std::errc{} && end == text.data() + text.size()) value = n;
+        }
+        if (value && *value <= kMaxLimit && *value < res.min) {
+            r.expected(item, "at least " + std::string(res.min_text) + " (" +
+                                 std::string(res.name) + " below that stops every worker)");
+            return std::nullopt;
         }
         if (value && *value <= kMaxLimit) return value;
     }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "common/limits.hpp"
 #include "common/signals.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/proc_stats.hpp"
@@ -170,8 +171,9 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              if (!need_program()) return;
              if (!req.contains("workers") || !req["workers"].is_number_integer() ||
                  req["workers"].get<std::int64_t>() < 1 ||
-                 req["workers"].get<std::int64_t>() > 4096)
-                 return fail("\"workers\" must be an integer from 1 to 4096");
+                 req["workers"].get<std::int64_t>() > limits::kMaxWorkers)
+                 return fail("\"workers\" must be an integer from 1 to " +
+                             std::to_string(limits::kMaxWorkers));
              if (prog->rollout) return fail(name + ": a rolling restart is in progress");
              int n = req["workers"].get<int>();
              auto op = std::make_shared<Operation>();

@@ -3,10 +3,12 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
 #include <stdexcept>
+#include <system_error>
 
 #include "common/placeholders.hpp"
 
@@ -18,6 +20,19 @@ std::string path_of(const std::vector<std::string>& env) {
     for (const auto& e : env)
         if (e.starts_with("PATH=")) return e.substr(5);
     return kDefaultPath;
+}
+
+/// Why find_executable(name, path) found nothing, in the words of the check that failed.
+std::string executable_problem(const std::string& name, const std::string& path) {
+    std::string what = "executable \"" + name + "\" ";
+    if (name.find('/') == std::string::npos) return what + "not found in PATH " + path;
+    struct stat st {};
+    if (::stat(name.c_str(), &st) != 0 && errno == ENOENT) return what + "not found";
+    if (::stat(name.c_str(), &st) != 0)
+        return what + "cannot be used: " + std::error_code(errno, std::system_category()).message();
+    if (S_ISDIR(st.st_mode)) return what + "is a directory";
+    if (!S_ISREG(st.st_mode)) return what + "is not a regular file";
+    return what + "is not executable (no x permission for clusterd)";
 }
 
 }  // namespace
@@ -43,15 +58,11 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
     // argv[0] is looked up in the worker's PATH, as execvp in the worker would.
     auto found = find_executable(plan.argv[0], path_of(plan.base_env));
     if (!found)
-        throw std::runtime_error(
-            "program " + program.name + ": executable \"" + plan.argv[0] + "\" not found" +
-            (plan.argv[0].find('/') == std::string::npos ? " in PATH " + path_of(plan.base_env)
-                                                         : std::string(" or not executable")));
+        throw LaunchError(program.command.empty() ? "command" : "command[0]",
+                          "program " + program.name + ": " +
+                              executable_problem(plan.argv[0], path_of(plan.base_env)));
     plan.path = *found;
 
-    if ((program.user || program.group) && ::geteuid() != 0)
-        throw std::runtime_error("program " + program.name +
-                                 ": `user`/`group` need clusterd to run as root");
     // A numeric id must fit: stoul("4294967296") cast to uid_t would be 0, root.
     auto numeric = [](const std::string& s) {
         return !s.empty() && s.size() <= 10 &&
@@ -63,8 +74,8 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
                          ? ::getpwuid(static_cast<uid_t>(std::stoul(*program.user)))
                          : ::getpwnam(program.user->c_str());
         if (pw == nullptr)
-            throw std::runtime_error("program " + program.name + ": unknown user \"" +
-                                     *program.user + "\"");
+            throw LaunchError(
+                "user", "program " + program.name + ": unknown user \"" + *program.user + "\"");
         plan.uid = pw->pw_uid;
         plan.gid = pw->pw_gid;
     }
@@ -73,10 +84,14 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
                         ? ::getgrgid(static_cast<gid_t>(std::stoul(*program.group)))
                         : ::getgrnam(program.group->c_str());
         if (gr == nullptr)
-            throw std::runtime_error("program " + program.name + ": unknown group \"" +
-                                     *program.group + "\"");
+            throw LaunchError(
+                "group", "program " + program.name + ": unknown group \"" + *program.group + "\"");
         plan.gid = gr->gr_gid;
     }
+    if ((program.user || program.group) && ::geteuid() != 0)
+        throw LaunchError(
+            program.user ? "user" : "group",
+            "program " + program.name + ": `user`/`group` need clusterd to run as root");
     // Only root may raise a hard limit: say so now rather than fail every spawn.
     for (const auto& limit : program.rlimits) {
         rlimit current{};
@@ -84,12 +99,13 @@ LaunchPlan LaunchPlan::resolve(const ProgramConfig& program, const std::string& 
             ::getrlimit(static_cast<__rlimit_resource_t>(limit.resource), &current) < 0)
             continue;
         if (current.rlim_max != RLIM_INFINITY && limit.hard > current.rlim_max)
-            throw std::runtime_error(
-                "program " + program.name + ": rlimits." + limit.name + " hard limit " +
-                (limit.hard == RLimit::kUnlimited ? std::string("unlimited")
-                                                  : std::to_string(limit.hard)) +
-                " is above clusterd's own (" + std::to_string(current.rlim_max) +
-                "), which only root may raise");
+            throw LaunchError("rlimits." + limit.name,
+                              "program " + program.name + ": rlimits." + limit.name +
+                                  " hard limit " +
+                                  (limit.hard == RLimit::kUnlimited ? std::string("unlimited")
+                                                                    : std::to_string(limit.hard)) +
+                                  " is above clusterd's own (" + std::to_string(current.rlim_max) +
+                                  "), which only root may raise");
     }
     if (plan.gid) {
         plan.groups.push_back(*plan.gid);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,20 @@ namespace clusterd {
 inline constexpr const char* kDefaultPath =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Per-program launch data, resolved when the program is set up (throws std::runtime_error
-/// with a clear message: unknown user, executable not found, not root for `user:`...).
+/// Why a program cannot be launched; `key` is the program's config key at fault ("command",
+/// "user", "group", "rlimits.nofile"), so that `clusterd check` can point at it.
+class LaunchError : public std::runtime_error {
+  public:
+    LaunchError(std::string key, const std::string& message)
+        : std::runtime_error(message), key_(std::move(key)) {}
+    const std::string& key() const { return key_; }
+
+  private:
+    std::string key_;
+};
+
+/// Per-program launch data, resolved when the program is set up (throws LaunchError with a
+/// clear message: unknown user, executable not found, not root for `user:`...).
 struct LaunchPlan {
     std::string path;
     std::vector<std::string> argv;

@@ -14,8 +14,10 @@
 
 #include "common/config.hpp"
 #include "common/exit_codes.hpp"
+#include "common/limits.hpp"
 #include "common/signals.hpp"
 #include "daemon/cli.hpp"
+#include "daemon/config_check.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/supervisor.hpp"
@@ -53,13 +55,32 @@ void print_errors(const ConfigError& e) {
     for (const auto& d : e.diagnostics()) std::cerr << d.to_string() << "\n";
 }
 
+// What workers may inherit: the master's environment without systemd's socket variables.
+std::vector<std::string> master_environment() {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e)
+        if (!std::string_view(*e).starts_with("LISTEN_")) env.emplace_back(*e);
+    return env;
+}
+
+// Loads `path` and checks it against this machine as `run` would use it (users, executables,
+// paths): `check` and `run` accept exactly the same files.
+Config load_and_check(const std::string& path, const DaemonOverrides& overrides) {
+    Config config = path.empty() ? default_config() : load_config_file(path);
+    overrides.apply(config.daemon);
+    auto problems = check_runtime(config, builtin_worker_path(), master_environment());
+    if (!problems.empty()) throw ConfigError(std::move(problems));
+    return config;
+}
+
 // Where `run` gets its config: -c, else the default path if it exists, else built in.
-std::optional<Config> load(const std::string& path, bool explicit_path) {
+std::optional<Config> load(const std::string& path, bool explicit_path,
+                           const DaemonOverrides& overrides) {
     try {
-        if (explicit_path) return load_config_file(path);
+        if (explicit_path) return load_and_check(path, overrides);
         if (std::filesystem::exists(kDefaultConfigPath))
-            return load_config_file(kDefaultConfigPath);
-        return default_config();
+            return load_and_check(kDefaultConfigPath, overrides);
+        return load_and_check("", overrides);
     } catch (const ConfigError& e) {
         print_errors(e);
         return std::nullopt;
@@ -99,9 +120,8 @@ std::string daemon_on(const std::string& path) {
 
 int run(const std::string& config_path, bool explicit_path, const std::string& log_level,
         const DaemonOverrides& overrides) {
-    auto config = load(config_path, explicit_path);
+    auto config = load(config_path, explicit_path, overrides);
     if (!config) return exit_code::invalid_config;
-    overrides.apply(config->daemon);
     try {
         setup_logging(log_level.empty() ? config->daemon.log_level : log_level,
                       config->daemon.log_file);
@@ -135,9 +155,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
         spdlog::warn("prctl(PR_SET_CHILD_SUBREAPER) failed: {}", std::strerror(errno));
     if (::getpid() == 1) spdlog::info("running as PID 1: reaping every orphan of the container");
 
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e)
-        if (!std::string_view(*e).starts_with("LISTEN_")) env.emplace_back(*e);
+    std::vector<std::string> env = master_environment();
     boost::asio::io_context io(1);
     std::string control_group = config->daemon.control_group;
     std::string reload_path =
@@ -207,7 +225,7 @@ std::string control_socket(const std::string& socket, const std::string& config_
 
 int check(const std::string& path) {
     try {
-        Config config = load_config_file(path);
+        Config config = load_and_check(path, {});
         for (const auto& p : config.programs) std::cout << describe_program(p) << "\n";
         std::cout << path << ": ok\n";
         return exit_code::ok;
@@ -286,7 +304,7 @@ int main(int argc, char** argv) {
     scale_cmd->add_option("program", program, "Program")->required();
     scale_cmd->add_option("workers", workers, "Number of workers")
         ->required()
-        ->check(CLI::Range(1, 4096));
+        ->check(CLI::Range(1, limits::kMaxWorkers));
     auto* stop_cmd = client("stop", "Stop a program's workers (they stay stopped)");
     stop_cmd->add_option("program", program, "Program")->required();
     auto* start_cmd = client("start", "Start a program's stopped workers");

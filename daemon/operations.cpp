@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "common/duration.hpp"
+#include "daemon/config_check.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/reload_plan.hpp"
 #include "daemon/supervisor_impl.hpp"
@@ -143,6 +144,13 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
         if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
     Config next = std::move(*loaded.config);
     overrides.apply(next.daemon);
+    // What `clusterd check` and `run` refuse, a reload refuses too, before anything changes. The
+    // checks look up users and groups, so they run here on the loop, not on the parse thread.
+    if (auto problems = check_runtime(next, builtin_worker, environment); !problems.empty()) {
+        std::string text;
+        for (const auto& d : problems) text += (text.empty() ? "" : "\n") + d.to_string();
+        return refuse("invalid config, nothing changed:\n" + text);
+    }
     ReloadPlan plan = plan_reload(config, next);
 
     // Everything that can fail (users, executables, sockets) is prepared before anything

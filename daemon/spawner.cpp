@@ -15,6 +15,8 @@
 #include <cerrno>
 #include <csignal>
 
+#include "common/limits.hpp"
+
 namespace clusterd {
 
 namespace {
@@ -85,8 +87,8 @@ constexpr const char* kStepNames[kStepCount] = {
     int high_pipe = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 3 + n);
     if (high_pipe < 0) child_fail(pipe_fd, kMoveFds, errno);
     pipe_fd = high_pipe;
-    int moved[256];
-    if (n > 256) child_fail(pipe_fd, kMoveFds, E2BIG);
+    int moved[limits::kMaxListeners];
+    if (n > limits::kMaxListeners) child_fail(pipe_fd, kMoveFds, E2BIG);
     for (int i = 0; i < n; ++i) {
         moved[i] = ::fcntl(spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n);
         if (moved[i] < 0) child_fail(pipe_fd, kMoveFds, errno);

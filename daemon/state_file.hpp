@@ -10,10 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "common/limits.hpp"
+
 namespace clusterd {
 
 /// The most workers a runtime scale may ask for (the CLI and control protocol cap).
-inline constexpr int kMaxScale = 4096;
+inline constexpr int kMaxScale = limits::kMaxWorkers;
 
 struct SavedScale {
     int workers = 0;

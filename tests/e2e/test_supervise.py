@@ -330,9 +330,11 @@ programs:
     cores: 1
 """)
         self.addCleanup(d.close)
-        self.assertEqual(d.wait_exit(10), 4)
-        self.assertIn('program ghost: executable "/nonexistent/clusterd-no-such-binary" not found',
-                      d.log_text())
+        # Refused as an invalid config (exit 3), at the line of the command, before anything
+        # starts: `clusterd check` finds the same error.
+        self.assertEqual(d.wait_exit(10), 3)
+        self.assertIn(f'{d.config}:4:15: programs.ghost.command[0]: executable '
+                      '"/nonexistent/clusterd-no-such-binary" not found', d.log_text())
 
     def test_a_binary_that_vanishes_is_reported_and_backs_off(self):
         tmp = tempfile.mkdtemp(prefix="clusterd-exec-")

@@ -34,7 +34,7 @@ std::string error_of(const std::string& fixture) {
 TEST_CASE("rlimits: integers, sizes, unlimited and soft/hard pairs, in file order") {
     auto p = load_program(
         "{nofile: 65536, core: unlimited, as: 2G, stack: 8M, nproc: {soft: 512, hard: 1024}, "
-        "cpu: 3600, memlock: {soft: 64K, hard: unlimited}, fsize: 1000, data: 0}");
+        "cpu: 3600, memlock: {soft: 64K, hard: unlimited}, fsize: 1000, data: 32M}");
     REQUIRE(p.rlimits.size() == 9);
     CHECK(p.rlimits[0] == RLimit{"nofile", RLIMIT_NOFILE, 65536, 65536});
     CHECK(p.rlimits[1] == RLimit{"core", RLIMIT_CORE, RLimit::kUnlimited, RLimit::kUnlimited});
@@ -44,7 +44,7 @@ TEST_CASE("rlimits: integers, sizes, unlimited and soft/hard pairs, in file orde
     CHECK(p.rlimits[5] == RLimit{"cpu", RLIMIT_CPU, 3600, 3600});
     CHECK(p.rlimits[6] == RLimit{"memlock", RLIMIT_MEMLOCK, 64 << 10, RLimit::kUnlimited});
     CHECK(p.rlimits[7] == RLimit{"fsize", RLIMIT_FSIZE, 1000, 1000});
-    CHECK(p.rlimits[8] == RLimit{"data", RLIMIT_DATA, 0, 0});
+    CHECK(p.rlimits[8] == RLimit{"data", RLIMIT_DATA, 32u << 20, 32u << 20});
     CHECK(load_program("{}").rlimits.empty());
     CHECK(load_config_string("programs:\n  web:\n    cores: 1\n", "t").programs[0].rlimits.empty());
 }

@@ -229,7 +229,7 @@ TEST_CASE("a second YAML document in the file is an error") {
         FAIL("expected a ConfigError");
     } catch (const ConfigError& e) {
         REQUIRE(e.diagnostics().size() == 1);
-        CHECK(e.diagnostics()[0].to_string().starts_with("x:3:1: expected one YAML document"));
+        CHECK(e.diagnostics()[0].to_string().starts_with("x:2:1: expected one YAML document"));
     }
 }
 
