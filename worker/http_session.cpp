@@ -155,7 +155,8 @@ void HttpSession::on_read_some(const error_code& ec, std::size_t n) {
 }
 
 void HttpSession::parse_buffered() {
-    if (server_ == nullptr || state_ == State::closed) return;
+    // A posted parse finds the request timed out (408) in the meantime: nothing more is read.
+    if (server_ == nullptr || state_ != State::reading) return;
     while (buffer_.size() > 0 && !parser_->is_done()) {
         error_code ec;
         std::size_t used = parser_->put(buffer_.data(), ec);
