@@ -58,12 +58,18 @@ std::string_view reason_phrase(int status) {
             return "Not Found";
         case 405:
             return "Method Not Allowed";
+        case 408:
+            return "Request Timeout";
         case 413:
             return "Content Too Large";
+        case 417:
+            return "Expectation Failed";
         case 431:
             return "Request Header Fields Too Large";
         case 500:
             return "Internal Server Error";
+        case 501:
+            return "Not Implemented";
         default:
             return "Unknown";
     }
@@ -79,10 +85,16 @@ std::string_view error_body(int status) {
             return "Not Found\n";
         case 405:
             return "Method Not Allowed\n";
+        case 408:
+            return "Request Timeout\n";
         case 413:
             return "Content Too Large\n";
+        case 417:
+            return "Expectation Failed\n";
         case 431:
             return "Request Header Fields Too Large\n";
+        case 501:
+            return "Not Implemented\n";
         default:
             return "Internal Server Error\n";
     }

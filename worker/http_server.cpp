@@ -63,9 +63,12 @@ void HttpServer::do_sweep() {
 void HttpServer::on_sweep(const boost::system::error_code& ec) {
     if (ec) return;
     update_date();
-    auto now = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->sweep(now);
+    sweep(std::chrono::steady_clock::now());
     do_sweep();
+}
+
+void HttpServer::sweep(std::chrono::steady_clock::time_point now) {
+    for (std::size_t i = 0; i < sessions_.size(); ++i) sessions_[i]->sweep(now);
 }
 
 void HttpServer::update_date() {

@@ -28,13 +28,17 @@ struct HttpOptions {
     std::shared_ptr<const DocumentRoot> root;
     /// A keep-alive connection may sit idle this long.
     std::chrono::seconds idle_timeout{60};
-    /// From the first byte of a request to its last (the slowloris bound).
+    /// From the first byte of a request to the end of its head: 408 and a close after it
+    /// (the slowloris bound).
+    std::chrono::seconds header_timeout{10};
+    /// From the first byte of a request to its last, body included: 408 and a close after it.
     std::chrono::seconds request_timeout{30};
     /// Without progress while sending a response.
     std::chrono::seconds send_timeout{60};
     /// Discarding input after an error response, so the peer reads it before the close.
     std::chrono::seconds linger_timeout{2};
-    /// Request bodies are read and discarded up to this size; larger ones get 413.
+    /// Request bodies are read and discarded up to this size; larger ones get 413. (The
+    /// head is limited by Beast's parser to 8 KiB: 431.)
     std::uint64_t body_limit = 1 << 20;
     /// Serve /cpu?ms=N (burn N ms on the offload pool): a demonstration and test endpoint,
     /// off by default since it lets any client spend the server's CPU.
@@ -61,6 +65,9 @@ class HttpServer {
     void accept(AcceptedSocket socket);
     /// Graceful stop: closes idle connections, lets the others finish their request.
     void drain();
+    /// Applies every connection's timeouts as of `now` (the once-a-second timer calls it;
+    /// tests call it with a simulated time).
+    void sweep(std::chrono::steady_clock::time_point now);
 
     /// True once drain() ran: no more keep-alive.
     bool draining() const { return draining_; }
@@ -80,6 +87,12 @@ class HttpServer {
     /// Requests answered since start.
     std::uint64_t requests() const { return requests_; }
     void count_request() { ++requests_; }
+    /// Requests refused for their head or body (400, 413, 417, 431, 501) since start.
+    std::uint64_t rejected() const { return rejected_; }
+    void count_rejected() { ++rejected_; }
+    /// Requests that did not arrive within the header or request timeout (408) since start.
+    std::uint64_t timeouts() const { return timeouts_; }
+    void count_timeout() { ++timeouts_; }
 
     /// Registers a session (HttpSession calls it); returns its slot.
     std::size_t add(HttpSession* session);
@@ -102,6 +115,8 @@ class HttpServer {
     // Last: joined first on destruction, before anything its completions refer to.
     OffloadPool pool_;
     std::uint64_t requests_ = 0;
+    std::uint64_t rejected_ = 0;
+    std::uint64_t timeouts_ = 0;
 };
 
 }  // namespace clusterd::worker

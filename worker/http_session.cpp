@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 
+#include "worker/http_route.hpp"
 #include "worker/http_server.hpp"
 #include "worker/offload_pool.hpp"
 
@@ -87,11 +88,18 @@ void HttpSession::drain() {
 void HttpSession::sweep(Clock::time_point now) {
     if (state_ == State::closed) return;
     if (state_ == State::reading && !request_started_ && !idle()) {
-        // The first bytes of a request arrived: from now on it has request_timeout to finish.
+        // The first bytes of a request arrived: from now on its head has header_timeout to
+        // complete, and the whole request request_timeout.
         request_started_ = true;
+        header_deadline_ = now + server_->options().header_timeout;
         deadline_ = now + server_->options().request_timeout;
     }
-    if (now >= deadline_) close();
+    bool head_late = state_ == State::reading && request_started_ && !parser_->is_header_done() &&
+                     now >= header_deadline_;
+    if (!head_late && now < deadline_) return;
+    // A client that started a request is told why it is cut off; an idle one is not.
+    if (state_ == State::reading && request_started_) return time_out();
+    close();
 }
 
 void HttpSession::detach() {
@@ -104,8 +112,10 @@ void HttpSession::do_read() {
     parser_.emplace(target_, server_->options().body_limit);
     parser_->eager(true);
     request_started_ = buffer_.size() > 0;
+    continue_answered_ = false;
     const auto& opts = server_->options();
     deadline_ = Clock::now() + (request_started_ ? opts.request_timeout : opts.idle_timeout);
+    header_deadline_ = Clock::now() + opts.header_timeout;
     if (server_->draining()) deadline_ = std::min(deadline_, Clock::now() + kDrainIdleGrace);
     // Pipelined requests already buffered are parsed at once, but only a few levels deep on
     // this stack: a flood of tiny pipelined requests must not recurse without bound.
@@ -131,7 +141,8 @@ void HttpSession::read_some() {
 }
 
 void HttpSession::on_read_some(const error_code& ec, std::size_t n) {
-    if (server_ == nullptr || state_ == State::closed) return;
+    // Not reading any more: a timeout cancelled this read and answered 408.
+    if (server_ == nullptr || state_ != State::reading) return;
     buffer_.commit(n);
     if (ec == boost::asio::error::eof) {
         if (!parser_->got_some()) return on_read(http::error::end_of_stream);
@@ -144,7 +155,8 @@ void HttpSession::on_read_some(const error_code& ec, std::size_t n) {
 }
 
 void HttpSession::parse_buffered() {
-    if (server_ == nullptr || state_ == State::closed) return;
+    // A posted parse finds the request timed out (408) in the meantime: nothing more is read.
+    if (server_ == nullptr || state_ != State::reading) return;
     while (buffer_.size() > 0 && !parser_->is_done()) {
         error_code ec;
         std::size_t used = parser_->put(buffer_.data(), ec);
@@ -154,45 +166,106 @@ void HttpSession::parse_buffered() {
         if (used == 0) break;
     }
     if (parser_->is_done()) return on_read({});
+    if (parser_->expects_continue() && !continue_answered_) return on_expect_continue();
     read_some();
+}
+
+// The head asked for `100 Continue` and the body has not all arrived: tell the client to
+// send it, or give the final answer now when the body cannot change it.
+void HttpSession::on_expect_continue() {
+    continue_answered_ = true;
+    const auto& opts = server_->options();
+    if (route_request(parser_->method(), target_, opts.cpu_endpoint, opts.root != nullptr) ==
+        Route::method_not_allowed)
+        return handle_request();  // 405; the connection closes after it (body unread)
+    send_continue();
+}
+
+void HttpSession::send_continue() {
+    static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+    error_code ec;
+    std::size_t sent = socket_.write_some(boost::asio::buffer(interim), ec);
+    if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        ec = {};
+        sent = 0;
+    }
+    if (ec) return close();
+    if (sent == interim.size()) return read_some();
+    boost::asio::async_write(socket_, boost::asio::buffer(interim.substr(sent)),
+                             [self = shared_from_this()](const error_code& ec, std::size_t) {
+                                 if (self->server_ == nullptr || self->state_ != State::reading)
+                                     return;
+                                 if (ec) return self->close();
+                                 self->read_some();
+                             });
 }
 
 void HttpSession::on_read(const error_code& ec) {
     if (server_ == nullptr || state_ == State::closed) return;
     if (ec == http::error::end_of_stream || ec == http::error::partial_message) return close();
     if (ec && ec.category() == http::make_error_code(http::error::bad_target).category()) {
-        keep_alive_ = false;
-        is_head_ = false;
-        int status = status_for(ec);
-        return respond(
-            {.status = status, .keep_alive = false, .content_length = error_body(status).size()},
-            error_body(status));
+        int status = parser_->reject_status();
+        return refuse(status != 0 ? status : status_for(ec), parser_->reject_reason());
     }
     if (ec) return close();
     handle_request();
 }
 
+// A request whose framing or head is refused: the answer says what was wrong, and the
+// connection closes after it, so nothing that follows is read as another request.
+void HttpSession::refuse(int status, std::string_view reason) {
+    server_->count_rejected();
+    keep_alive_ = false;
+    is_head_ = false;
+    if (reason.empty()) {
+        file_data_.assign(error_body(status));
+    } else {
+        file_data_.assign(reason_phrase(status));
+        file_data_ += ": ";
+        file_data_ += reason;
+        file_data_ += '\n';
+    }
+    respond({.status = status, .keep_alive = false, .content_length = file_data_.size()},
+            file_data_);
+}
+
+void HttpSession::time_out() {
+    // Cancel the pending read first: its handler then sees a state other than reading.
+    error_code ignored;
+    socket_.cancel(ignored);
+    server_->count_timeout();
+    keep_alive_ = false;
+    is_head_ = false;
+    respond({.status = 408, .keep_alive = false, .content_length = error_body(408).size()},
+            error_body(408));
+}
+
 void HttpSession::handle_request() {
     server_->count_request();
     const RequestParser& req = *parser_;
-    keep_alive_ = req.keep_alive() && !server_->draining();
+    // Answered before its body arrived (Expect: 100-continue): the unread body would be
+    // taken for the next request, so the connection closes after the answer.
+    keep_alive_ = req.keep_alive() && !server_->draining() && req.is_done();
     is_head_ = req.method() == http::verb::head;
     ResponseHead head{.version = req.version(), .keep_alive = keep_alive_};
+    const HttpOptions& opts = server_->options();
 
-    if (request_path(target_) == "/healthz") {
-        head.content_length = 3;
-        return respond(head, "ok\n");
+    switch (route_request(req.method(), target_, opts.cpu_endpoint, opts.root != nullptr)) {
+        case Route::healthz:
+            head.content_length = 3;
+            return respond(head, "ok\n");
+        case Route::cpu:
+            return respond_cpu();
+        case Route::method_not_allowed:
+            head.status = 405;
+            head.allow = true;
+            head.content_length = error_body(405).size();
+            return respond(head, error_body(405));
+        case Route::file:
+            return respond_file(opts.root->open(target_));
+        case Route::body:
+            break;
     }
-    if (server_->options().cpu_endpoint && request_path(target_) == "/cpu" &&
-        !server_->options().root)
-        return respond_cpu();
-    if (req.method() != http::verb::get && !is_head_) {
-        head.status = 405;
-        head.allow = true;
-        head.content_length = error_body(405).size();
-        return respond(head, error_body(405));
-    }
-    if (const auto& root = server_->options().root) return respond_file(root->open(target_));
     const std::string& body = server_->options().body;
     // The common case, a keep-alive GET of the fixed body, has a head the server keeps
     // ready (rebuilt when the Date changes): nothing is formatted per request.

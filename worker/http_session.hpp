@@ -50,6 +50,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void on_read_some(const boost::system::error_code& ec, std::size_t n);
     void parse_buffered();
     void on_read(const boost::system::error_code& ec);
+    void on_expect_continue();
+    void send_continue();
+    void refuse(int status, std::string_view reason);
+    void time_out();
     void handle_request();
     void respond(ResponseHead head, std::string_view body);
     void respond_file(RootFile file);
@@ -78,9 +82,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool is_head_ = false;
     bool keep_alive_ = false;
     bool request_started_ = false;
+    bool continue_answered_ = false;
     int inline_depth_ = 0;
     State state_ = State::reading;
     std::chrono::steady_clock::time_point deadline_;
+    // The head of a started request must be complete by then (reading only).
+    std::chrono::steady_clock::time_point header_deadline_;
 };
 
 }  // namespace clusterd::worker

@@ -27,6 +27,8 @@ struct Options {
     std::string root;
     std::string body = "Hello from clusterd-worker\n";
     double drain_timeout = 0;
+    long long header_timeout = 10;
+    long long request_timeout = 30;
     std::size_t offload_threads = 2;
     bool cpu_endpoint = false;
     long long debug_block_after_ms = -1;
@@ -52,11 +54,17 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     http_opts.root = std::move(root);
     http_opts.offload_threads = opts.offload_threads;
     http_opts.cpu_endpoint = opts.cpu_endpoint;
+    http_opts.header_timeout = std::chrono::seconds(opts.header_timeout);
+    http_opts.request_timeout = std::chrono::seconds(opts.request_timeout);
     // Declared after the runtime: destroyed before the io_context its sessions live on.
     HttpServer server(runtime.context(), std::move(http_opts));
     runtime.on_accept([&server](AcceptedSocket socket) { server.accept(std::move(socket)); });
     runtime.on_drain([&server] { server.drain(); });
     runtime.report("REQUESTS", [&server] { return static_cast<std::int64_t>(server.requests()); });
+    runtime.report("HTTP_REJECTED",
+                   [&server] { return static_cast<std::int64_t>(server.rejected()); });
+    runtime.report("HTTP_TIMEOUTS",
+                   [&server] { return static_cast<std::int64_t>(server.timeouts()); });
     server.start();
     boost::asio::steady_timer block_timer(runtime.context());
     if (opts.debug_block_after_ms >= 0) {
@@ -94,6 +102,18 @@ int main(int argc, char** argv) {
                    "After TERM, close connections still open after SECONDS (0 = wait)")
         ->type_name("SECONDS")
         ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--header-timeout", opts.header_timeout,
+                   "Answer 408 and close when a request's head is not complete SECONDS after "
+                   "its first byte (slow clients holding connections)")
+        ->type_name("SECONDS")
+        ->check(CLI::Range(1, 3600))
+        ->capture_default_str();
+    app.add_option("--request-timeout", opts.request_timeout,
+                   "Answer 408 and close when a request, body included, is not complete "
+                   "SECONDS after its first byte")
+        ->type_name("SECONDS")
+        ->check(CLI::Range(1, 3600))
         ->capture_default_str();
     app.add_flag("--cpu-endpoint", opts.cpu_endpoint,
                  "Serve /cpu?ms=N: N ms of CPU work on the offload pool, off the loop (a demo; "

@@ -87,9 +87,10 @@ class WorkerHttpTest(unittest.TestCase):
             self.assertEqual(body, b"ok\n" if path == b"/healthz" else BODY)
 
     def test_request_bodies_are_skipped_and_the_next_request_served(self):
-        data = (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-                b"GET /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-                b"HEAD / HTTP/1.1\r\n\r\n")
+        data = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n"
+                b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
         out = exchange(self.port, data)
         self.assertEqual(out.count(b"HTTP/1.1 "), 3)
         self.assertIn(b"HTTP/1.1 405 Method Not Allowed\r\n", out)
@@ -101,9 +102,9 @@ class WorkerHttpTest(unittest.TestCase):
         self.assertIn(b"\r\nConnection: close\r\n", out)
         self.assertTrue(out.endswith(BODY))
         self.assertTrue(exchange(self.port, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 "))
-        big = b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+        big = b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
         self.assertTrue(exchange(self.port, big).startswith(b"HTTP/1.1 431 "))
-        huge = b"POST / HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n"
+        huge = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
         self.assertTrue(exchange(self.port, huge).startswith(b"HTTP/1.1 413 "))
 
     def test_a_half_sent_request_then_close_gets_no_answer(self):

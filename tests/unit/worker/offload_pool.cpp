@@ -5,11 +5,13 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 using namespace clusterd::worker;
 using namespace std::chrono_literals;
@@ -76,4 +78,66 @@ TEST_CASE("burn_cpu_ms uses about that much CPU time") {
     long long used = burn_cpu_ms(50);
     CHECK(used >= 50'000);
     CHECK(used < 60'000);
+}
+
+TEST_CASE("offload pool: many submits from the loop, chained from completions, all complete") {
+    // The loop runs on its own thread; jobs are submitted from it only, as the worker does.
+    boost::asio::io_context io{1};
+    OffloadPool pool(io, 4);
+    constexpr int half = 1000;
+    std::vector<long long> results(2 * half, -1);
+    int completed = 0;
+    long long sum = 0;
+    std::size_t max_in_flight = 0;
+    std::function<void(int)> submit_one = [&](int i) {
+        auto slot = static_cast<std::size_t>(i);
+        pool.submit([&results, slot] { results[slot] = static_cast<long long>(slot) * 3; },
+                    [&, i, slot] {
+                        // The job's write is visible here: the completion runs after it.
+                        sum += results[slot];
+                        ++completed;
+                        // Completions submit the second half while first-half jobs still run.
+                        if (i < half) submit_one(i + half);
+                    });
+        max_in_flight = std::max(max_in_flight, pool.in_flight());
+    };
+    boost::asio::post(io, [&] {
+        for (int i = 0; i < half; ++i) submit_one(i);
+    });
+    std::thread loop([&] { io.run(); });
+    loop.join();
+    CHECK(completed == 2 * half);
+    CHECK(pool.in_flight() == 0);
+    CHECK(sum == 3LL * (2 * half - 1) * (2 * half) / 2);
+    CHECK(max_in_flight > 1);
+}
+
+TEST_CASE("offload pool: completions racing shutdown never touch a destroyed pool") {
+    for (int round = 0; round < 20; ++round) {
+        CAPTURE(round);
+        boost::asio::io_context io{1};
+        std::atomic<int> worked{0};
+        int completed = 0;
+        {
+            OffloadPool pool(io, 3);
+            boost::asio::post(io, [&] {
+                for (int i = 0; i < 200; ++i)
+                    pool.submit([&] { worked.fetch_add(1, std::memory_order_relaxed); },
+                                [&] { ++completed; });
+            });
+            // The loop stops while jobs still run and completions are still being posted.
+            std::thread loop([&] {
+                io.run_one();
+                io.run_for(std::chrono::microseconds(100 * round));
+            });
+            loop.join();
+            io.stop();
+        }  // the pool joins its threads here; completions not run stay queued on the loop
+        CHECK(worked.load() == 200);
+        CHECK(completed <= 200);
+        // The queued completions still run safely on the loop after the pool is gone.
+        io.restart();
+        io.run();
+        CHECK(completed == 200);
+    }
 }
