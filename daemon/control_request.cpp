@@ -90,6 +90,9 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
     } catch (const json::parse_error& e) {
         return error("request is not JSON (byte " + std::to_string(e.byte) +
                      "): expected one JSON object per line");
+    } catch (const json::exception&) {
+        // A number beyond a double (1E999) is out_of_range, not a parse error.
+        return error("request holds a number out of range: expected one JSON object per line");
     }
     if (!j.is_object())
         return error("request is " + a_type(j) + ": expected one JSON object per line");

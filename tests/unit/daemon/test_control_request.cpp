@@ -60,6 +60,10 @@ TEST_CASE("control request: errors say where and what") {
     CHECK(error("").find("not JSON") != std::string::npos);
     CHECK(error(R"({"cmd":"status",)") ==
           "request is not JSON (byte 17): expected one JSON object per line");
+    // Found by fuzz_control: a number too large for a double threw out of the decoder.
+    CHECK(error("99990E990\t").find("number out of range") != std::string::npos);
+    CHECK(error(R"({"cmd":"scale","program":"web","workers":1E999})").find("number out of range") !=
+          std::string::npos);
     CHECK(error(R"(["status"])") == "request is an array: expected one JSON object per line");
     CHECK(error(R"({"program":"web"})").starts_with("request has no \"cmd\" (known: version, "));
     CHECK(error(R"({"cmd":7})") == "\"cmd\" is a number: expected a string");
