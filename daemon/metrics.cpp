@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "daemon/control_server.hpp"
 #include "daemon/listen_queue.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/proc_stats.hpp"
@@ -34,6 +35,74 @@ std::optional<double> field(const Worker& w, const char* name) {
     } catch (const std::exception&) {
         return std::nullopt;
     }
+}
+
+// The control socket's and this endpoint's own connection limits and what they did.
+void server_families(std::vector<pm::Family>& out, const ControlServerStats* control,
+                     const MetricsServer* metrics) {
+    auto open = pm::gauge("clusterd_server_connections",
+                          "Open connections of the master's control socket and metrics endpoint");
+    auto limit = pm::gauge("clusterd_server_connections_limit",
+                           "Most connections the server keeps open (max_connections)");
+    auto accepted = pm::counter("clusterd_server_connections_accepted_total",
+                                "Connections accepted by the server");
+    auto closed = pm::counter(
+        "clusterd_server_connections_closed_total",
+        "Connections the server closed early, by reason: shed (for a new one at the limit), "
+        "refused (at the limit, all busy), denied (no permission), idle_timeout, "
+        "request_timeout, write_timeout, oversized, queue_overflow");
+    auto shortages = pm::counter("clusterd_server_accept_errors_total",
+                                 "accept() failures for want of file descriptors (EMFILE, ENFILE)");
+    auto shed_fd = pm::counter("clusterd_server_accept_shed_total",
+                               "Waiting connections closed at once for want of file descriptors");
+    auto requests =
+        pm::counter("clusterd_server_requests_total",
+                    "Requests handled; result=invalid: control lines that did not decode");
+    if (control) {
+        std::vector<pm::Label> l{{"server", "control"}};
+        auto with = [&](const char* reason) {
+            auto r = l;
+            r.emplace_back("reason", reason);
+            return r;
+        };
+        open.add(l, static_cast<double>(control->open));
+        limit.add(l, static_cast<double>(control->limit));
+        accepted.add(l, static_cast<double>(control->accepted));
+        closed.add(with("shed"), static_cast<double>(control->shed_idle))
+            .add(with("refused"), static_cast<double>(control->refused_busy))
+            .add(with("denied"), static_cast<double>(control->denied))
+            .add(with("idle_timeout"), static_cast<double>(control->idle_timeouts))
+            .add(with("request_timeout"), static_cast<double>(control->request_timeouts))
+            .add(with("write_timeout"), static_cast<double>(control->write_timeouts))
+            .add(with("oversized"), static_cast<double>(control->oversized))
+            .add(with("queue_overflow"), static_cast<double>(control->queue_overflows));
+        shortages.add(l, static_cast<double>(control->accept_shortages));
+        shed_fd.add(l, static_cast<double>(control->accept_shed));
+        requests
+            .add({{"server", "control"}, {"result", "ok"}}, static_cast<double>(control->requests))
+            .add({{"server", "control"}, {"result", "invalid"}},
+                 static_cast<double>(control->bad_requests));
+    }
+    if (metrics) {
+        const MetricsServerStats& m = metrics->stats();
+        std::vector<pm::Label> l{{"server", "metrics"}};
+        auto with = [&](const char* reason) {
+            auto r = l;
+            r.emplace_back("reason", reason);
+            return r;
+        };
+        open.add(l, static_cast<double>(metrics->connections()));
+        limit.add(l, static_cast<double>(metrics->options().max_connections));
+        accepted.add(l, static_cast<double>(m.accepted));
+        closed.add(with("shed"), static_cast<double>(m.shed))
+            .add(with("request_timeout"), static_cast<double>(m.header_timeouts))
+            .add(with("write_timeout"), static_cast<double>(m.timeouts));
+        shortages.add(l, static_cast<double>(m.accept_shortages));
+        shed_fd.add(l, static_cast<double>(m.accept_shed));
+        requests.add({{"server", "metrics"}, {"result", "ok"}}, static_cast<double>(m.requests));
+    }
+    for (auto* f : {&open, &limit, &accepted, &closed, &shortages, &shed_fd, &requests})
+        out.push_back(std::move(*f));
 }
 
 }  // namespace
@@ -137,6 +206,7 @@ std::string Supervisor::Impl::metrics_text() const {
         build,    generation, reloads, uptime,    workers_f, ready_f,    prog_gen,  exits, state,
         pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,   conns,
         requests, queued,     backlog, accepting, failures,  next_try_f, late};
+    server_families(families, control_server_stats(), metrics.get());
     if (auto drops = read_listen_drops()) {
         families.push_back(pm::counter("clusterd_tcp_listen_overflows_total",
                                        "Host-wide: connections dropped for a full accept queue")

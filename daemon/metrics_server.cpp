@@ -1,5 +1,7 @@
 #include "daemon/metrics_server.hpp"
 
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -11,12 +13,16 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
 #include <charconv>
+#include <list>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
-#include <unordered_set>
 
+#include "daemon/accept_guard.hpp"
 #include "daemon/prometheus.hpp"
 
 namespace clusterd {
@@ -55,19 +61,31 @@ using detail::MetricsSession;
 
 struct MetricsServer::State : std::enable_shared_from_this<MetricsServer::State> {
     State(asio::io_context& io, MetricsCallback m, HealthCallback h, MetricsServerOptions o)
-        : acceptor(io), metrics(std::move(m)), health(std::move(h)), options(o) {}
+        : acceptor(io),
+          pause(io),
+          metrics(std::move(m)),
+          health(std::move(h)),
+          options(o),
+          guard("metrics endpoint") {}
 
     void do_accept();
     void on_accept(const error_code& ec, tcp::socket socket);
-    void session_closed(MetricsSession* s);
+    void admit(tcp::socket socket);
+    bool make_room();
+    void session_closed(std::list<MetricsSession*>::iterator it, bool was_shed);
+    /// Open connections not already shed.
+    std::size_t live() const { return sessions.size() - shed_pending; }
 
     tcp::acceptor acceptor;
+    asio::steady_timer pause;
     MetricsCallback metrics;
     HealthCallback health;
     MetricsServerOptions options;
-    std::unordered_set<MetricsSession*> sessions;
-    std::uint64_t requests = 0;
-    bool accepting = false;  // an async_accept is pending
+    AcceptGuard guard;
+    std::list<MetricsSession*> sessions;  // oldest first; each removes itself
+    MetricsServerStats stats;
+    std::size_t shed_pending = 0;  // shed, their handlers not yet run
+    bool accepting = false;        // an async_accept is pending or paused
     bool closed = false;
 };
 
@@ -79,16 +97,17 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
   public:
     MetricsSession(std::shared_ptr<MetricsServer::State> state, tcp::socket socket)
         : state_(std::move(state)), stream_(std::move(socket)) {
-        state_->sessions.insert(this);
+        it_ = state_->sessions.insert(state_->sessions.end(), this);
         parser_.header_limit(static_cast<std::uint32_t>(state_->options.max_request_bytes));
         parser_.body_limit(0);
         // Room for the whole head, so that the parser's limit (431) is what trips.
         buffer_.max_size(state_->options.max_request_bytes + 1024);
     }
-    ~MetricsSession() { state_->session_closed(this); }
+    ~MetricsSession() { state_->session_closed(it_, shed_); }
 
     void start() {
-        stream_.expires_after(state_->options.timeout);
+        started_ = std::chrono::steady_clock::now();
+        stream_.expires_after(std::min(state_->options.header_timeout, state_->options.timeout));
         http::async_read(
             stream_, buffer_, parser_,
             [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_read(ec); });
@@ -99,9 +118,22 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
         stream_.socket().close(ignored);
     }
 
+    /// Still waiting for its request head (and not shed yet): a slow client may be shed.
+    bool reading() const { return reading_; }
+    void shed() {
+        reading_ = false;
+        shed_ = true;
+        close();  // its read completes as aborted and the session goes
+    }
+
   private:
     void on_read(const error_code& ec) {
+        reading_ = false;
         if (state_->closed) return;
+        if (ec == beast::error::timeout) {
+            ++state_->stats.header_timeouts;
+            return close();
+        }
         if (ec == http::error::header_limit) return respond(431, "request too large\n", false);
         if (ec == http::error::body_limit) return respond(413, "no request body expected\n", false);
         if (ec && ec.category() == http::make_error_code(http::error::bad_target).category() &&
@@ -131,7 +163,9 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
 
     void respond(int status, std::string body, bool head,
                  std::string_view type = "text/plain; charset=utf-8") {
-        ++state_->requests;
+        ++state_->stats.requests;
+        // What is left of the whole exchange's time, for the response.
+        stream_.expires_at(started_ + state_->options.timeout);
         response_.result(static_cast<unsigned>(status));
         response_.version(11);
         response_.set(http::field::server, "clusterd");
@@ -143,7 +177,10 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
         response_.keep_alive(false);
         serializer_.emplace(response_);
         if (head) serializer_->split(true);
-        auto done = [self = shared_from_this()](const error_code&, std::size_t) { self->finish(); };
+        auto done = [self = shared_from_this()](const error_code& ec, std::size_t) {
+            if (ec == beast::error::timeout) ++self->state_->stats.timeouts;
+            self->finish();
+        };
         if (head) {
             http::async_write_header(stream_, *serializer_, std::move(done));
         } else {
@@ -163,12 +200,21 @@ class MetricsSession : public std::enable_shared_from_this<MetricsSession> {
     http::request_parser<http::empty_body> parser_;
     http::response<http::string_body> response_;
     std::optional<http::serializer<false, http::string_body>> serializer_;
+    std::list<MetricsSession*>::iterator it_;
+    std::chrono::steady_clock::time_point started_{};
+    bool reading_ = true;
+    bool shed_ = false;
 };
 
 }  // namespace detail
 
 void MetricsServer::State::do_accept() {
-    if (closed || accepting || sessions.size() >= options.max_connections) return;
+    if (closed || accepting) return;
+    // Full of connections that are all writing their responses: wait for one to close.
+    if (live() >= options.max_connections &&
+        std::none_of(sessions.begin(), sessions.end(),
+                     [](const MetricsSession* s) { return s->reading(); }))
+        return;
     accepting = true;
     acceptor.async_accept([self = shared_from_this()](const error_code& ec, tcp::socket socket) {
         self->accepting = false;
@@ -178,19 +224,63 @@ void MetricsServer::State::do_accept() {
 
 void MetricsServer::State::on_accept(const error_code& ec, tcp::socket socket) {
     if (closed || ec == asio::error::operation_aborted) return;
-    if (!ec) {
-        try {
-            std::make_shared<MetricsSession>(shared_from_this(), std::move(socket))->start();
-        } catch (const std::exception&) {
-            // Out of memory for one connection: it is closed; the server goes on.
+    if (ec && AcceptGuard::is_shortage(ec.value())) {
+        guard.note(ec.value());
+        stats.accept_shortages = guard.shortages();
+        int fd = -1;
+        auto outcome = guard.shed_one(acceptor.native_handle(), fd);
+        stats.accept_shed = guard.shed();
+        if (outcome == AcceptGuard::Outcome::accepted) {
+            tcp::socket s(acceptor.get_executor());
+            error_code assign_ec;
+            s.assign(acceptor.local_endpoint(assign_ec).protocol(), fd, assign_ec);
+            if (assign_ec) {
+                ::close(fd);
+            } else {
+                admit(std::move(s));
+            }
+        } else if (outcome == AcceptGuard::Outcome::pause) {
+            accepting = true;
+            pause.expires_after(AcceptGuard::kAcceptPause);
+            pause.async_wait([self = shared_from_this()](const error_code& e) {
+                self->accepting = false;
+                if (!e) self->do_accept();
+            });
+            return;
         }
+    } else if (!ec) {
+        admit(std::move(socket));
     }
-    // Other errors (EMFILE, a connection reset before accept) concern one connection: go on.
+    // Other errors (a connection reset before accept) concern one connection: go on.
     do_accept();
 }
 
-void MetricsServer::State::session_closed(MetricsSession* s) {
-    sessions.erase(s);
+void MetricsServer::State::admit(tcp::socket socket) {
+    // At the limit, the new connection takes the place of the oldest slow one.
+    if (live() >= options.max_connections) make_room();
+    ++stats.accepted;
+    try {
+        std::make_shared<MetricsSession>(shared_from_this(), std::move(socket))->start();
+    } catch (const std::exception&) {
+        // Out of memory for one connection: it is closed; the server goes on.
+    }
+}
+
+// Closes the oldest connection still reading its request head; false when there is none.
+bool MetricsServer::State::make_room() {
+    for (MetricsSession* s : sessions) {
+        if (!s->reading()) continue;
+        ++stats.shed;
+        ++shed_pending;
+        s->shed();
+        return true;
+    }
+    return false;
+}
+
+void MetricsServer::State::session_closed(std::list<MetricsSession*>::iterator it, bool was_shed) {
+    sessions.erase(it);
+    if (was_shed) --shed_pending;
     do_accept();  // resumes after the connection limit
 }
 
@@ -226,6 +316,7 @@ void MetricsServer::close() {
     if (state_->closed) return;
     state_->closed = true;
     error_code ignored;
+    state_->pause.cancel();
     state_->acceptor.close(ignored);
     for (MetricsSession* s : state_->sessions) s->close();
 }
@@ -245,11 +336,19 @@ std::string MetricsServer::address() const {
 }
 
 std::size_t MetricsServer::connections() const {
-    return state_->sessions.size();
+    return state_->live();
 }
 
 std::uint64_t MetricsServer::requests() const {
-    return state_->requests;
+    return state_->stats.requests;
+}
+
+const MetricsServerStats& MetricsServer::stats() const {
+    return state_->stats;
+}
+
+const MetricsServerOptions& MetricsServer::options() const {
+    return state_->options;
 }
 
 }  // namespace clusterd

@@ -7,10 +7,16 @@
 //   other paths   404; other methods 405; a malformed or oversized request 400 or 431
 //
 // It never blocks the master: accept, read and write are asynchronous, a request head is
-// limited to a few KiB, every connection has one deadline for its whole life, and the
-// connection closes after its response. At most `max_connections` are open; beyond that the
-// server stops accepting (the rest wait in the kernel's backlog) until one closes. The
-// callbacks run on the loop and must be quick; an exception from one becomes a 500.
+// limited to a few KiB and must arrive within `header_timeout` of the accept, the whole
+// exchange within `timeout`, and the connection closes after its response. At most
+// `max_connections` are open. A new connection at the limit sheds the oldest one still
+// reading its request head (a slow or silent client: slowloris), so that a probe of
+// /healthz, which sends its request at once, is answered at once whatever slow clients hold;
+// only when every open connection is writing its response does the server stop accepting
+// until one closes. When accept() fails for want of file descriptors, waiting connections are
+// closed instead of retried (accept_guard.hpp). /healthz answers from the health callback
+// alone, without building the metrics text. The callbacks run on the loop and must be quick;
+// an exception from one becomes a 500.
 //
 // Asio and Beast stay in the .cpp.
 #pragma once
@@ -42,8 +48,21 @@ struct MetricsServerOptions {
     std::size_t max_connections = 64;
     /// Largest request head (request line and fields) in bytes.
     std::size_t max_request_bytes = 8 * 1024;
+    /// From accept to the end of the request head (a probe sends it at once).
+    std::chrono::milliseconds header_timeout{2000};
     /// From accept to the end of the response.
     std::chrono::milliseconds timeout{5000};
+};
+
+/// What the metrics server counts, for /metrics.
+struct MetricsServerStats {
+    std::uint64_t accepted = 0;          ///< connections accepted
+    std::uint64_t requests = 0;          ///< responses started
+    std::uint64_t shed = 0;              ///< slow connections closed for a new one
+    std::uint64_t header_timeouts = 0;   ///< request head not complete within header_timeout
+    std::uint64_t timeouts = 0;          ///< response not written within timeout
+    std::uint64_t accept_shortages = 0;  ///< accept() out of file descriptors
+    std::uint64_t accept_shed = 0;       ///< waiting connections closed for want of one
 };
 
 /// Serves /metrics and /healthz until closed or destroyed.
@@ -76,6 +95,10 @@ class MetricsServer {
     std::size_t connections() const;
     /// Requests answered since start.
     std::uint64_t requests() const;
+    /// The counters.
+    const MetricsServerStats& stats() const;
+    /// The options it runs with.
+    const MetricsServerOptions& options() const;
 
     struct State;
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <stdexcept>
@@ -132,7 +133,7 @@ TEST_CASE("metrics server: bad and oversized requests, a throwing callback") {
     CHECK(r.ends_with("internal error: boom\n"));
 }
 
-TEST_CASE("metrics server: a silent client is closed at the timeout; the limit holds") {
+TEST_CASE("metrics server: silent clients are closed at the timeout; the limit holds") {
     boost::asio::io_context io;
     MetricsServerOptions opts;
     opts.timeout = std::chrono::milliseconds(100);
@@ -142,19 +143,24 @@ TEST_CASE("metrics server: a silent client is closed at the timeout; the limit h
     server.start();
     UniqueFd a = connect_to(server.port());
     UniqueFd b = connect_to(server.port());
-    UniqueFd c = connect_to(server.port());  // waits in the backlog
     for (int i = 0; i < 20; ++i) {
         io.poll();
         io.restart();
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     CHECK(server.connections() == 2);
-    auto start = std::chrono::steady_clock::now();
-    CHECK(read_all(io, a.get()).empty());
-    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
-    // Once the silent ones are gone, the third is served.
+    // At the limit a new connection sheds the oldest silent one (a) and is served.
+    UniqueFd c = connect_to(server.port());
     send_all(c.get(), "GET /metrics HTTP/1.1\r\n\r\n");
     CHECK(read_all(io, c.get()).ends_with("\r\n\r\nx 1\n"));
+    CHECK(server.stats().shed == 1);
+    CHECK(read_all(io, a.get()).empty());
+    auto start = std::chrono::steady_clock::now();
+    CHECK(read_all(io, b.get()).empty());  // b at its timeout
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+    CHECK(server.stats().header_timeouts == 1);
+    io.poll();
+    CHECK(server.connections() == 0);
 }
 
 TEST_CASE("metrics server: address errors") {
@@ -173,4 +179,55 @@ TEST_CASE("metrics server: address errors") {
     CHECK_THROWS_WITH_AS(make(taken.c_str()),
                          doctest::Contains(("bind(" + taken + ") failed").c_str()),
                          std::system_error);
+}
+
+TEST_CASE("metrics server: slowloris connections are shed and /healthz stays prompt") {
+    boost::asio::io_context io;
+    MetricsServerOptions opts;
+    opts.max_connections = 8;
+    opts.header_timeout = std::chrono::milliseconds(1000);
+    MetricsServer server(
+        io, "127.0.0.1:0", [] { return std::string("x 1\n"); }, [] { return Health{}; }, opts);
+    server.start();
+    // 40 clients that each send one byte of a request head every 50 ms or so, reconnecting
+    // when closed, and a probe between their rounds that must be answered within 500 ms.
+    std::vector<UniqueFd> slow;
+    for (int i = 0; i < 40; ++i) slow.push_back(connect_to(server.port()));
+    std::chrono::steady_clock::duration worst{};
+    for (int probe = 0; probe < 30; ++probe) {
+        for (auto& fd : slow) {
+            if (::send(fd.get(), "G", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+                fd = connect_to(server.port());
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        std::string r = get(io, server.port(), "/healthz");
+        auto took = std::chrono::steady_clock::now() - t0;
+        worst = std::max(worst, took);
+        CHECK(r.ends_with("\r\n\r\nok\n"));
+        for (int i = 0; i < 50; ++i) {
+            io.poll();
+            io.restart();
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        CHECK(server.connections() <= opts.max_connections);
+    }
+    CHECK(worst < std::chrono::milliseconds(500));
+    CHECK(server.stats().shed > 0);
+}
+
+TEST_CASE("metrics server: a request head not complete within header_timeout is closed") {
+    boost::asio::io_context io;
+    MetricsServerOptions opts;
+    opts.header_timeout = std::chrono::milliseconds(100);
+    MetricsServer server(
+        io, "127.0.0.1:0", [] { return std::string("x 1\n"); }, [] { return Health{}; }, opts);
+    server.start();
+    for (int i = 0; i < 5; ++i) {
+        UniqueFd fd = connect_to(server.port());
+        send_all(fd.get(), "GET /healthz HTTP/1.1\r\n");
+        auto t0 = std::chrono::steady_clock::now();
+        CHECK(read_all(io, fd.get()).empty());
+        CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(90));
+    }
+    CHECK(server.stats().header_timeouts == 5);
 }
