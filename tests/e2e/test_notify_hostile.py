@@ -55,7 +55,8 @@ def send(b):
 send(b"READY=1\nWATCHDOG=1")
 n = 0
 last = 0
-while time.monotonic() < until and n < 1_000_000:
+reported = False
+while time.monotonic() < until:
     lines = []
     size = 0
     while size < 3900:
@@ -70,7 +71,10 @@ while time.monotonic() < until and n < 1_000_000:
     if time.monotonic() - last > 0.2:
         send(b"WATCHDOG=1")
         last = time.monotonic()
-print(f"sent {n} fields", flush=True)
+    if n >= 1_000_000 and not reported:
+        print(f"sent {n} distinct fields", flush=True)
+        reported = True
+print(f"sent {n} distinct fields in all", flush=True)
 while True:
     time.sleep(0.2)
     send(b"WATCHDOG=1")
@@ -189,7 +193,9 @@ class NotifyHostile(unittest.TestCase):
         self.assertTrue(notify.startswith(os.path.join(d.dir, "control.notify") + "/"), notify)
         st = os.stat(notify)
         self.assertEqual(st.st_mode & 0o7777, 0o600)
-        flood = subprocess.run([sys.executable, os.path.join(d.dir, "flood.py"), "10",
+        # A Python other users can run (not one under root's home).
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        flood = subprocess.run([python, os.path.join(d.dir, "flood.py"), "10",
                                 os.path.join(d.dir, "control.notify")],
                                user=NOBODY, group=NOBODY, capture_output=True, text=True,
                                timeout=60)
@@ -239,7 +245,8 @@ class NotifyHostile(unittest.TestCase):
         self.assertLess(peak - rss_before, 20 * 1024)
         self.assertLess(worst, 1.0)
         self.assertLess(log_growth, 20_000)
-        self.assertIn("more notify warnings suppressed", d.log_text())
+        d.wait_log(r"noisy\[0\]: \d+ more notify warnings suppressed", timeout=15)
+        d.wait_log(r"noisy\[0\] sent \d+ distinct fields")
         _, body = http_get(self.mport, "/metrics")
         metrics = body.decode()
         for reason in ("oversized", "field_limit", "status_truncated"):
@@ -247,8 +254,9 @@ class NotifyHostile(unittest.TestCase):
             self.assertIsNotNone(m, reason)
             self.assertGreater(int(m.group(1)), 0, reason)
         self.assertRegex(metrics, r"clusterd_notify_warnings_suppressed_total [1-9]")
+        # The flooder may lose its own heartbeats in its own full queue (and be restarted by
+        # its watchdog); the other program's workers lose nothing.
         self.assert_no_restarts(d, "app", pids)
-        self.assertEqual(self.slots("noisy")[0]["restarts"], 0)
 
     def stop_master_repeatedly(self, d, program, pids, stop_for, rounds):
         for _ in range(rounds):
