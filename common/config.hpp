@@ -42,6 +42,9 @@ class ConfigError : public std::runtime_error {
 };
 
 enum class ReadyMode { notify, started };
+/// Who may send a worker's notify messages: its main pid, or any process that can reach its
+/// socket (its descendants). As systemd's NotifyAccess=main / all.
+enum class NotifyAccess { main, all };
 enum class RestartMode { always, on_failure, never };
 
 /// One listening socket of a program ("listen:" entry).
@@ -96,6 +99,7 @@ struct ProgramConfig {
     /// Resource limits, in file order, at most one per resource.
     std::vector<RLimit> rlimits;
     ReadyMode ready = ReadyMode::notify;
+    NotifyAccess notify_access = NotifyAccess::main;
     Duration start_time{std::chrono::seconds(1)};
     Duration start_timeout{std::chrono::seconds(30)};
     Duration watchdog{0};  // 0 = off

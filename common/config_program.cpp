@@ -229,10 +229,11 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
     std::optional<YAML::Mark> start_time_mark;
     std::vector<Item> command_args;
     r.fields(value,
-             {"command",  "cores",     "listen",  "env",          "inherit_env",  "user",
-              "group",    "cwd",       "umask",   "ready",        "start_time",   "start_timeout",
-              "watchdog", "restart",   "backoff", "stop_signal",  "stop_timeout", "cpu_affinity",
-              "output",   "max_surge", "rlimits", "memory_limit", "min_uptime",   "abort_timeout"},
+             {"command",     "cores",         "listen",       "env",           "inherit_env",
+              "user",        "group",         "cwd",          "umask",         "ready",
+              "start_time",  "start_timeout", "watchdog",     "restart",       "backoff",
+              "stop_signal", "stop_timeout",  "cpu_affinity", "output",        "max_surge",
+              "rlimits",     "memory_limit",  "min_uptime",   "abort_timeout", "notify_access"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p, command_args);
@@ -259,6 +260,10 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      auto mode = r.choice<ReadyMode>(
                          v, {{"notify", ReadyMode::notify}, {"started", ReadyMode::started}});
                      if (mode) p.ready = *mode;
+                 } else if (k == "notify_access") {
+                     auto access = r.choice<NotifyAccess>(
+                         v, {{"main", NotifyAccess::main}, {"all", NotifyAccess::all}});
+                     if (access) p.notify_access = *access;
                  } else if (k == "start_time") {
                      if (auto d = r.duration(v)) p.start_time = *d;
                      start_time_mark = v.mark;

@@ -30,12 +30,41 @@ NotifyMessage parse_notify(std::string_view datagram) {
         } else if (key == "RELOADING") {
             msg.reloading = value == "1";
         } else if (key == "STATUS") {
-            msg.status = std::string(value);
+            msg.status_truncated = value.size() > kNotifyMaxStatus;
+            msg.status = std::string(value.substr(0, kNotifyMaxStatus));
         } else if (key.starts_with("X_CLUSTERD_") && key.size() > 11) {
-            msg.fields[std::string(key.substr(11))] = std::string(value);
+            std::string_view name = key.substr(11);
+            if (name.size() > kNotifyMaxKey || value.size() > kNotifyMaxValue) {
+                ++msg.fields_dropped;
+                continue;
+            }
+            std::string k(name);
+            auto it = msg.fields.find(k);
+            if (it != msg.fields.end()) {
+                it->second = std::string(value);
+            } else if (msg.fields.size() < kNotifyMaxFields) {
+                msg.fields.emplace(std::move(k), std::string(value));
+            } else {
+                ++msg.fields_dropped;
+            }
         }
     }
     return msg;
+}
+
+std::size_t merge_notify_fields(std::map<std::string, std::string>& kept,
+                                const std::map<std::string, std::string>& fields, std::size_t max) {
+    std::size_t dropped = 0;
+    for (const auto& [k, v] : fields) {
+        auto it = kept.find(k);
+        if (it != kept.end())
+            it->second = v;
+        else if (kept.size() < max)
+            kept.emplace(k, v);
+        else
+            ++dropped;
+    }
+    return dropped;
 }
 
 int notify_send(std::string_view socket_path, std::string_view message,

@@ -207,6 +207,19 @@ std::string Supervisor::Impl::metrics_text() const {
         pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,   conns,
         requests, queued,     backlog, accepting, failures,  next_try_f, late};
     server_families(families, control_server_stats(), metrics.get());
+    const NotifyCounters& nc = notify_counters;
+    families.push_back(
+        pm::counter("clusterd_notify_rejected_total",
+                    "Notify messages or parts of them the master dropped, by reason (limits: "
+                    "clusterd(8), \"Notify socket\")")
+            .add({{"reason", "oversized"}}, static_cast<double>(nc.oversized))
+            .add({{"reason", "no_credentials"}}, static_cast<double>(nc.no_credentials))
+            .add({{"reason", "foreign_sender"}}, static_cast<double>(nc.foreign_sender))
+            .add({{"reason", "field_limit"}}, static_cast<double>(nc.fields_dropped))
+            .add({{"reason", "status_truncated"}}, static_cast<double>(nc.status_truncated)));
+    families.push_back(pm::counter("clusterd_notify_warnings_suppressed_total",
+                                   "Notify warnings not logged, over a worker's log budget")
+                           .add({}, static_cast<double>(nc.warnings_suppressed)));
     if (auto drops = read_listen_drops()) {
         families.push_back(pm::counter("clusterd_tcp_listen_overflows_total",
                                        "Host-wide: connections dropped for a full accept queue")

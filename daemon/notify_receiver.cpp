@@ -1,6 +1,9 @@
 #include "daemon/notify_receiver.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -8,9 +11,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <random>
+#include <stdexcept>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "common/fd.hpp"
 
@@ -20,51 +26,140 @@ namespace asio = boost::asio;
 
 namespace {
 
-// sd_notify datagrams are small; systemd reads at most PIPE_BUF bytes too.
-constexpr std::size_t kMaxDatagram = 4096;
+// The longest socket name NotifyDir must leave room for (a worker id: up to 20 digits).
+constexpr std::size_t kMaxName = 20;
+
+std::system_error sys_error(const std::string& what) {
+    return std::system_error(errno, std::system_category(), what);
+}
 
 }  // namespace
 
-struct NotifyReceiver::Impl {
-    Impl(asio::io_context& io, Handler h) : descriptor(io), handler(std::move(h)) {
-        UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (!fd) throw std::system_error(errno, std::system_category(), "socket(AF_UNIX) failed");
-        int one = 1;
-        if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
-            throw std::system_error(errno, std::system_category(),
-                                    "setsockopt(SO_PASSCRED) failed");
-        std::random_device rd;
-        address =
-            "@clusterd/" + std::to_string(::getpid()) + "/" + std::to_string(rd()) + "/notify";
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::memcpy(addr.sun_path, address.data(), address.size());
-        addr.sun_path[0] = '\0';
-        auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size());
-        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
-            throw std::system_error(errno, std::system_category(), "bind(" + address + ") failed");
-        descriptor.assign(fd.release());
+// ---- WarnLimiter ----
+
+WarnLimiter::Verdict WarnLimiter::allow(Clock::time_point now) {
+    Verdict v;
+    if (!start_ || now - *start_ >= window_) {
+        start_ = now;
+        used_ = 0;
+        v.suppressed_before = std::exchange(suppressed_, 0);
     }
+    if (used_ < burst_) {
+        ++used_;
+        v.log = true;
+    } else {
+        ++suppressed_;
+    }
+    return v;
+}
+
+// ---- NotifyDir ----
+
+namespace {
+
+// Whether every directory above `path` lets any user through (o+x).
+bool searchable_by_all(const std::string& path) {
+    for (auto slash = path.find('/', 1); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+        struct stat st {};
+        if (::stat(path.substr(0, slash).c_str(), &st) < 0 || (st.st_mode & S_IXOTH) == 0)
+            return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string NotifyDir::for_control(const std::string& control_path) {
+    std::string base = control_path;
+    if (base.size() > 5 && base.ends_with(".sock")) base.resize(base.size() - 5);
+    // Workers of another user must be able to reach their socket: as root, a control
+    // socket in a private directory gets its notify sockets under /run/clusterd instead.
+    if (::geteuid() != 0 || searchable_by_all(base)) return base + ".notify";
+    std::uint64_t h = 14695981039346656037ull;  // FNV-1a of the control socket's path
+    for (unsigned char c : control_path) h = (h ^ c) * 1099511628211ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    if (::mkdir("/run/clusterd", 0755) < 0 && errno != EEXIST)
+        throw std::runtime_error(std::string("mkdir(/run/clusterd) failed: ") +
+                                 std::strerror(errno));
+    return std::string("/run/clusterd/notify-") + hex;
+}
+
+NotifyDir::NotifyDir(std::string path) : path_(std::move(path)) {
+    if (path_.size() + 1 + kMaxName >= sizeof(sockaddr_un{}.sun_path))
+        throw std::runtime_error("notify socket directory " + path_ + " is too long (" +
+                                 std::to_string(path_.size()) + " bytes; a socket path has " +
+                                 std::to_string(sizeof(sockaddr_un{}.sun_path) - 1 - 1 - kMaxName) +
+                                 " for it): choose a shorter daemon.control path");
+    uid_t me = ::geteuid();
+    if (::mkdir(path_.c_str(), 0711) < 0 && errno != EEXIST)
+        throw std::runtime_error("mkdir(" + path_ + ") failed: " + std::strerror(errno));
+    // O_NOFOLLOW: a symlink planted at the path is refused, not followed.
+    UniqueFd dir(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir)
+        throw std::runtime_error(
+            "notify socket directory " + path_ + " cannot be opened: " + std::strerror(errno) +
+            (errno == ELOOP || errno == ENOTDIR ? " (not a directory; remove it)" : ""));
+    struct stat st {};
+    if (::fstat(dir.get(), &st) < 0) throw sys_error("fstat(" + path_ + ") failed");
+    if (st.st_uid != me)
+        throw std::runtime_error("notify socket directory " + path_ + " is owned by uid " +
+                                 std::to_string(st.st_uid) + ", not clusterd's uid " +
+                                 std::to_string(me) + ": refused; remove it");
+    if ((st.st_mode & 07777) != 0711 && ::fchmod(dir.get(), 0711) < 0)
+        throw sys_error("fchmod(" + path_ + ", 0711) failed");
+    // A previous run of this daemon (the control socket says none is running now) may have
+    // left its sockets behind.
+    int fd2 = ::dup(dir.get());
+    DIR* d = fd2 < 0 ? nullptr : ::fdopendir(fd2);
+    if (d == nullptr) {
+        if (fd2 >= 0) ::close(fd2);
+        throw sys_error("opendir(" + path_ + ") failed");
+    }
+    while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        if (::unlinkat(dir.get(), name.c_str(), 0) < 0)
+            spdlog::warn("notify socket directory {}: unlink({}) failed: {}", path_, name,
+                         std::strerror(errno));
+    }
+    ::closedir(d);
+}
+
+NotifyDir::~NotifyDir() {
+    ::rmdir(path_.c_str());
+}
+
+// ---- NotifySocket ----
+
+struct NotifySocket::State : std::enable_shared_from_this<State> {
+    State(asio::io_context& io, NotifyCounters& c, Handler h)
+        : descriptor(io), counters(c), handler(std::move(h)) {}
 
     void do_wait() {
         descriptor.async_wait(asio::posix::descriptor_base::wait_read,
-                              [this](const boost::system::error_code& ec) { on_readable(ec); });
+                              [self = shared_from_this()](const boost::system::error_code& ec) {
+                                  self->on_readable(ec);
+                              });
     }
 
     void on_readable(const boost::system::error_code& ec) {
-        if (ec == asio::error::operation_aborted || !descriptor.is_open()) return;
+        if (ec == asio::error::operation_aborted || closed) return;
         if (ec) {
-            spdlog::critical("notify socket wait failed: {}", ec.message());
+            spdlog::critical("{}: notify socket wait failed: {}", label, ec.message());
             return;
         }
         drain();
-        do_wait();
+        if (!closed) do_wait();
     }
 
     void drain() {
-        char buf[kMaxDatagram + 1];
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-        for (;;) {
+        // Read first, deliver after: a delivered message may end the worker and this socket.
+        std::vector<std::pair<pid_t, NotifyMessage>> got;
+        char buf[kNotifyMaxDatagram + 1];
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+        for (int i = 0; i < kNotifyDrainBatch && !closed; ++i) {
             iovec iov{buf, sizeof buf};
             msghdr msg{};
             msg.msg_iov = &iov;
@@ -76,9 +171,9 @@ struct NotifyReceiver::Impl {
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno != EAGAIN && errno != EWOULDBLOCK)
-                    spdlog::critical("recvmsg() on the notify socket failed: {}",
+                    spdlog::critical("{}: recvmsg() on notify socket {} failed: {}", label, path,
                                      std::strerror(errno));
-                return;
+                break;
             }
             pid_t sender = 0;
             for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -89,44 +184,121 @@ struct NotifyReceiver::Impl {
                 } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                     // Nobody may park fds in the master: close any that were sent.
                     auto count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                    for (std::size_t i = 0; i < count; ++i) {
+                    for (std::size_t k = 0; k < count; ++k) {
                         int fd;
-                        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                        std::memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
                         ::close(fd);
                     }
                 }
             }
-            if (static_cast<std::size_t>(n) > kMaxDatagram) {
-                spdlog::warn("notify datagram of {} bytes from pid {} ignored (limit {})", n,
-                             sender, kMaxDatagram);
+            if (static_cast<std::size_t>(n) > kNotifyMaxDatagram) {
+                ++counters.oversized;
+                warn("notify datagram of " + std::to_string(n) + " bytes from pid " +
+                     std::to_string(sender) + " dropped (limit " +
+                     std::to_string(kNotifyMaxDatagram) + ")");
                 continue;
             }
-            if (sender <= 0) continue;  // no credentials: cannot map it to a worker
-            handler(sender, parse_notify(std::string_view(buf, static_cast<std::size_t>(n))));
+            if (sender <= 0) {
+                ++counters.no_credentials;
+                continue;
+            }
+            got.emplace_back(sender,
+                             parse_notify(std::string_view(buf, static_cast<std::size_t>(n))));
+        }
+        auto keep = shared_from_this();  // the handler may destroy the NotifySocket
+        for (const auto& [sender, message] : got) {
+            if (closed) return;
+            handler(sender, message);
         }
     }
 
+    void warn(const std::string& message) {
+        auto v = limiter.allow(WarnLimiter::Clock::now());
+        if (v.suppressed_before > 0)
+            spdlog::warn("{}: {} more notify warnings suppressed (at most {} per {}s)", label,
+                         v.suppressed_before, kNotifyWarnBurst, kNotifyWarnWindow.count());
+        if (v.log)
+            spdlog::warn("{}: {}", label, message);
+        else
+            ++counters.warnings_suppressed;
+    }
+
+    void close() {
+        if (closed) return;
+        closed = true;
+        boost::system::error_code ignored;
+        descriptor.close(ignored);
+        if (!path.empty()) ::unlink(path.c_str());
+        if (limiter.suppressed() > 0)
+            spdlog::warn("{}: {} more notify warnings suppressed (at most {} per {}s)", label,
+                         limiter.suppressed(), kNotifyWarnBurst, kNotifyWarnWindow.count());
+    }
+
     asio::posix::stream_descriptor descriptor;
+    NotifyCounters& counters;
     Handler handler;
-    std::string address;
+    std::string path;
+    std::string label;
+    WarnLimiter limiter;
+    bool closed = false;
 };
 
-NotifyReceiver::NotifyReceiver(asio::io_context& io, Handler handler)
-    : impl_(std::make_unique<Impl>(io, std::move(handler))) {}
-
-NotifyReceiver::~NotifyReceiver() = default;
-
-const std::string& NotifyReceiver::address() const {
-    return impl_->address;
+NotifySocket::NotifySocket(asio::io_context& io, const NotifyDir& dir, const std::string& name,
+                           std::optional<uid_t> owner, std::optional<gid_t> group,
+                           std::string label, NotifyCounters& counters, Handler handler)
+    : state_(std::make_shared<State>(io, counters, std::move(handler))) {
+    state_->label = std::move(label);
+    std::string path = dir.path() + "/" + name;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        throw std::system_error(ENAMETOOLONG, std::system_category(), "bind(" + path + ") failed");
+    UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) throw sys_error("socket(AF_UNIX) failed");
+    int one = 1;
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
+        throw sys_error("setsockopt(SO_PASSCRED) failed");
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    // The directory is writable by the daemon's uid only: what is at this name is ours.
+    ::unlink(path.c_str());
+    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
+        throw sys_error("bind(" + path + ") failed");
+    state_->path = path;  // unlinked from now on when closed
+    state_->descriptor.assign(fd.release());
+    if (::chmod(path.c_str(), 0600) < 0) {
+        auto e = sys_error("chmod(" + path + ", 0600) failed");
+        state_->close();
+        throw e;
+    }
+    if ((owner && *owner != ::geteuid()) || group) {
+        if (::lchown(path.c_str(), owner ? *owner : static_cast<uid_t>(-1),
+                     group ? *group : static_cast<gid_t>(-1)) < 0) {
+            auto e = sys_error("chown(" + path + ") failed");
+            state_->close();
+            throw e;
+        }
+    }
 }
 
-void NotifyReceiver::start() {
-    impl_->do_wait();
+NotifySocket::~NotifySocket() {
+    state_->close();
 }
 
-void NotifyReceiver::close() {
-    boost::system::error_code ignored;
-    impl_->descriptor.close(ignored);
+const std::string& NotifySocket::path() const {
+    return state_->path;
+}
+
+void NotifySocket::start() {
+    state_->do_wait();
+}
+
+void NotifySocket::drain() {
+    state_->drain();
+}
+
+void NotifySocket::warn(const std::string& message) {
+    state_->warn(message);
 }
 
 }  // namespace clusterd

@@ -1,12 +1,32 @@
 // The master's end of the sd_notify protocol (common/notify.hpp): one unix datagram socket
-// in the abstract namespace with SO_PASSCRED, so each datagram carries the sender's pid,
-// which the supervisor maps to a slot. Read on the master's loop, never blocking.
+// per worker, bound at a filesystem path, read on the master's loop, never blocking.
+//
+// Who can send: the sockets live in one directory per daemon (NotifyDir, beside the control
+// socket, see NotifyDir::for_control), owned by the daemon's uid, mode 0711: nobody else can list or create anything
+// there. Each socket file is owned by the uid its worker runs as (the daemon's own uid when
+// the program sets no `user`), mode 0600: connecting to it needs write permission on it, so
+// no other uid can even reach it. Of what arrives, SO_PASSCRED gives the sender's pid: with
+// `notify_access: main` (the default) only the worker's own pid counts, with `all` any
+// process that can reach the socket (the worker's descendants, which run as its uid).
+//
+// Why one socket per worker: a unix datagram queue holds net.unix.max_dgram_qlen messages
+// (10 by default) per receiving socket. With one shared socket, any sender (a worker's
+// flood, or just more than 10 workers heartbeating while the master is busy) filled it and
+// the others' heartbeats were dropped. Now a sender fills only its own worker's queue.
+// Cost: one fd in the master per worker; none in the worker (sd_notify opens one per send).
+//
+// Warnings a sender causes (oversized datagrams, foreign pids, fields over the caps) go
+// through a WarnLimiter per socket: at most kNotifyWarnBurst per kNotifyWarnWindow, then one
+// line saying how many were suppressed. Every rejection is counted in NotifyCounters.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/notify.hpp"
@@ -17,22 +37,97 @@ class io_context;
 
 namespace clusterd {
 
-class NotifyReceiver {
+inline constexpr int kNotifyWarnBurst = 5;
+inline constexpr std::chrono::seconds kNotifyWarnWindow{10};
+/// Datagrams one drain() reads from one socket at most (its queue holds about 10).
+inline constexpr int kNotifyDrainBatch = 64;
+
+/// At most `burst` warnings per `window`; what is over is counted, and reported once when
+/// the next window's first warning is let through. Pure: time is a parameter.
+class WarnLimiter {
   public:
-    using Handler = std::function<void(pid_t sender, const NotifyMessage& message)>;
+    using Clock = std::chrono::steady_clock;
 
-    /// Bind the socket. Throws std::system_error.
-    NotifyReceiver(boost::asio::io_context& io, Handler handler);
-    ~NotifyReceiver();
+    WarnLimiter(int burst = kNotifyWarnBurst, Clock::duration window = kNotifyWarnWindow)
+        : burst_(burst), window_(window) {}
 
-    /// The value for NOTIFY_SOCKET ("@clusterd/...").
-    const std::string& address() const;
-    void start();
-    void close();
+    struct Verdict {
+        bool log = false;
+        /// Warnings suppressed in the previous window(s), to report before this one.
+        std::uint64_t suppressed_before = 0;
+    };
+
+    /// Whether a warning at `now` may be logged.
+    Verdict allow(Clock::time_point now);
+    /// Warnings suppressed since the last report.
+    std::uint64_t suppressed() const { return suppressed_; }
 
   private:
-    struct Impl;
-    std::unique_ptr<Impl> impl_;
+    int burst_;
+    Clock::duration window_;
+    std::optional<Clock::time_point> start_;
+    int used_ = 0;
+    std::uint64_t suppressed_ = 0;
+};
+
+/// What the notify sockets rejected or cut since the master started (for /metrics).
+struct NotifyCounters {
+    std::uint64_t oversized = 0;         // datagrams over kNotifyMaxDatagram, dropped
+    std::uint64_t no_credentials = 0;    // datagrams without a sender pid, dropped
+    std::uint64_t foreign_sender = 0;    // not the worker's pid under notify_access: main
+    std::uint64_t fields_dropped = 0;    // X_CLUSTERD_ fields over a size or count cap
+    std::uint64_t status_truncated = 0;  // STATUS texts cut at kNotifyMaxStatus
+    std::uint64_t warnings_suppressed = 0;
+};
+
+/// The directory of a daemon's notify sockets: created at start-up, or, if it exists,
+/// checked to be a directory owned by the daemon's uid (else refused) and emptied of a
+/// previous run's sockets. Removed (if empty) when destroyed.
+class NotifyDir {
+  public:
+    /// "<control socket path without .sock>.notify"; as root, when some directory above it
+    /// is closed to other users, "/run/clusterd/notify-<hash of the control path>".
+    static std::string for_control(const std::string& control_path);
+
+    /// Throws std::runtime_error naming the path and the problem.
+    explicit NotifyDir(std::string path);
+    ~NotifyDir();
+    NotifyDir(const NotifyDir&) = delete;
+    NotifyDir& operator=(const NotifyDir&) = delete;
+
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+};
+
+/// One worker's notify socket: bound at `<dir>/<name>`, unlinked and closed when destroyed.
+class NotifySocket {
+  public:
+    /// A datagram that passed the checks here (size, credentials), parsed.
+    using Handler = std::function<void(pid_t sender, const NotifyMessage& message)>;
+
+    /// Bind it, then give the file to `owner` (uid, gid) if set. Throws std::system_error.
+    NotifySocket(boost::asio::io_context& io, const NotifyDir& dir, const std::string& name,
+                 std::optional<uid_t> owner, std::optional<gid_t> group, std::string label,
+                 NotifyCounters& counters, Handler handler);
+    ~NotifySocket();
+    NotifySocket(const NotifySocket&) = delete;
+    NotifySocket& operator=(const NotifySocket&) = delete;
+
+    /// The value for NOTIFY_SOCKET.
+    const std::string& path() const;
+    /// Start reading on the loop.
+    void start();
+    /// Read, without blocking, what is queued now and hand it to the handler (before a
+    /// deadline is judged: the loop may wake from a stall with both due at once).
+    void drain();
+    /// Log a warning about this worker's messages, within the socket's WarnLimiter.
+    void warn(const std::string& message);
+
+  private:
+    struct State;
+    std::shared_ptr<State> state_;
 };
 
 }  // namespace clusterd

@@ -43,6 +43,7 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     worker_visible(!same_listen(a.listen, b.listen), "listen");
     worker_visible(a.output != b.output, "output");
     worker_visible(a.cpu_affinity != b.cpu_affinity, "cpu_affinity");
+    worker_visible(a.notify_access != b.notify_access, "notify_access");
     if (a.watchdog != b.watchdog) {
         bool workers_ping_often_enough =
             b.watchdog.count() == 0 || (a.watchdog.count() > 0 && b.watchdog > a.watchdog);

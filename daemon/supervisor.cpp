@@ -77,7 +77,6 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
       signals(io_),
       shutdown_timer(io_),
       reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
-      notify(io_, [this](pid_t pid, const NotifyMessage& m) { on_notify(pid, m); }),
       systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
       systemd_watchdog(io_),
       memory_timer(io_),
@@ -150,8 +149,8 @@ void Supervisor::Impl::start() {
         metrics->start();
         spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());
     }
+    notify_dir = std::make_unique<NotifyDir>(NotifyDir::for_control(config.daemon.control));
     reaper.start();
-    notify.start();
     arm_memory_check();
     if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
         do_systemd_watchdog(interval / 2);
@@ -248,8 +247,11 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         w->timer.expires_at(arm->at);
         std::uint64_t id = w->id;
         w->timer.async_wait([this, id](const error_code& ec) {
+            if (ec) return;
+            // After a stall of the loop, heartbeats may be queued that were sent in time.
+            drain_notify();
             auto it = workers.find(id);
-            if (!ec && it != workers.end()) on_deadline(it->second.get());
+            if (it != workers.end()) on_deadline(it->second.get());
         });
     } else if (std::holds_alternative<action::CancelDeadline>(a)) {
         w->timer.cancel();
@@ -265,7 +267,15 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     ctx.slot = w->slot;
     ctx.workers = static_cast<int>(w->program->slots.size());
     ctx.generation = spec.generation;
-    ctx.notify_socket = notify.address();
+    if (!w->notify) {
+        try {
+            open_notify(w);
+        } catch (const std::system_error& e) {
+            spdlog::critical("{}: {}", label(w), e.what());
+            return event::SpawnFailed{e.code().value()};
+        }
+    }
+    ctx.notify_socket = w->notify->path();
     for (const auto& s : w->sockets) ctx.listen_fds.push_back(s->get());
     ctx.listen_names = w->program->sockets.names();
     UniqueFd pipe;  // the master's copy of the write end closes when this returns
@@ -735,16 +745,55 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
 }
 
-void Supervisor::Impl::on_notify(pid_t pid, const NotifyMessage& m) {
-    auto it = pids.find(pid);
-    if (it == pids.end()) {
-        spdlog::debug("notify message from pid {} (not a worker) ignored", pid);
-        return;
-    }
-    Worker* w = it->second;
-    if (m.status) w->status = *m.status;
-    for (const auto& [k, v] : m.fields) w->fields[k] = v;
+void Supervisor::Impl::open_notify(Worker* w) {
     std::uint64_t id = w->id;
+    const LaunchPlan& plan = w->spec->plan;
+    w->notify = std::make_unique<NotifySocket>(
+        io, *notify_dir, std::to_string(id), plan.uid, plan.uid ? plan.gid : std::nullopt, label(w),
+        notify_counters, [this, id](pid_t pid, const NotifyMessage& m) { on_notify(id, pid, m); });
+    w->notify->start();
+}
+
+void Supervisor::Impl::drain_notify() {
+    std::vector<std::uint64_t> ids;
+    ids.reserve(workers.size());
+    for (const auto& [id, w] : workers)
+        if (w->notify) ids.push_back(id);
+    for (auto id : ids)
+        if (auto it = workers.find(id); it != workers.end() && it->second->notify)
+            it->second->notify->drain();
+}
+
+void Supervisor::Impl::on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m) {
+    auto wit = workers.find(id);
+    if (wit == workers.end()) return;
+    Worker* w = wit->second.get();
+    if (pid != w->sm.pid || w->sm.pid == 0) {
+        auto it = pids.find(pid);
+        if (it != pids.end() || w->spec->config.notify_access == NotifyAccess::main ||
+            w->sm.pid == 0) {
+            // Another worker's pid (its descendants sharing the uid), a process of this
+            // slot's previous run, or a child under notify_access: main.
+            ++notify_counters.foreign_sender;
+            w->notify->warn("notify message from pid " + std::to_string(pid) + " ignored: " +
+                            (it != pids.end()
+                                 ? "another worker"
+                                 : "not the worker's pid " + std::to_string(w->sm.pid) +
+                                       " (notify_access: main)"));
+            return;
+        }
+    }
+    if (m.status) w->status = *m.status;
+    std::size_t dropped = m.fields_dropped + merge_notify_fields(w->fields, m.fields);
+    if (m.status_truncated) ++notify_counters.status_truncated;
+    notify_counters.fields_dropped += dropped;
+    if (dropped > 0 || m.status_truncated)
+        w->notify->warn(
+            "pid " + std::to_string(pid) + ": " + std::to_string(dropped) +
+            " X_CLUSTERD_ field(s) dropped" + (m.status_truncated ? ", STATUS cut" : "") +
+            " (limits: " + std::to_string(kNotifyMaxFields) + " fields, names " +
+            std::to_string(kNotifyMaxKey) + " B, values " + std::to_string(kNotifyMaxValue) +
+            " B, STATUS " + std::to_string(kNotifyMaxStatus) + " B)");
     if (m.ready) {
         // X_CLUSTERD_HEARTBEAT_USEC: the pace the worker promises (its first heartbeat may be
         // a second away; a hang before it should not wait for 1.5 half-watchdogs).
@@ -949,8 +998,10 @@ void Supervisor::Impl::finish_if_stopped() {
     shutdown_timer.cancel();
     systemd_watchdog.cancel();
     signals.cancel();
-    notify.close();
-    for (auto& [id, w] : workers) w->timer.cancel();
+    for (auto& [id, w] : workers) {
+        w->timer.cancel();
+        w->notify.reset();
+    }
     for (auto& p : programs) {
         if (p->probe_timer) p->probe_timer->cancel();
         if (p->log_timer) p->log_timer->cancel();

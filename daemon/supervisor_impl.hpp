@@ -68,7 +68,9 @@ struct Worker {
     asio::steady_timer timer;
     std::string status;                         // last STATUS=
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
-    bool retiring = false;                      // replaced or scaled away: dropped once stopped
+    /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.
+    std::unique_ptr<NotifySocket> notify;
+    bool retiring = false;       // replaced or scaled away: dropped once stopped
     bool incoming = false;       // a new generation's worker that a rollout waits for
     std::uint64_t replaces = 0;  // memory recycling or a late heartbeat: the worker this one
                                  // takes over from once ready (a spare on the same sockets)
@@ -190,7 +192,11 @@ struct Supervisor::Impl {
     void recycle(Worker* w, std::uint64_t rss);
     void recycle_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
-    void on_notify(pid_t pid, const NotifyMessage& m);
+    void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
+    /// Every notify datagram queued now, read before a deadline is judged.
+    void drain_notify();
+    /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
+    void open_notify(Worker* w);
     void do_wait_signal();
     void on_signal(int sig);
     void handle_stop(int sig);
@@ -247,7 +253,9 @@ struct Supervisor::Impl {
     asio::signal_set signals;
     asio::steady_timer shutdown_timer;
     Reaper reaper;
-    NotifyReceiver notify;
+    /// Destroyed after `workers`, whose sockets are in it.
+    std::unique_ptr<NotifyDir> notify_dir;
+    NotifyCounters notify_counters;
     std::vector<std::unique_ptr<Program>> programs;
     std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
     std::unordered_map<pid_t, Worker*> pids;
