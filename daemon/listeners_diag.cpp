@@ -122,16 +122,22 @@ DiagStep parse_diag_reply(const void* data, std::size_t len, int family, const v
                           std::uint16_t port, std::vector<std::uint64_t>& inodes,
                           std::string& error) {
     const std::size_t address_len = family == AF_INET ? sizeof(in_addr) : sizeof(in6_addr);
-    int left = static_cast<int>(std::min<std::size_t>(len, 1 << 30));
-    for (auto* h = static_cast<const nlmsghdr*>(data); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (std::size_t at = 0, next = 0; at + sizeof(nlmsghdr) <= len; at = next) {
+        const auto* h = reinterpret_cast<const nlmsghdr*>(bytes + at);
+        if (h->nlmsg_len < sizeof(nlmsghdr) || h->nlmsg_len > len - at) break;
+        next = at + NLMSG_ALIGN(h->nlmsg_len);
         if (h->nlmsg_type == NLMSG_DONE) {
             std::sort(inodes.begin(), inodes.end());
             return DiagStep::done;
         }
         if (h->nlmsg_type == NLMSG_ERROR) {
+            // The kernel sends -errno; anything else (cut short, not negative) is malformed.
             int code = EPROTO;
-            if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr)))
-                code = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+            if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr))) {
+                int e = static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+                if (e < 0 && e > -4096) code = -e;
+            }
             error = std::string("sock_diag dump failed: ") + std::strerror(code);
             return DiagStep::failed;
         }

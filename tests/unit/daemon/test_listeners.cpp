@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -263,6 +264,13 @@ TEST_CASE("parse_diag_reply: an error from the kernel, whole or cut short, says 
     CHECK(parse_diag_reply(buffer, h->nlmsg_len, AF_INET, &lo, 80, inodes, error) ==
           DiagStep::failed);
     CHECK(error == "sock_diag dump failed: Operation not permitted");
+
+    for (int bad : {INT_MIN, 0, 5}) {  // not -errno
+        reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error = bad;
+        CHECK(parse_diag_reply(buffer, h->nlmsg_len, AF_INET, &lo, 80, inodes, error) ==
+              DiagStep::failed);
+        CHECK(error == "sock_diag dump failed: Protocol error");
+    }
 
     h->nlmsg_len = NLMSG_LENGTH(0);  // no room for the error code
     CHECK(parse_diag_reply(buffer, h->nlmsg_len, AF_INET, &lo, 80, inodes, error) ==
