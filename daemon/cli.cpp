@@ -120,6 +120,14 @@ std::string format_status(const json& status) {
         for (const auto& s : p.at("other_workers")) row(s, "*");
         for (const auto& s : p.at("slots")) why(s);
         if (!p.at("other_workers").empty()) out += "(* = old generation or leaving slot)\n";
+        if (p.contains("reuseport") && p["reuseport"].is_array())
+            for (const auto& l : p["reuseport"]) {
+                int n = l.value("foreign_sockets", 0);
+                if (n == 0) continue;
+                out += "  listener " + l.value("name", "") + " (" + l.value("address", "") +
+                       "): " + std::to_string(n) + " foreign socket" + (n == 1 ? "" : "s") +
+                       " in its reuseport group, steering: " + l.value("steering", "") + "\n";
+            }
     }
     return out;
 }

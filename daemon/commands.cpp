@@ -79,6 +79,14 @@ json Supervisor::Impl::status_json(const std::string& only) const {
                 std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
                 draining.push_back(worker_json(*w, std::nullopt));
         int configured = p->removed ? 0 : configured_workers(*p);
+        json listeners = json::array();
+        const auto& entries = p->sockets.entries();
+        for (std::size_t e = 0; e < entries.size(); ++e)
+            if (entries[e].reuseport)
+                listeners.push_back({{"name", entries[e].name},
+                                     {"address", entries[e].address()},
+                                     {"steering", p->sockets.steering(e)},
+                                     {"foreign_sockets", p->sockets.foreign_sockets(e)}});
         progs.push_back({
             {"name", p->name},
             {"generation", p->spec->generation},
@@ -92,6 +100,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
             {"memory_limit", p->spec->config.memory_limit},
             {"accepting", !p->sockets.is_shut()},
             {"other_workers", draining},
+            {"reuseport", listeners},
         });
     }
     return {

@@ -1,6 +1,8 @@
 #include "daemon/listeners.hpp"
 
 #include "daemon/listen_queue.hpp"
+#include "daemon/listeners_bpf.hpp"
+#include "daemon/listeners_diag.hpp"
 
 #include <arpa/inet.h>
 #include <linux/filter.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <system_error>
 #include <vector>
@@ -55,6 +58,7 @@ SocketRef join(const std::shared_ptr<ReuseGroup>& group, UniqueFd fd) {
             group->fds[static_cast<std::size_t>(i)] = group->fds.back();
             group->fds.pop_back();
         }
+        group->forget(sock->get());
         delete sock;
     });
 }
@@ -100,6 +104,23 @@ int ReuseGroup::index_of(int fd) const {
     for (std::size_t i = 0; i < fds.size(); ++i)
         if (fds[i] == fd) return static_cast<int>(i);
     return -1;
+}
+
+std::optional<std::uint32_t> ReuseGroup::key_of(int fd) {
+    auto it = std::find(keys.begin(), keys.end(), fd);
+    if (it == keys.end()) it = std::find(keys.begin(), keys.end(), -1);
+    if (it != keys.end()) {
+        *it = fd;
+        return static_cast<std::uint32_t>(it - keys.begin());
+    }
+    if (keys.size() >= kMaxSteeredSockets) return std::nullopt;
+    keys.push_back(fd);
+    return static_cast<std::uint32_t>(keys.size() - 1);
+}
+
+void ReuseGroup::forget(int fd) {
+    for (int& k : keys)
+        if (k == fd) k = -1;  // the kernel empties the map's entry when the socket closes
 }
 
 SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
@@ -248,6 +269,52 @@ int SocketTable::refuse_queued(int slot) {
     return queued;
 }
 
+namespace {
+
+// Our sockets of `targets`, each under its key in the group's sockarray, then a program
+// that picks among those keys.
+std::string steer_by_identity(ReuseGroup& group, const std::vector<int>& targets, int attach) {
+    if (!group.sockarray) {
+        try {
+            group.sockarray = make_sockarray();
+        } catch (const std::system_error& e) {
+            return e.what();
+        }
+    }
+    std::vector<std::uint32_t> keys;
+    for (int fd : targets) {
+        auto key = group.key_of(fd);
+        if (!key) return "more than " + std::to_string(kMaxSteeredSockets) + " sockets";
+        if (std::string why = place_socket(group.sockarray.get(), *key, fd); !why.empty())
+            return why;
+        keys.push_back(*key);
+    }
+    return attach_identity_steering(group.sockarray.get(), keys, attach);
+}
+
+// A = skb hash % n; then map A to the group index of the n-th chosen socket.
+std::string steer_by_index(const ReuseGroup& group, const std::vector<int>& targets, int attach) {
+    std::vector<int> indexes;
+    for (int fd : targets) indexes.push_back(group.index_of(fd));
+    const auto n = static_cast<__u32>(indexes.size());
+    std::vector<sock_filter> code;
+    code.push_back(
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RXHASH)});
+    code.push_back({BPF_ALU | BPF_MOD | BPF_K, 0, 0, n});
+    for (__u32 i = 0; i + 1 < n; ++i) {
+        code.push_back({BPF_JMP | BPF_JEQ | BPF_K, 0, 1, i});
+        code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(indexes[i])});
+    }
+    code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(indexes[n - 1])});
+    if (code.size() > BPF_MAXINSNS) return "too many slots to steer";
+    sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
+    if (::setsockopt(attach, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
+        return std::string("setsockopt(SO_ATTACH_REUSEPORT_CBPF) failed: ") + std::strerror(errno);
+    return "";
+}
+
+}  // namespace
+
 std::string SocketTable::steer(const std::vector<int>& live) const {
     std::vector<int> slots = live;
     if (slots.empty())
@@ -255,30 +322,88 @@ std::string SocketTable::steer(const std::vector<int>& live) const {
     std::string problems;
     for (std::size_t e = 0; e < entries_.size(); ++e) {
         if (!entries_[e].reuseport || slots.empty()) continue;
-        // A = skb hash % n; then map A to the group index of the n-th chosen socket.
+        ReuseGroup& group = *groups_[e];
         std::vector<int> targets;
-        for (int k : slots) targets.push_back(groups_[e]->index_of(per_slot_.at(k)[e]->get()));
-        const auto n = static_cast<__u32>(targets.size());
-        std::vector<sock_filter> code;
-        code.push_back(
-            {BPF_LD | BPF_W | BPF_ABS, 0, 0, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RXHASH)});
-        code.push_back({BPF_ALU | BPF_MOD | BPF_K, 0, 0, n});
-        for (__u32 i = 0; i + 1 < n; ++i) {
-            code.push_back({BPF_JMP | BPF_JEQ | BPF_K, 0, 1, i});
-            code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(targets[i])});
+        for (int k : slots) targets.push_back(per_slot_.at(k)[e]->get());
+        const int attach = targets.front();
+        const std::string where = " on " + entries_[e].address();
+        if (identity_steering_unavailable().empty()) {
+            std::string why = steer_by_identity(group, targets, attach);
+            if (why.empty()) {
+                group.steering = "identity";
+                continue;
+            }
+            problems += "steering by socket" + where + ": " + why + "; ";
         }
-        code.push_back({BPF_RET | BPF_K, 0, 0, static_cast<__u32>(targets[n - 1])});
-        if (code.size() > BPF_MAXINSNS) {
-            problems += "too many slots to steer on " + entries_[e].address() + "; ";
+        if (!group.foreign.empty()) {
+            // Indexes counted from 0 would land on the foreign sockets, which sit first.
+            std::string why = detach_steering(attach);
+            group.steering = "none";
+            if (!why.empty()) problems += why + where + "; ";
             continue;
         }
-        sock_fprog prog{static_cast<unsigned short>(code.size()), code.data()};
-        int fd = per_slot_.at(slots[0])[e]->get();
-        if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
-            problems += "setsockopt(SO_ATTACH_REUSEPORT_CBPF) on " + entries_[e].address() +
-                        " failed: " + std::strerror(errno) + "; ";
+        std::string why = steer_by_index(group, targets, attach);
+        group.steering = why.empty() ? "index" : "none";
+        if (!why.empty()) problems += why + where + "; ";
     }
     return problems;
+}
+
+std::vector<ForeignCheck> SocketTable::check_foreign() {
+    std::vector<ForeignCheck> out;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        if (!entries_[e].reuseport) continue;
+        ReuseGroup& group = *groups_[e];
+        ForeignCheck check{
+            entries_[e].name, entries_[e].address(), group.foreign, group.foreign, false, ""};
+        auto listening = listening_inodes(entries_[e], check.error);
+        if (listening) {
+            std::vector<std::uint64_t> ours;
+            for (int fd : group.fds) ours.push_back(socket_inode(fd));
+            std::sort(ours.begin(), ours.end());
+            check.inodes.clear();
+            std::set_difference(listening->begin(), listening->end(), ours.begin(), ours.end(),
+                                std::back_inserter(check.inodes));
+        }
+        check.changed = check.inodes != group.foreign || check.error != group.check_error;
+        const bool gone = !group.foreign.empty() && check.inodes.empty() && check.error.empty();
+        group.foreign = check.inodes;
+        group.check_error = check.error;
+        if (gone && !identity_steering_unavailable().empty() && !shut_)
+            check.regrouped_reset = regroup(e);
+        out.push_back(std::move(check));
+    }
+    return out;
+}
+
+int SocketTable::regroup(std::size_t e) {
+    int reset = 0;
+    bool first = true;
+    for (const auto& row : per_slot_) {
+        const SocketRef& sock = row[e];
+        if (!sock) continue;
+        if (first) {  // stays, and holds the group together meanwhile
+            first = false;
+            continue;
+        }
+        if (auto q = listen_queue(sock->get())) reset += static_cast<int>(q->queued);
+        leave(e, sock);
+    }
+    first = true;
+    for (const auto& row : per_slot_) {
+        if (!row[e]) continue;
+        if (!first) rejoin(e, row[e]);
+        first = false;
+    }
+    return reset;
+}
+
+std::size_t SocketTable::foreign_sockets(std::size_t e) const {
+    return e < groups_.size() && groups_[e] ? groups_[e]->foreign.size() : 0;
+}
+
+std::string SocketTable::steering(std::size_t e) const {
+    return e < groups_.size() && groups_[e] ? groups_[e]->steering : "";
 }
 
 std::vector<SocketRef> SocketTable::for_slot(int slot) const {

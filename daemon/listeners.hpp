@@ -10,10 +10,19 @@
 // worker holds the ones it was started with, so a socket stays open while any worker may
 // still accept on it (an old generation during a rolling restart, a slot being scaled away)
 // and closes with the last holder.
+//
+// New connections are steered to the sockets of ready slots: by socket identity (an eBPF
+// program, daemon/listeners_bpf.hpp) where this process may load one, else by the socket's
+// index in the kernel's group (a classic BPF program). The index is only right while every
+// socket of the group is ours; while check_foreign() has found listening sockets on the
+// address that are not ours (daemon/listeners_diag.hpp), the classic program is detached
+// instead and the kernel spreads connections over every socket of the group by hash.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +40,34 @@ using SocketRef = std::shared_ptr<const UniqueFd>;
 struct ReuseGroup {
     std::vector<int> fds;
     int index_of(int fd) const;
+
+    /// Identity steering: the sockarray map (made on first use) and the fd under each of its
+    /// keys (-1 = free). A socket keeps its key until it closes.
+    UniqueFd sockarray;
+    std::vector<int> keys;
+    /// The key of `fd`, given one if it has none; nullopt when kMaxSteeredSockets are taken.
+    std::optional<std::uint32_t> key_of(int fd);
+    void forget(int fd);
+
+    /// Listening sockets on the address that are not ours (inodes, sorted), as of the last
+    /// check_foreign(), and why that check failed ("" if it did not).
+    std::vector<std::uint64_t> foreign;
+    std::string check_error;
+    /// How new connections are steered: "identity", "index", "none" (kernel hash), or "".
+    std::string steering;
+};
+
+/// What SocketTable::check_foreign() found on one reuseport address.
+struct ForeignCheck {
+    std::string listener;                 // the entry's name
+    std::string address;                  // host:port
+    std::vector<std::uint64_t> inodes;    // sockets that are not ours
+    std::vector<std::uint64_t> previous;  // as of the check before
+    bool changed = false;                 // inodes or error differ from the check before
+    std::string error;                    // the check failed (inodes are the previous ones)
+    /// The last foreign socket left and steering is by index: our sockets were put back in a
+    /// known order (see SocketTable::check_foreign), which reset this many queued connections.
+    int regrouped_reset = -1;
 };
 
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. Throws std::system_error whose
@@ -58,6 +95,19 @@ class SocketTable {
     /// whose worker is down gets no new connections while it waits for its replacement.
     /// An empty list steers to every slot. Returns "" or a description of what failed.
     std::string steer(const std::vector<int>& slots) const;
+
+    /// Looks, for every reuseport entry, for listening sockets on its address that are not
+    /// ours, and remembers them for steer() (call steer() again when one `changed`).
+    ///
+    /// When the last foreign socket has gone and steering is by index, the kernel's order of
+    /// our sockets is unknown (each socket that left moved the last one into its place):
+    /// every socket of ours but the first leaves the group and joins again, in slot order,
+    /// so that the order is known again. That resets what was queued on them at that moment.
+    std::vector<ForeignCheck> check_foreign();
+    /// Foreign sockets on entry `e`'s address as of the last check (0 for a shared entry).
+    std::size_t foreign_sockets(std::size_t e) const;
+    /// How entry `e`'s new connections are steered ("" for a shared entry).
+    std::string steering(std::size_t e) const;
 
     /// Close the door: shutdown(SHUT_RD) every socket of the table (systemd's excepted), so
     /// a client gets "connection refused" at once instead of waiting for a worker that is not
@@ -91,6 +141,8 @@ class SocketTable {
     std::vector<std::pair<std::size_t, SocketRef>> own() const;
     void leave(std::size_t entry, const SocketRef& sock);
     void rejoin(std::size_t entry, const SocketRef& sock);
+    /// See check_foreign(); returns the connections reset.
+    int regroup(std::size_t entry);
 
     std::vector<ListenConfig> entries_;
     std::vector<SocketRef> shared_;                    // per entry; null for reuseport entries

@@ -147,6 +147,9 @@ std::string Supervisor::Impl::metrics_text() const {
     auto queued = pm::gauge("clusterd_listener_queue_length",
                             "Connections waiting in a listening socket's accept queue");
     auto backlog = pm::gauge("clusterd_listener_backlog", "Accept queue size of a listener");
+    auto foreign = pm::gauge("clusterd_listener_foreign_sockets",
+                             "Listening sockets in a listener's reuseport group that are not "
+                             "this master's");
 
     const TimePoint now = Clock::now();
     for (const auto& p : programs) {
@@ -186,6 +189,10 @@ std::string Supervisor::Impl::metrics_text() const {
         ready_f.add(pl, ready);
         std::set<int> seen;
         const auto& entries = p->sockets.entries();
+        for (std::size_t e = 0; e < entries.size(); ++e)
+            if (entries[e].reuseport)
+                foreign.add({{"program", p->name}, {"listener", entries[e].name}},
+                            static_cast<double>(p->sockets.foreign_sockets(e)));
         for (int k = 0; k < p->sockets.slots(); ++k) {
             auto socks = p->sockets.for_slot(k);
             for (std::size_t e = 0; e < socks.size() && e < entries.size(); ++e) {
@@ -203,9 +210,9 @@ std::string Supervisor::Impl::metrics_text() const {
         }
     }
     std::vector<pm::Family> families{
-        build,    generation, reloads, uptime,    workers_f, ready_f,    prog_gen,  exits, state,
-        pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,   conns,
-        requests, queued,     backlog, accepting, failures,  next_try_f, late};
+        build,    generation, reloads, uptime,    workers_f, ready_f,    prog_gen,  exits,  state,
+        pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,    conns,
+        requests, queued,     backlog, accepting, failures,  next_try_f, late,      foreign};
     server_families(families, control_server_stats(), metrics.get());
     const NotifyCounters& nc = notify_counters;
     families.push_back(

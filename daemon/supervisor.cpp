@@ -80,6 +80,7 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
       systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
       systemd_watchdog(io_),
       memory_timer(io_),
+      listener_timer(io_),
       off_loop(io_) {}
 
 // ---- start-up: everything that can fail happens before the first fork ----
@@ -152,6 +153,7 @@ void Supervisor::Impl::start() {
     notify_dir = std::make_unique<NotifyDir>(NotifyDir::for_control(config.daemon.control));
     reaper.start();
     arm_memory_check();
+    arm_listener_check();
     if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
         do_systemd_watchdog(interval / 2);
     for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU}) signals.add(sig);
@@ -664,8 +666,9 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
 // New connections go only to slots whose worker is ready (all of them when none is): a
 // slot whose worker crashed keeps what is already queued for its replacement, but gets
 // nothing new while it waits out its backoff; a slot being scaled away gets nothing new.
-void Supervisor::Impl::resteer(Program& prog) {
+void Supervisor::Impl::resteer(Program& prog, bool check) {
     if (prog.sockets.is_shut()) return;
+    if (check && !prog.steered) check_listeners(prog);
     // Ready and on time; else ready or starting (a late one beats none); else every slot.
     std::vector<int> live;
     for (const Worker* w : prog.slots)
@@ -992,6 +995,7 @@ void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty() || !abandoned.empty()) return;
     finished = true;
     memory_timer.cancel();
+    listener_timer.cancel();
     if (metrics) metrics->close();
     kill_leftovers();
     spdlog::info("all workers stopped; exiting");

@@ -177,7 +177,12 @@ struct Supervisor::Impl {
     /// left as they are).
     void after_dispatch(Worker* w, SlotState before, bool moved);
     void drop_worker(Worker* w);
-    void resteer(Program& prog);
+    /// `check`: look for foreign sockets first when the steering is to be made anew.
+    void resteer(Program& prog, bool check = true);
+    // ---- listeners_watch.cpp: foreign sockets in our reuseport groups ----
+    /// Looks for them on the program's addresses and logs what changed; true if something did.
+    bool check_listeners(Program& prog);
+    void arm_listener_check();
     void on_deadline(Worker* w);
     void abandon(Worker* w, pid_t pid, int sig, Duration grace);
     void start_spare(Worker* w);
@@ -278,6 +283,7 @@ struct Supervisor::Impl {
     std::unique_ptr<MetricsServer> metrics;
     asio::steady_timer memory_timer;  // armed only while some program has a memory_limit
     bool memory_timer_armed = false;
+    asio::steady_timer listener_timer;  // the periodic look for foreign sockets
     OffLoop off_loop;  // last: destroyed first, so no result arrives after the members go
 };
 
