@@ -124,7 +124,7 @@ std::string format_status(const json& status) {
             for (const auto& l : p["reuseport"]) {
                 int n = l.value("foreign_sockets", 0);
                 if (n == 0) continue;
-                out += "  listener " + l.value("name", "") + " (" + l.value("address", "") +
+                out += "  listener " + l.value("listener", "") + " (" + l.value("address", "") +
                        "): " + std::to_string(n) + " foreign socket" + (n == 1 ? "" : "s") +
                        " in its reuseport group, steering: " + l.value("steering", "") + "\n";
             }

@@ -83,7 +83,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
         const auto& entries = p->sockets.entries();
         for (std::size_t e = 0; e < entries.size(); ++e)
             if (entries[e].reuseport)
-                listeners.push_back({{"name", entries[e].name},
+                listeners.push_back({{"listener", entries[e].name},
                                      {"address", entries[e].address()},
                                      {"steering", p->sockets.steering(e)},
                                      {"foreign_sockets", p->sockets.foreign_sockets(e)}});

@@ -144,6 +144,12 @@ std::string Supervisor::Impl::metrics_text() const {
                          "How late the worker's event-loop timer fired, as it reports");
     auto conns = pm::gauge("clusterd_worker_open_connections", "Open connections, as reported");
     auto requests = pm::counter("clusterd_worker_requests_total", "Requests served, as reported");
+    auto rejected = pm::counter("clusterd_worker_http_rejected_total",
+                                "Requests the worker refused for their head or body (400, 413, "
+                                "417, 431, 501), as reported");
+    auto timeouts = pm::counter("clusterd_worker_http_timeouts_total",
+                                "Requests the worker answered 408 (head or body too slow), as "
+                                "reported");
     auto queued = pm::gauge("clusterd_listener_queue_length",
                             "Connections waiting in a listening socket's accept queue");
     auto backlog = pm::gauge("clusterd_listener_backlog", "Accept queue size of a listener");
@@ -185,6 +191,8 @@ std::string Supervisor::Impl::metrics_text() const {
             if (auto v = field(*w, "LOOP_LAG_US")) lag.add(l, *v / 1e6);
             if (auto v = field(*w, "CONNECTIONS")) conns.add(l, *v);
             if (auto v = field(*w, "REQUESTS")) requests.add(l, *v);
+            if (auto v = field(*w, "HTTP_REJECTED")) rejected.add(l, *v);
+            if (auto v = field(*w, "HTTP_TIMEOUTS")) timeouts.add(l, *v);
         }
         ready_f.add(pl, ready);
         std::set<int> seen;
@@ -210,9 +218,10 @@ std::string Supervisor::Impl::metrics_text() const {
         }
     }
     std::vector<pm::Family> families{
-        build,    generation, reloads, uptime,    workers_f, ready_f,    prog_gen,  exits,  state,
-        pid,      wgen,       wup,     restarts,  rss,       cpu,        heartbeat, lag,    conns,
-        requests, queued,     backlog, accepting, failures,  next_try_f, late,      foreign};
+        build,  generation, reloads,   uptime,   workers_f,  ready_f,  prog_gen,
+        exits,  state,      pid,       wgen,     wup,        restarts, rss,
+        cpu,    heartbeat,  lag,       conns,    requests,   rejected, timeouts,
+        queued, backlog,    accepting, failures, next_try_f, late,     foreign};
     server_families(families, control_server_stats(), metrics.get());
     const NotifyCounters& nc = notify_counters;
     families.push_back(

@@ -2,10 +2,10 @@
 // per worker, bound at a filesystem path, read on the master's loop, never blocking.
 //
 // Who can send: the sockets live in one directory per daemon (NotifyDir, beside the control
-// socket, see NotifyDir::for_control), owned by the daemon's uid, mode 0711: nobody else can list or create anything
-// there. Each socket file is owned by the uid its worker runs as (the daemon's own uid when
-// the program sets no `user`), mode 0600: connecting to it needs write permission on it, so
-// no other uid can even reach it. Of what arrives, SO_PASSCRED gives the sender's pid: with
+// socket, see NotifyDir::for_control), owned by the daemon's uid, mode 0711: nobody else can list
+// or create anything there. Each socket file is owned by the uid its worker runs as (the daemon's
+// own uid when the program sets no `user`), mode 0600: connecting to it needs write permission on
+// it, so no other uid can even reach it. Of what arrives, SO_PASSCRED gives the sender's pid: with
 // `notify_access: main` (the default) only the worker's own pid counts, with `all` any
 // process that can reach the socket (the worker's descendants, which run as its uid).
 //

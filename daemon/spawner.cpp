@@ -161,6 +161,7 @@ SpawnResult spawn(const SpawnSpec& spec) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) < 0) {
         result.error = errno;
+        result.call = "pipe2";
         return result;
     }
     UniqueFd read_end(fds[0]);
@@ -179,6 +180,7 @@ SpawnResult spawn(const SpawnSpec& spec) {
     ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     if (pid < 0) {
         result.error = fork_errno;
+        result.call = "fork";
         return result;
     }
     result.pid = pid;

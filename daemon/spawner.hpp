@@ -43,8 +43,9 @@ struct SpawnSpec {
 };
 
 struct SpawnResult {
-    pid_t pid = -1;  // -1: fork failed, `error` says why
+    pid_t pid = -1;  // -1: no child; `call` failed with `error`
     int error = 0;
+    const char* call = "";  // "pipe2" (the status pipe, e.g. out of fds) or "fork"
     /// Read end of the exec-status pipe: EOF = execve succeeded, else a SpawnFailure.
     UniqueFd status_pipe;
 };

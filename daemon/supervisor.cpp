@@ -304,7 +304,8 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     w->fields.clear();
     SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
     if (r.pid < 0) {
-        spdlog::critical("{}: fork() failed: {}", label(w), std::strerror(r.error));
+        spdlog::critical("{}: cannot start a worker: {}() failed: {}", label(w), r.call,
+                         std::strerror(r.error));
         return event::SpawnFailed{r.error};
     }
     pids[r.pid] = w;

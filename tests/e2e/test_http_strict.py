@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import CLUSTERD, WORKER, Daemon, Load, free_port, wait_for
+from harness import CLUSTERD, WORKER, Daemon, Load, free_port, http_get, sample, wait_for
 
 SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -121,7 +121,10 @@ class StrictHttpTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.port = free_port()
+        cls.mport = free_port()
         cls.d = Daemon(f"""
+daemon:
+  metrics: "127.0.0.1:{cls.mport}"
 programs:
   web:
     cores: 2
@@ -202,7 +205,14 @@ programs:
         # Each worker reports its count with its heartbeat, once a second.
         wait_for(lambda: self.status_sum("HTTP_REJECTED") - before >= sent, 10,
                  what=f"HTTP_REJECTED to grow by {sent}")
-        self.assertEqual(self.settled_sum("HTTP_REJECTED") - before, sent)
+        total = self.settled_sum("HTTP_REJECTED")
+        self.assertEqual(total - before, sent)
+        # /metrics exports the same count, per slot.
+        code, page = http_get(self.mport, "/metrics")
+        self.assertEqual(code, 200)
+        exported = sum(sample(page, "clusterd_worker_http_rejected_total", program="web",
+                              slot=str(k)) or 0 for k in range(2))
+        self.assertEqual(exported, total)
 
     def test_http10_without_host_is_served(self):
         out = refused_exchange(self.port, b"GET /healthz HTTP/1.0\r\n\r\n")
@@ -274,7 +284,10 @@ class TimeoutTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.port = free_port()
+        cls.mport = free_port()
         cls.d = Daemon(f"""
+daemon:
+  metrics: "127.0.0.1:{cls.mport}"
 programs:
   quick:
     command: ["{WORKER}", "--header-timeout", "1", "--request-timeout", "3"]

@@ -175,7 +175,8 @@ class LiveTest(unittest.TestCase):
         self.assertFalse(lines[2]["ok"])  # a number where the command's name belongs
         self.assertFalse(lines[3]["ok"])
         self.assertIn("from 1 to 4096", lines[3]["message"])
-        self.assertTrue(lines[4]["ok"])  # "rolling" of the wrong type: a plain restart
+        self.assertFalse(lines[4]["ok"])  # "rolling" of the wrong type: nothing restarted
+        self.assertIn('"rolling" is a string', lines[4]["message"])
         s.sendall(b"x" * 70000 + b"\n")
         rest = b""
         while chunk := s.recv(4096):  # the reply, then EOF: the daemon hangs up on it

@@ -24,9 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::memcpy(buffer.data(), data + 1, size - 1);
     std::vector<std::uint64_t> inodes;
     std::string error;
-    auto step = clusterd::parse_diag_reply(buffer.data(), size - 1, v6 ? AF_INET6 : AF_INET,
-                                           v6 ? static_cast<const void*>(&a6) : &a4, 8080,
-                                           inodes, error);
+    auto step =
+        clusterd::parse_diag_reply(buffer.data(), size - 1, v6 ? AF_INET6 : AF_INET,
+                                   v6 ? static_cast<const void*>(&a6) : &a4, 8080, inodes, error);
     if (inodes.size() > clusterd::kMaxDiagSockets) __builtin_trap();
     if (inodes.size() * 16 > size) __builtin_trap();  // each came from a message in the buffer
     if (step == clusterd::DiagStep::done && !std::is_sorted(inodes.begin(), inodes.end()))

@@ -31,9 +31,10 @@ using Behaviour = std::function<Fate(int k, TimePoint at)>;
 
 class Sim {
   public:
-    Sim(int n, Behaviour behave) : slots_(static_cast<std::size_t>(n)), gen_(slots_.size()) {
+    Sim(int n, Behaviour behave, Duration backoff_max = 5s)
+        : slots_(static_cast<std::size_t>(n)), gen_(slots_.size()) {
         policy_.watchdog = 0ms;
-        policy_.backoff = {0ms, 5s};
+        policy_.backoff = {0ms, backoff_max};
         policy_.min_uptime = 1s;
         behave_ = std::move(behave);
         for (int k = 0; k < n; ++k) dispatch(k, event::Start{});
@@ -219,6 +220,35 @@ TEST_CASE("pacing: a crash loop of any width starts one worker a second, the doo
         CHECK(sim.shut());
         // Every slot gets its turn.
         for (int k = 0; k < n; ++k) CHECK(sim.slot(k).restarts > 3600 / n / 2);
+    }
+}
+
+TEST_CASE("pacing: a crash loop's starts stay a second apart whatever each failing run lasts") {
+    // Real failing workers take from a millisecond to most of a second to exit (exec, a slow
+    // host); the pace counts from starts, so the exits' spread never widens a start's gap,
+    // also with backoff.max close to the pace (2 s against 1 s).
+    for (Duration max : {Duration{2s}, Duration{5s}}) {
+        for (int n : {2, 3, 8}) {
+            INFO(n, " slots, backoff.max ", seconds(max));
+            std::mt19937 rng(static_cast<unsigned>(n));
+            std::uniform_int_distribution<int> run_ms(1, 900);
+            Sim sim(
+                n,
+                [&](int, TimePoint) {
+                    return Fate{std::nullopt, Duration{std::chrono::milliseconds(run_ms(rng))},
+                                false};
+                },
+                max);
+            sim.run_until(t0 + 10min);
+            const auto& starts = sim.starts();
+            REQUIRE(starts.size() > static_cast<std::size_t>(2 * n) + 100);
+            std::vector<double> gaps;
+            for (std::size_t i = static_cast<std::size_t>(2 * n) + 1; i < starts.size(); ++i)
+                gaps.push_back(
+                    seconds(std::chrono::duration_cast<Duration>(starts[i] - starts[i - 1])));
+            CHECK(*std::min_element(gaps.begin(), gaps.end()) >= 0.999);
+            CHECK(*std::max_element(gaps.begin(), gaps.end()) <= 1.01);
+        }
     }
 }
 

@@ -124,6 +124,27 @@ TEST_CASE("spawn: a successful execve closes the status pipe (EOF)") {
     CHECK(wait_exit(r.pid) == 0);
 }
 
+TEST_CASE("spawn: out of file descriptors, no child is made and the failed call is named") {
+    // Every fd below the lowest free one is in use; a limit there leaves none for the pipe.
+    int lowest = ::dup(0);
+    REQUIRE(lowest >= 0);
+    ::close(lowest);
+    struct rlimit saved {};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    struct rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    SpawnSpec spec;
+    spec.path = "/bin/true";
+    spec.argv = {"true"};
+    SpawnResult r = spawn(spec);
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    CHECK(r.pid == -1);
+    CHECK(r.error == EMFILE);
+    CHECK(std::string(r.call) == "pipe2");
+    CHECK(!r.status_pipe);
+}
+
 TEST_CASE("find_executable searches PATH like execvp") {
     CHECK(find_executable("sh", "/nonexistent:/bin") == std::optional<std::string>("/bin/sh"));
     CHECK_FALSE(find_executable("clusterd-no-such-binary", "/bin:/usr/bin"));
