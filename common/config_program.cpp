@@ -1,4 +1,6 @@
 // Reading one program of the config: its keys, listen entries, env and cross-field checks.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -227,6 +229,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                     "\": expected up to 64 letters, digits, '_', '.' or '-'");
     }
     std::optional<YAML::Mark> start_time_mark;
+    std::optional<YAML::Mark> rlimits_mark;
     std::vector<Item> command_args;
     r.fields(value,
              {"command",     "cores",         "listen",       "env",           "inherit_env",
@@ -295,6 +298,7 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      if (auto b = r.boolean(v)) p.cpu_affinity = *b;
                  } else if (k == "rlimits") {
                      read_rlimits(r, v, p);
+                     rlimits_mark = v.mark;
                  } else if (k == "memory_limit") {
                      auto text = v.node.IsScalar() ? std::optional(v.node.Scalar()) : std::nullopt;
                      auto bytes = text ? parse_size(*text) : std::nullopt;
@@ -319,6 +323,17 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
         r.error(start_time_mark.value_or(value.mark), value.path + ".start_time",
                 "must be less than start_timeout (" + format_duration(p.start_timeout) +
                     ") with ready: started, got " + format_duration(p.start_time));
+    }
+    // The listening sockets take fds 3.. before the worker opens a file of its own: leave it
+    // kNofileSpare more (its notify socket, a log, a connection).
+    for (const RLimit& l : p.rlimits) {
+        const std::uint64_t least =
+            std::max<std::uint64_t>(limits::kMinNofile, 3 + p.listen.size() + limits::kNofileSpare);
+        if (l.resource == RLIMIT_NOFILE && l.soft != RLimit::kUnlimited && l.soft < least)
+            r.error(rlimits_mark.value_or(value.mark), value.path + ".rlimits.nofile",
+                    "expected at least " + std::to_string(least) + " with " +
+                        std::to_string(p.listen.size()) + " listen entries (they take fds 3 to " +
+                        std::to_string(2 + p.listen.size()) + "), got " + std::to_string(l.soft));
     }
     // {listen.NAME.fd} must name a listener of this program (all of `listen:` is read now).
     for (const Item& arg : command_args) {

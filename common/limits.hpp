@@ -35,4 +35,8 @@ inline constexpr std::chrono::milliseconds kMinBackoffMax{100};
 /// The smallest `rlimits.nofile`: stdio, the listeners and a few files of the worker's own.
 inline constexpr unsigned long long kMinNofile = 16;
 
+/// Fds a worker needs beyond stdio and its listening sockets (fds 3..): `rlimits.nofile` is
+/// at least 3 + listen entries + this, and never below kMinNofile.
+inline constexpr unsigned long long kNofileSpare = 8;
+
 }  // namespace clusterd::limits

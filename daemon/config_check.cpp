@@ -2,9 +2,12 @@
 
 #include <grp.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <system_error>
 
 #include "daemon/launch.hpp"
@@ -20,6 +23,17 @@ std::string message_of(int error) {
 std::string parent_of(const std::string& path) {
     auto slash = path.rfind('/');
     return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Whether every directory above `path` lets any user through (o+x).
+bool searchable_by_all(const std::string& path) {
+    for (auto slash = path.find('/', 1); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+        struct stat st {};
+        if (::stat(path.substr(0, slash).c_str(), &st) < 0 || (st.st_mode & S_IXOTH) == 0)
+            return false;
+    }
+    return true;
 }
 
 }  // namespace
@@ -46,6 +60,37 @@ std::string append_problem(const std::string& path, bool creates_parents) {
     return "";
 }
 
+std::string notify_dir_for(const std::string& control_path) {
+    std::string base = control_path;
+    if (base.size() > 5 && base.ends_with(".sock")) base.resize(base.size() - 5);
+    // Workers of another user must be able to reach their socket: as root, a control
+    // socket in a private directory gets its notify sockets under /run/clusterd instead.
+    if (::geteuid() != 0 || searchable_by_all(base)) return base + ".notify";
+    std::uint64_t h = 14695981039346656037ull;  // FNV-1a of the control socket's path
+    for (unsigned char c : control_path) h = (h ^ c) * 1099511628211ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    return std::string("/run/clusterd/notify-") + hex;
+}
+
+std::string notify_dir_problem(const std::string& dir) {
+    const std::size_t room = sizeof(sockaddr_un{}.sun_path) - 1;  // the path's bytes, no NUL
+    if (dir.size() + 1 + kNotifySocketNameMax > room)
+        return "too long for the workers' notify sockets: " + dir + "/ID is " +
+               std::to_string(dir.size() + 1 + kNotifySocketNameMax) +
+               " bytes with the longest ID, and a socket path has at most " + std::to_string(room) +
+               ": choose a shorter daemon.control path";
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) return "";  // created at start-up
+    if (!S_ISDIR(st.st_mode))
+        return dir + " (for the workers' notify sockets) is not a directory: remove it";
+    if (st.st_uid != ::geteuid())
+        return dir + " (for the workers' notify sockets) is owned by uid " +
+               std::to_string(st.st_uid) + ", not clusterd's uid " + std::to_string(::geteuid()) +
+               ": remove it";
+    return "";
+}
+
 std::vector<Diagnostic> check_runtime(const Config& config, const std::string& builtin_worker,
                                       const std::vector<std::string>& environ) {
     std::vector<Diagnostic> out;
@@ -56,6 +101,8 @@ std::vector<Diagnostic> check_runtime(const Config& config, const std::string& b
         else if (std::string why = append_problem(d.log_file, true); !why.empty())
             out.push_back(config.diagnostic("daemon.log_file", why));
     }
+    if (std::string why = notify_dir_problem(notify_dir_for(d.control)); !why.empty())
+        out.push_back(config.diagnostic("daemon.control", why));
     // The control server looks the group up by name (daemon/control_server.cpp).
     if (!d.control_group.empty() && ::getgrnam(d.control_group.c_str()) == nullptr)
         out.push_back(

@@ -4,6 +4,7 @@
 // so a config that passes `check` starts and one that `run` refuses fails `check`.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -20,5 +21,17 @@ std::vector<Diagnostic> check_runtime(const Config& config, const std::string& b
 /// writable, a missing parent directory (only when `creates_parents` is false, as for
 /// `output`; spdlog creates the log file's parents itself).
 std::string append_problem(const std::string& path, bool creates_parents);
+
+/// The longest name of a notify socket in its directory (a worker id: up to 20 digits).
+inline constexpr std::size_t kNotifySocketNameMax = 20;
+
+/// Where a daemon with this control socket keeps its workers' notify sockets:
+/// "<control socket path without .sock>.notify"; as root, when some directory above it is
+/// closed to other users, "/run/clusterd/notify-<hash of the control path>". Creates nothing.
+std::string notify_dir_for(const std::string& control_path);
+
+/// Why `dir` cannot hold the notify sockets ("" when it can): a socket path in it would be
+/// too long, or something other than a directory of clusterd's uid is there.
+std::string notify_dir_problem(const std::string& dir);
 
 }  // namespace clusterd

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstdint>
 
+#include "common/limits.hpp"
+
 namespace clusterd {
 
 using nlohmann::json;
@@ -140,9 +142,10 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
         case ControlCommand::scale: {
             const json& w = j.contains("workers") ? j["workers"] : json();
             if (!w.is_number_integer() || w.get<std::int64_t>() < 1 ||
-                w.get<std::int64_t>() > 4096 ||
-                (w.is_number_unsigned() && w.get<std::uint64_t>() > 4096))
-                return error("scale: \"workers\" must be an integer from 1 to 4096" +
+                w.get<std::int64_t>() > limits::kMaxWorkers ||
+                (w.is_number_unsigned() && w.get<std::uint64_t>() > limits::kMaxWorkers))
+                return error("scale: \"workers\" must be an integer from 1 to " +
+                             std::to_string(limits::kMaxWorkers) +
                              (w.is_null() ? std::string() : ", not " + describe(w)));
             r.workers = w.get<int>();
             break;

@@ -19,7 +19,7 @@ long bpf(int cmd, bpf_attr& attr) {
     return ::syscall(SYS_bpf, cmd, &attr, sizeof attr);
 }
 
-std::string failed(const std::string& call) {
+std::string bpf_failed(const std::string& call) {
     return call + " failed: " + std::strerror(errno);
 }
 
@@ -67,7 +67,7 @@ UniqueFd load_program(const std::vector<bpf_insn>& code, std::string& error) {
     attr.license = reinterpret_cast<std::uint64_t>(license);
     UniqueFd prog(static_cast<int>(bpf(BPF_PROG_LOAD, attr)));
     if (prog) return prog;
-    error = failed("bpf(BPF_PROG_LOAD)");
+    error = bpf_failed("bpf(BPF_PROG_LOAD)");
     // Again with the verifier's log, for the message only.
     char log[1024] = {};
     attr.log_level = 1;
@@ -85,7 +85,7 @@ std::string probe() {
         mode && std::strcmp(mode, "classic") == 0)
         return "CLUSTERD_STEERING=classic";
     UniqueFd sockets = make_map(BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, sizeof(std::uint64_t), 1);
-    if (!sockets) return failed("bpf(BPF_MAP_CREATE, REUSEPORT_SOCKARRAY)");
+    if (!sockets) return bpf_failed("bpf(BPF_MAP_CREATE, REUSEPORT_SOCKARRAY)");
     std::vector<bpf_insn> code{insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, SK_PASS),
                                insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)};
     std::string error;
@@ -122,7 +122,7 @@ std::string place_socket(int sockarray, std::uint32_t key, int fd) {
     std::uint64_t cookie = 0;
     socklen_t len = sizeof cookie;
     if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0)
-        return failed("getsockopt(SO_COOKIE)");
+        return bpf_failed("getsockopt(SO_COOKIE)");
     std::uint64_t there = 0;
     bpf_attr attr{};
     attr.map_fd = static_cast<std::uint32_t>(sockarray);
@@ -130,7 +130,8 @@ std::string place_socket(int sockarray, std::uint32_t key, int fd) {
     attr.value = reinterpret_cast<std::uint64_t>(&there);
     if (bpf(BPF_MAP_LOOKUP_ELEM, attr) == 0 && there == cookie) return "";
     std::uint64_t value = static_cast<std::uint64_t>(fd);
-    if (update(sockarray, key, &value) < 0) return failed("bpf(BPF_MAP_UPDATE_ELEM, sockarray)");
+    if (update(sockarray, key, &value) < 0)
+        return bpf_failed("bpf(BPF_MAP_UPDATE_ELEM, sockarray)");
     return "";
 }
 
@@ -139,9 +140,10 @@ std::string attach_identity_steering(int sockarray, const std::vector<std::uint3
     if (keys.empty()) return "no socket to steer to";
     const auto n = static_cast<std::uint32_t>(keys.size());
     UniqueFd route = make_map(BPF_MAP_TYPE_ARRAY, sizeof(std::uint32_t), n);
-    if (!route) return failed("bpf(BPF_MAP_CREATE, ARRAY)");
+    if (!route) return bpf_failed("bpf(BPF_MAP_CREATE, ARRAY)");
     for (std::uint32_t i = 0; i < n; ++i)
-        if (update(route.get(), i, &keys[i]) < 0) return failed("bpf(BPF_MAP_UPDATE_ELEM, route)");
+        if (update(route.get(), i, &keys[i]) < 0)
+            return bpf_failed("bpf(BPF_MAP_UPDATE_ELEM, route)");
 
     const auto hash = static_cast<std::int16_t>(offsetof(sk_reuseport_md, hash));
     std::vector<bpf_insn> code;
@@ -172,7 +174,7 @@ std::string attach_identity_steering(int sockarray, const std::vector<std::uint3
     if (!prog) return error;
     int fd = prog.get();
     if (::setsockopt(attach_fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &fd, sizeof fd) < 0)
-        return failed("setsockopt(SO_ATTACH_REUSEPORT_EBPF)");
+        return bpf_failed("setsockopt(SO_ATTACH_REUSEPORT_EBPF)");
     return "";  // the group holds the program now, and the program its maps
 }
 
@@ -180,7 +182,7 @@ std::string detach_steering(int fd) {
     int unused = 0;
     if (::setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &unused, sizeof unused) < 0 &&
         errno != ENOENT)
-        return failed("setsockopt(SO_DETACH_REUSEPORT_BPF)");
+        return bpf_failed("setsockopt(SO_DETACH_REUSEPORT_BPF)");
     return "";
 }
 

@@ -22,7 +22,7 @@ namespace clusterd {
 
 namespace {
 
-std::string failed(const std::string& call) {
+std::string diag_failed(const std::string& call) {
     return call + " failed: " + std::strerror(errno);
 }
 
@@ -67,7 +67,7 @@ std::optional<std::vector<std::uint64_t>> listening_inodes(const ListenConfig& l
     }
     UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
     if (!nl) {
-        error = failed("socket(NETLINK_SOCK_DIAG)");
+        error = diag_failed("socket(NETLINK_SOCK_DIAG)");
         return std::nullopt;
     }
     // The dump is produced inside recv(); the timeout only guards against a kernel that
@@ -92,7 +92,7 @@ std::optional<std::vector<std::uint64_t>> listening_inodes(const ListenConfig& l
     kernel.nl_family = AF_NETLINK;
     if (::sendto(nl.get(), &request, sizeof request, 0, reinterpret_cast<sockaddr*>(&kernel),
                  sizeof kernel) < 0) {
-        error = failed("sendto(NETLINK_SOCK_DIAG)");
+        error = diag_failed("sendto(NETLINK_SOCK_DIAG)");
         return std::nullopt;
     }
 
@@ -103,7 +103,7 @@ std::optional<std::vector<std::uint64_t>> listening_inodes(const ListenConfig& l
         ssize_t n = ::recv(nl.get(), buffer, sizeof buffer, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            error = n < 0 ? failed("recv(NETLINK_SOCK_DIAG)") : "sock_diag dump ended early";
+            error = n < 0 ? diag_failed("recv(NETLINK_SOCK_DIAG)") : "sock_diag dump ended early";
             return std::nullopt;
         }
         switch (parse_diag_reply(buffer, static_cast<std::size_t>(n), family, address, listen.port,

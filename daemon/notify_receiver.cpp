@@ -19,15 +19,13 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "daemon/config_check.hpp"
 
 namespace clusterd {
 
 namespace asio = boost::asio;
 
 namespace {
-
-// The longest socket name NotifyDir must leave room for (a worker id: up to 20 digits).
-constexpr std::size_t kMaxName = 20;
 
 std::system_error sys_error(const std::string& what) {
     return std::system_error(errno, std::system_category(), what);
@@ -55,43 +53,17 @@ WarnLimiter::Verdict WarnLimiter::allow(Clock::time_point now) {
 
 // ---- NotifyDir ----
 
-namespace {
-
-// Whether every directory above `path` lets any user through (o+x).
-bool searchable_by_all(const std::string& path) {
-    for (auto slash = path.find('/', 1); slash != std::string::npos;
-         slash = path.find('/', slash + 1)) {
-        struct stat st {};
-        if (::stat(path.substr(0, slash).c_str(), &st) < 0 || (st.st_mode & S_IXOTH) == 0)
-            return false;
-    }
-    return true;
-}
-
-}  // namespace
-
 std::string NotifyDir::for_control(const std::string& control_path) {
-    std::string base = control_path;
-    if (base.size() > 5 && base.ends_with(".sock")) base.resize(base.size() - 5);
-    // Workers of another user must be able to reach their socket: as root, a control
-    // socket in a private directory gets its notify sockets under /run/clusterd instead.
-    if (::geteuid() != 0 || searchable_by_all(base)) return base + ".notify";
-    std::uint64_t h = 14695981039346656037ull;  // FNV-1a of the control socket's path
-    for (unsigned char c : control_path) h = (h ^ c) * 1099511628211ull;
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-    if (::mkdir("/run/clusterd", 0755) < 0 && errno != EEXIST)
+    std::string dir = notify_dir_for(control_path);
+    if (dir.starts_with("/run/clusterd/") && ::mkdir("/run/clusterd", 0755) < 0 && errno != EEXIST)
         throw std::runtime_error(std::string("mkdir(/run/clusterd) failed: ") +
                                  std::strerror(errno));
-    return std::string("/run/clusterd/notify-") + hex;
+    return dir;
 }
 
 NotifyDir::NotifyDir(std::string path) : path_(std::move(path)) {
-    if (path_.size() + 1 + kMaxName >= sizeof(sockaddr_un{}.sun_path))
-        throw std::runtime_error("notify socket directory " + path_ + " is too long (" +
-                                 std::to_string(path_.size()) + " bytes; a socket path has " +
-                                 std::to_string(sizeof(sockaddr_un{}.sun_path) - 1 - 1 - kMaxName) +
-                                 " for it): choose a shorter daemon.control path");
+    if (path_.size() + 1 + kNotifySocketNameMax >= sizeof(sockaddr_un{}.sun_path))
+        throw std::runtime_error(notify_dir_problem(path_));
     uid_t me = ::geteuid();
     if (::mkdir(path_.c_str(), 0711) < 0 && errno != EEXIST)
         throw std::runtime_error("mkdir(" + path_ + ") failed: " + std::strerror(errno));
@@ -264,8 +236,15 @@ NotifySocket::NotifySocket(asio::io_context& io, const NotifyDir& dir, const std
     auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
         throw sys_error("bind(" + path + ") failed");
+    boost::system::error_code ec;
+    state_->descriptor.assign(fd.get(), ec);  // registers it with the reactor: may fail
+    if (ec) {
+        ::unlink(path.c_str());
+        throw std::system_error(ec.value(), std::system_category(),
+                                "cannot watch the notify socket " + path);
+    }
+    fd.release();         // the descriptor owns it now
     state_->path = path;  // unlinked from now on when closed
-    state_->descriptor.assign(fd.release());
     if (::chmod(path.c_str(), 0600) < 0) {
         auto e = sys_error("chmod(" + path + ", 0600) failed");
         state_->close();

@@ -413,12 +413,23 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
             return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
         }
         std::vector<Worker*> added;
-        for (int k = current; k < n; ++k) {
-            Worker* w = add_worker(prog, k, prog.spec, prog.sockets.for_slot(k));
+        try {
+            // The new workers' notify sockets are file descriptors too: a count that does not
+            // fit is refused here, before it is saved or anything starts.
+            for (int k = current; k < n; ++k) {
+                added.push_back(add_worker(prog, k, prog.spec, prog.sockets.for_slot(k)));
+                open_notify(added.back());
+            }
+            check_fd_headroom(prog.spec->config, added.size());
+        } catch (const std::exception& e) {
+            for (Worker* w : added) workers.erase(w->id);  // never started
+            prog.sockets.resize(current);
+            return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
+        }
+        for (Worker* w : added) {
             prog.slots.push_back(w);
             w->waiting = op;
             ++op->pending;
-            added.push_back(w);
         }
         for (Worker* w : added) dispatch(w, event::Start{});
         return part_done(op, true, line);

@@ -1,6 +1,8 @@
 #include "daemon/proc_stats.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,6 +98,20 @@ double seconds_since_boot() {
     timespec ts{};
     ::clock_gettime(CLOCK_BOOTTIME, &ts);
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::optional<std::size_t> free_fds() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return std::nullopt;
+    DIR* dir = ::opendir("/proc/self/fd");  // itself one of the entries counted
+    if (dir == nullptr) return std::nullopt;
+    std::size_t open = 0;
+    while (const dirent* e = ::readdir(dir))
+        if (e->d_name[0] != '.') ++open;
+    ::closedir(dir);
+    if (limit.rlim_cur == RLIM_INFINITY) return static_cast<std::size_t>(-1);
+    auto soft = static_cast<std::size_t>(limit.rlim_cur);
+    return soft > open ? soft - open : 0;
 }
 
 }  // namespace clusterd

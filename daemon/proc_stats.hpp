@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -36,5 +37,9 @@ std::optional<ProcStats> parse_proc_stats(std::string_view stat, std::string_vie
 
 /// Seconds since boot now (CLOCK_BOOTTIME), comparable with ProcStats::start_time.
 double seconds_since_boot();
+
+/// How many more file descriptors this process may open now: its RLIMIT_NOFILE soft limit
+/// less the entries of /proc/self/fd. nullopt when either cannot be read.
+std::optional<std::size_t> free_fds();
 
 }  // namespace clusterd

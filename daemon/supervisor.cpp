@@ -87,6 +87,8 @@ Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std:
 
 void Supervisor::Impl::start() {
     started_at = Clock::now();
+    // Before any socket is bound: a directory that cannot be used stops the start here.
+    notify_dir = std::make_unique<NotifyDir>(NotifyDir::for_control(config.daemon.control));
     std::vector<std::string> errors;
     std::string file = state_file();
     // A state file from before it was kept per config (<state_dir>/state.json) belongs to
@@ -150,7 +152,6 @@ void Supervisor::Impl::start() {
         metrics->start();
         spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());
     }
-    notify_dir = std::make_unique<NotifyDir>(NotifyDir::for_control(config.daemon.control));
     reaper.start();
     arm_memory_check();
     arm_listener_check();
@@ -177,14 +178,44 @@ std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConf
     return spec;
 }
 
+// Beyond its listening and notify sockets, a worker holds in the master the read end of its
+// output pipe (output: capture) and, until its execve, of its exec-status pipe; new workers
+// all start at once. The child, a copy of the master, needs a free fd per listener to move
+// them into place; the rest is for the output pipe's write end, the control and metrics
+// servers and the log.
+namespace {
+constexpr std::size_t kFdHeadroom = 16;
+}  // namespace
+
+void Supervisor::Impl::check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const {
+    std::size_t per_worker = 1 + (pc.output == "capture" ? 1 : 0);
+    std::size_t need = new_workers * per_worker + pc.listen.size() + kFdHeadroom;
+    auto available = free_fds();
+    if (!available || *available >= need) return;
+    throw std::runtime_error(std::to_string(new_workers) + " more worker" +
+                             (new_workers == 1 ? "" : "s") + " would need " + std::to_string(need) +
+                             " more file descriptors, " + std::to_string(*available) +
+                             " are left under the daemon's RLIMIT_NOFILE (LimitNOFILE=)");
+}
+
 std::unique_ptr<Program> Supervisor::Impl::make_program(const ProgramConfig& pc, int n) {
     auto prog = std::make_unique<Program>();
     prog->name = pc.name;
     prog->spec = make_spec(pc, 1);
     prog->sockets = SocketTable(pc.listen, n, nullptr, &activated);
     resteer(*prog);
-    for (int k = 0; k < n; ++k)
-        prog->slots.push_back(add_worker(*prog, k, prog->spec, prog->sockets.for_slot(k)));
+    try {
+        // Each worker's notify socket is a file descriptor of the master's: opened now, so
+        // that a count the machine cannot hold fails here, before anything starts.
+        for (int k = 0; k < n; ++k) {
+            prog->slots.push_back(add_worker(*prog, k, prog->spec, prog->sockets.for_slot(k)));
+            open_notify(prog->slots.back());
+        }
+        check_fd_headroom(pc, static_cast<std::size_t>(n));
+    } catch (...) {
+        for (Worker* w : prog->slots) workers.erase(w->id);  // never started
+        throw;
+    }
     for (const auto& l : pc.listen)
         spdlog::info("{}: listening on {} ({}{})", pc.name, l.address(), l.name,
                      l.reuseport ? ", one reuseport socket per worker" : ", shared socket");
@@ -250,9 +281,12 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         std::uint64_t id = w->id;
         w->timer.async_wait([this, id](const error_code& ec) {
             if (ec) return;
-            // After a stall of the loop, heartbeats may be queued that were sent in time.
-            drain_notify();
+            // After a stall of the loop, heartbeats may be queued that were sent in time:
+            // this worker's are read before it is judged (its socket only: a crash loop of
+            // many slots must not read every socket at every deadline).
             auto it = workers.find(id);
+            if (it != workers.end() && it->second->notify) it->second->notify->drain();
+            it = workers.find(id);
             if (it != workers.end()) on_deadline(it->second.get());
         });
     } else if (std::holds_alternative<action::CancelDeadline>(a)) {
@@ -758,32 +792,27 @@ void Supervisor::Impl::open_notify(Worker* w) {
     w->notify->start();
 }
 
-void Supervisor::Impl::drain_notify() {
-    std::vector<std::uint64_t> ids;
-    ids.reserve(workers.size());
-    for (const auto& [id, w] : workers)
-        if (w->notify) ids.push_back(id);
-    for (auto id : ids)
-        if (auto it = workers.find(id); it != workers.end() && it->second->notify)
-            it->second->notify->drain();
-}
-
 void Supervisor::Impl::on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m) {
     auto wit = workers.find(id);
     if (wit == workers.end()) return;
     Worker* w = wit->second.get();
     if (pid != w->sm.pid || w->sm.pid == 0) {
         auto it = pids.find(pid);
-        if (it != pids.end() || w->spec->config.notify_access == NotifyAccess::main ||
+        // A process given up on (abandoned after a watchdog or start timeout, still running
+        // until abort_timeout) keeps this slot's NOTIFY_SOCKET, as do its children (its
+        // process group): it must not speak for the worker that replaced it.
+        pid_t group = ::getpgid(pid);
+        bool given_up = abandoned.count(pid) > 0 || (group > 0 && abandoned.count(group) > 0);
+        if (it != pids.end() || given_up || w->spec->config.notify_access == NotifyAccess::main ||
             w->sm.pid == 0) {
             // Another worker's pid (its descendants sharing the uid), a process of this
             // slot's previous run, or a child under notify_access: main.
             ++notify_counters.foreign_sender;
             w->notify->warn("notify message from pid " + std::to_string(pid) + " ignored: " +
-                            (it != pids.end()
-                                 ? "another worker"
-                                 : "not the worker's pid " + std::to_string(w->sm.pid) +
-                                       " (notify_access: main)"));
+                            (it != pids.end() ? "another worker"
+                             : given_up       ? "a process of the slot's previous run"
+                                        : "not the worker's pid " + std::to_string(w->sm.pid) +
+                                              " (notify_access: main)"));
             return;
         }
     }

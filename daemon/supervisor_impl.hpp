@@ -164,6 +164,8 @@ struct Supervisor::Impl {
 
     // ---- supervisor.cpp: start-up, events, the one dispatch ----
     void start();
+    /// Throws when `new_workers` more workers of `pc` would leave too few file descriptors.
+    void check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const;
     std::unique_ptr<Program> make_program(const ProgramConfig& pc, int workers);
     std::shared_ptr<const ProgramSpec> make_spec(const ProgramConfig& pc,
                                                  std::uint64_t generation) const;
@@ -199,7 +201,6 @@ struct Supervisor::Impl {
     void on_child_exit(pid_t pid, int status);
     void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
     /// Every notify datagram queued now, read before a deadline is judged.
-    void drain_notify();
     /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
     void open_notify(Worker* w);
     void do_wait_signal();

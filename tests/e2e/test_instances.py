@@ -186,6 +186,14 @@ class UnsatisfiableScaleTest(unittest.TestCase):
         self.assertIsNone(st["runtime_scale"])
         self.assertEqual(glob.glob(os.path.join(self.state, "state-*.json")), [])
         self.assertEqual(http_get(self.port)[0], 200)
+        # 60 listening sockets fit in 128 descriptors, but not with a notify socket for each
+        # new worker as well: refused the same way, before any of them starts.
+        r = ctl(self.sock, "scale", "web", "60")
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("web: cannot scale up", r.stdout + r.stderr)
+        self.assertEqual(len(self.status()["slots"]), 2)
+        self.assertIsNone(self.status()["runtime_scale"])
+        self.assertEqual(glob.glob(os.path.join(self.state, "state-*.json")), [])
 
         # A scale that fits is saved; then the machine (the state file) changes under it.
         self.assertEqual(ctl(self.sock, "scale", "web", "3").returncode, 0)

@@ -215,6 +215,17 @@ TEST_CASE("config values: resource limits a worker cannot start under are refuse
     CHECK(load_config_string(with("    rlimits: {nofile: 16, core: 0, fsize: 0}\n"), "t.yaml")
               .programs[0]
               .rlimits.size() == 3);
+    // The listening sockets come first: 20 of them leave no room under 16.
+    std::string many = "    listen:\n";
+    for (int i = 0; i < 20; ++i)
+        many += "      - {name: l" + std::to_string(i) +
+                ", address: \"127.0.0.1:" + std::to_string(20000 + i) + "\"}\n";
+    CHECK(text_error(with(many + "    rlimits: {nofile: 30}\n"))
+              .find("programs.web.rlimits.nofile: expected at least 31 with 20 listen entries "
+                    "(they take fds 3 to 22), got 30") != std::string::npos);
+    CHECK(load_config_string(with(many + "    rlimits: {nofile: 31}\n"), "t.yaml")
+              .programs[0]
+              .rlimits.size() == 1);
     CHECK(text_error(with("    rlimits: {cpu: 0}\n")).find("expected at least 1") !=
           std::string::npos);
     CHECK(text_error(with("    rlimits: {as: 1M}\n")).find("expected at least 64M") !=

@@ -77,3 +77,41 @@ programs:
 TEST_CASE("check_runtime: a config that can run has no problems") {
     CHECK(problems("programs:\n  web:\n    command: [sh, -c, 'exit 0']\n    cwd: /tmp\n").empty());
 }
+
+TEST_CASE("check_runtime: a control path whose notify sockets cannot be made is refused") {
+    TempDir dir;
+    // dir is mode 0700: as root the sockets would go to /run/clusterd; open it to all.
+    ::chmod(dir.path.c_str(), 0755);
+    auto with_control = [](const std::string& control) {
+        return "daemon:\n  control: " + control + "\nprograms:\n  web:\n    cores: 1\n";
+    };
+    std::string control = dir.path.string() + "/c.sock";
+    CHECK(notify_dir_for(control) == dir.path.string() + "/c.notify");
+    CHECK(problems(with_control(control)).empty());
+
+    std::string long_control = dir.path.string() + "/" + std::string(70, 'y') + ".sock";
+    auto found = problems(with_control(long_control));
+    REQUIRE(found.size() == 1);
+    CHECK(
+        found[0].starts_with("c.yaml:2:12: daemon.control: too long for the workers' notify "
+                             "sockets: "));
+    CHECK(
+        found[0].ends_with("a socket path has at most 107: choose a shorter daemon.control "
+                           "path"));
+
+    std::ofstream(dir.path / "c.notify") << "a file\n";
+    found = problems(with_control(control));
+    REQUIRE(found.size() == 1);
+    CHECK(
+        found[0].ends_with("c.notify (for the workers' notify sockets) is not a directory: "
+                           "remove it"));
+    std::filesystem::remove(dir.path / "c.notify");
+
+    if (::geteuid() == 0) {
+        std::filesystem::create_directory(dir.path / "c.notify");
+        REQUIRE(::chown((dir.path / "c.notify").c_str(), 65534, 65534) == 0);
+        found = problems(with_control(control));
+        REQUIRE(found.size() == 1);
+        CHECK(found[0].ends_with("is owned by uid 65534, not clusterd's uid 0: remove it"));
+    }
+}
