@@ -166,10 +166,13 @@ UniqueFd send_request(const std::string& socket_path, const json& request, int t
     }
     std::string line = request.dump() + "\n";
     if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(line.size())) {
+            static_cast<ssize_t>(line.size()) &&
+        errno != EPIPE && errno != ECONNRESET) {
         error = std::string("sending the request failed: ") + std::strerror(errno);
         return {};
     }
+    // A daemon that refuses a client (not allowed, too many connections) says why and
+    // closes at once, maybe before the request is sent: the reply is read all the same.
     return fd;
 }
 
