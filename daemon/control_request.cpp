@@ -140,7 +140,10 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
             }
             break;
         case ControlCommand::scale: {
-            const json& w = j.contains("workers") ? j["workers"] : json();
+            // Never a copy of the client's value: copying a deeply nested array recurses
+            // once per level (a 64 KiB line nests 32,000 deep) and could end the master.
+            static const json absent;
+            const json& w = j.contains("workers") ? j["workers"] : absent;
             if (!w.is_number_integer() || w.get<std::int64_t>() < 1 ||
                 w.get<std::int64_t>() > limits::kMaxWorkers ||
                 (w.is_number_unsigned() && w.get<std::uint64_t>() > limits::kMaxWorkers))

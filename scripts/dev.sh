@@ -70,7 +70,7 @@ suite() { build ON && ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(np
 # ~5 ms) does not meet; the first stage runs it on the real binaries.
 asan_suite() {
     BUILD_DIR=build-asan EXTRA_CMAKE_ARGS="-DCLUSTERD_SANITIZE=ON" build ON &&
-        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 CLUSTERD_SANITIZED=1 \
             ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L 'unit|e2e' \
             -E '^fault\.'
 }

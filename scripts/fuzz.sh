@@ -13,4 +13,16 @@ CC=clang CXX=clang++ cmake -S . -B "$FUZZ_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     -DCLUSTERD_FUZZ=ON -DCLUSTERD_UNITY=OFF -DCLUSTERD_FUZZ_SECONDS="$seconds" >/dev/null
 cmake --build "$FUZZ_DIR" -j "$(nproc)" --target clusterd-fuzzers
 echo "== fuzzing, ${seconds}s per target"
-exec ctest --test-dir "$FUZZ_DIR" --output-on-failure -L fuzz -j "$(nproc)" "$@"
+status=0
+ctest --test-dir "$FUZZ_DIR" --output-on-failure -L fuzz -j "$(nproc)" "$@" || status=$?
+# What each target did in this run, from libFuzzer's final stats.
+echo "== fuzz summary (${seconds}s per target)"
+for log in "$FUZZ_DIR"/tests/fuzz/work/*/last.log; do
+    [ -f "$log" ] || continue
+    name=$(basename "$(dirname "$log")")
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+    corpus=$(find "$(dirname "$log")/corpus" -type f | wc -l)
+    printf '%-16s %12s runs %8s/s  corpus %6s inputs\n' "$name" "${runs:-?}" "${rate:-?}" "$corpus"
+done
+exit "$status"

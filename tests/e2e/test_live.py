@@ -177,6 +177,14 @@ class LiveTest(unittest.TestCase):
         self.assertIn("from 1 to 4096", lines[3]["message"])
         self.assertFalse(lines[4]["ok"])  # "rolling" of the wrong type: nothing restarted
         self.assertIn('"rolling" is a string', lines[4]["message"])
+        # As deep as a request line allows: refused by type, the daemon unharmed.
+        deep = b'{"cmd":"scale","program":"web","workers":' + b"[" * 32000 + b"]" * 32000
+        s.sendall(deep + b"}\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            reply += s.recv(4096)
+        self.assertFalse(json.loads(reply)["ok"])
+        self.assertIn(b"not an array", reply)
         s.sendall(b"x" * 70000 + b"\n")
         rest = b""
         while chunk := s.recv(4096):  # the reply, then EOF: the daemon hangs up on it

@@ -7,8 +7,11 @@ fuzzer=$1 seeds=$2 work=$3 seconds=$4
 mkdir -p "$work/corpus" "$work/artifacts"
 [ -d "$seeds" ] && cp -n "$seeds"/* "$work/corpus/" 2>/dev/null || true
 status=0
+# libFuzzer reports on stderr; a copy stays in WORKDIR/last.log for scripts/fuzz.sh's summary.
 "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-    -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" || status=$?
+    -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/corpus" \
+    2> >(tee "$work/last.log" >&2) || status=$?
+wait  # for tee
 if [ "$status" -ne 0 ]; then
     for f in "$work"/artifacts/*; do
         [ -f "$f" ] || continue

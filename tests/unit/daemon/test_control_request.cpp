@@ -100,8 +100,11 @@ TEST_CASE("control request: size and nesting limits") {
     std::string big =
         R"({"cmd":"status","program":")" + std::string(kMaxControlRequestBytes, 'a') + "\"}";
     CHECK(error(big).starts_with("request of "));
-    // Deep nesting parses without recursion and is rejected by type, never dumped.
-    std::string deep = R"({"cmd":"scale","program":"web","workers":)" + std::string(20000, '[') +
-                       std::string(20000, ']') + "}";
+    // Deep nesting, as deep as a request line allows, parses without recursion and is
+    // rejected by type, never copied or dumped (both recurse once per level).
+    const std::size_t levels = (kMaxControlRequestBytes - 64) / 2;
+    std::string deep = R"({"cmd":"scale","program":"web","workers":)" +
+                       std::string(levels, '[') + std::string(levels, ']') + "}";
+    REQUIRE(deep.size() <= kMaxControlRequestBytes);
     CHECK(error(deep) == "scale: \"workers\" must be an integer from 1 to 4096, not an array");
 }
