@@ -103,8 +103,8 @@ TEST_CASE("control request: size and nesting limits") {
     // Deep nesting, as deep as a request line allows, parses without recursion and is
     // rejected by type, never copied or dumped (both recurse once per level).
     const std::size_t levels = (kMaxControlRequestBytes - 64) / 2;
-    std::string deep = R"({"cmd":"scale","program":"web","workers":)" +
-                       std::string(levels, '[') + std::string(levels, ']') + "}";
+    std::string deep = R"({"cmd":"scale","program":"web","workers":)" + std::string(levels, '[') +
+                       std::string(levels, ']') + "}";
     REQUIRE(deep.size() <= kMaxControlRequestBytes);
     CHECK(error(deep) == "scale: \"workers\" must be an integer from 1 to 4096, not an array");
 }
