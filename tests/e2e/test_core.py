@@ -218,6 +218,25 @@ programs:
         self.assertLess(sum(gaps) / len(gaps), 1.6, gaps)
         self.assertIn("restarting in", d.log_text())
 
+    def test_a_crash_storm_is_logged_as_a_summary_not_line_by_line(self):
+        # 16 slots failing at once: 32 exits in the first second (each slot's first retry is
+        # immediate). The log takes 10 worker events per 5 s window, then one summary line.
+        d = Daemon(f"""
+programs:
+  storm:
+    command: ["{MISBEHAVE}", exit, "3"]
+    cores: 16
+    backoff: {{initial: 0s, max: 2s}}
+""")
+        self.addCleanup(d.close)
+        line = d.wait_log(r"storm: \d+ more worker events in the last \S+ not logged one by "
+                          r"one; 0/16 ready; exits since start: exited \d+", timeout=15)[0]
+        held_back = int(re.search(r"storm: (\d+) more worker events", line).group(1))
+        self.assertGreater(held_back, 0)
+        logged = len(re.findall(r"storm\[\d+\]: pid \d+ exited with code 3", d.log_text()))
+        exits = int(re.search(r"exits since start: exited (\d+)", line).group(1))
+        self.assertLess(logged, exits, line)
+
     def test_bad_config_exit_code_fails_the_slot(self):
         d = Daemon(f"""
 programs:
