@@ -176,7 +176,8 @@ class NotifyHostile(unittest.TestCase):
         self.assertEqual([s["state"] for s in slots], ["ready"] * len(slots))
         log = d.log_text()
         self.assertNotRegex(log, rf"{program}\[\d+\]: pid \d+ (late|not ready|killed|hung)")
-        self.assertNotIn("abandoned", log)
+        # Only this program's workers: a flooding worker may well miss its own heartbeats.
+        self.assertNotRegex(log, rf"{program}\[\d+\]: abandoned")
 
     def ready_pids(self, d, program, n, timeout=30):
         d.wait_log(rf"{program}: all {n} workers ready", timeout=timeout)
