@@ -10,7 +10,6 @@
 #include "common/limits.hpp"
 #include "common/signals.hpp"
 #include "daemon/logging.hpp"
-#include "daemon/proc_stats.hpp"
 #include "daemon/supervisor_impl.hpp"
 
 #ifndef CLUSTERD_VERSION
@@ -23,11 +22,12 @@ using nlohmann::json;
 
 namespace {
 
-double seconds_since(TimePoint t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
+double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
 }
 
-json worker_json(const Worker& w, std::optional<TimePoint> next_try) {
+json worker_json(const Worker& w, std::optional<TimePoint> next_try, TimePoint now,
+                 std::optional<ProcessFigures> stats) {
     const Slot& s = w.sm;
     json j = {
         {"slot", w.slot},
@@ -40,11 +40,10 @@ json worker_json(const Worker& w, std::optional<TimePoint> next_try) {
         {"fields", w.fields},
         {"retiring", w.retiring},
     };
-    j["uptime_s"] = s.pid != 0 ? seconds_since(s.started_at) : 0.0;
+    j["uptime_s"] = s.pid != 0 ? seconds(now - s.started_at) : 0.0;
     // Read from /proc only now: CPU% over the time since the previous status (or since the
     // worker started), like `top` between two refreshes.
-    if (auto stats = s.pid != 0 ? read_proc_stats(s.pid) : std::nullopt) {
-        TimePoint now = Clock::now();
+    if (stats) {
         bool fresh = w.cpu_sampled_at == TimePoint{} || w.cpu_sampled_at < s.started_at;
         double cpu = stats->cpu_seconds - (fresh ? 0.0 : w.cpu_seconds);
         double wall =
@@ -60,7 +59,7 @@ json worker_json(const Worker& w, std::optional<TimePoint> next_try) {
     // it printed last (output: capture).
     j["failures"] = s.failures;
     j["late"] = s.late;
-    j["next_try_s"] = next_try ? json(std::max(0.0, -seconds_since(*next_try))) : json(nullptr);
+    j["next_try_s"] = next_try ? json(std::max(0.0, seconds(*next_try - now))) : json(nullptr);
     j["last_output"] = w.capture ? json(w.capture->tail()) : json::array();
     return j;
 }
@@ -72,12 +71,12 @@ json Supervisor::Impl::status_json(const std::string& only) const {
     for (const auto& p : programs) {
         if (!only.empty() && p->name != only) continue;
         json slots = json::array();
-        for (const Worker* w : p->slots) slots.push_back(worker_json(*w, next_try(*w)));
+        for (const Worker* w : p->slots) slots.push_back(worker_json(*w, next_try(*w), now(), figures(*w)));
         json draining = json::array();
         for (const auto& [id, w] : workers)
             if (w->program == p.get() &&
                 std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
-                draining.push_back(worker_json(*w, std::nullopt));
+                draining.push_back(worker_json(*w, std::nullopt, now(), figures(*w)));
         int configured = p->removed ? 0 : configured_workers(*p);
         json listeners = json::array();
         const auto& entries = p->sockets.entries();
@@ -107,7 +106,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
         {"daemon",
          {{"pid", ::getpid()},
           {"version", CLUSTERD_VERSION},
-          {"uptime_s", seconds_since(started_at)},
+          {"uptime_s", seconds(now() - started_at)},
           {"config", config_path.empty() ? "<built-in>" : config_path},
           {"config_generation", config_generation},
           {"reloads_ok", reloads_ok},
@@ -221,7 +220,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
              int sent = 0;
              each_worker(*prog, [&](Worker* w) {
-                 if (w->sm.pid > 0 && ::kill(w->sm.pid, *sig) == 0) ++sent;
+                 if (w->sm.pid > 0 && exec.kill(w->sm.pid, *sig) == 0) ++sent;
              });
              reporter->finish(reply(true, name + ": " + signal_name(*sig) + " sent to " +
                                               std::to_string(sent) + " workers"));

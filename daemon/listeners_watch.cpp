@@ -12,8 +12,6 @@
 
 namespace clusterd {
 
-using boost::system::error_code;
-
 namespace {
 
 constexpr auto kForeignCheckInterval = std::chrono::seconds(2);
@@ -86,9 +84,8 @@ bool Supervisor::Impl::check_listeners(Program& prog) {
 
 void Supervisor::Impl::arm_listener_check() {
     if (stopping) return;
-    listener_timer.expires_after(kForeignCheckInterval);
-    listener_timer.async_wait([this](const error_code& ec) {
-        if (ec || stopping) return;
+    listener_timer->arm(now() + kForeignCheckInterval, [this] {
+        if (stopping) return;
         for (auto& p : programs) {
             if (p->removed || p->sockets.is_shut()) continue;
             if (!check_listeners(*p)) continue;

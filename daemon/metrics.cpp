@@ -115,7 +115,7 @@ std::string Supervisor::Impl::metrics_text() const {
     auto reloads = pm::counter("clusterd_reloads_total", "Reloads by result");
     reloads.add({{"result", "ok"}}, reloads_ok).add({{"result", "failed"}}, reloads_failed);
     auto uptime = pm::gauge("clusterd_uptime_seconds", "Seconds since the master started");
-    uptime.add({}, seconds(Clock::now() - started_at));
+    uptime.add({}, seconds(now() - started_at));
 
     auto workers_f = pm::gauge("clusterd_program_workers", "Worker slots of a program");
     auto ready_f = pm::gauge("clusterd_program_ready_workers", "Workers ready to serve");
@@ -157,7 +157,7 @@ std::string Supervisor::Impl::metrics_text() const {
                              "Listening sockets in a listener's reuseport group that are not "
                              "this master's");
 
-    const TimePoint now = Clock::now();
+    const TimePoint now = this->now();
     for (const auto& p : programs) {
         std::vector<pm::Label> pl{{"program", p->name}};
         workers_f.add(pl, static_cast<double>(p->slots.size()));
@@ -184,7 +184,7 @@ std::string Supervisor::Impl::metrics_text() const {
             late.add(l, s.late ? 1 : 0);
             if (auto at = next_try(*w)) next_try_f.add(l, std::max(0.0, seconds(*at - now)));
             if (s.state == SlotState::ready) heartbeat.add(l, seconds(now - s.last_heartbeat));
-            if (auto stats = s.pid != 0 ? read_proc_stats(s.pid) : std::nullopt) {
+            if (auto stats = s.pid != 0 ? exec.figures(s.pid) : std::nullopt) {
                 rss.add(l, static_cast<double>(stats->rss_bytes));
                 cpu.add(l, stats->cpu_seconds);
             }

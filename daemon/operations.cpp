@@ -1,10 +1,7 @@
 // Reload, rolling restart and scale: the supervisor's long operations. Each is started by a
 // command or a signal, runs on the loop through worker events, and reports through an
 // Operation to whoever asked.
-#include <malloc.h>
-
 #include <spdlog/spdlog.h>
-#include <boost/asio/steady_timer.hpp>
 
 #include "common/duration.hpp"
 #include "daemon/config_check.hpp"
@@ -14,8 +11,6 @@
 #include "daemon/systemd.hpp"
 
 namespace clusterd {
-
-using boost::system::error_code;
 
 namespace {
 
@@ -111,24 +106,10 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
 
     reload_loading = true;
     try {
-        off_loop.run<LoadedConfig>(
-            [path = config_path] {
-                LoadedConfig loaded;
-                try {
-                    loaded.config = load_config_file(path);
-                } catch (const ConfigError& e) {
-                    for (const auto& d : e.diagnostics())
-                        loaded.error += (loaded.error.empty() ? "" : "\n") + d.to_string();
-                } catch (const std::exception& e) {
-                    loaded.error = e.what();
-                }
-                return loaded;
-            },
-            [this, reporter](LoadedConfig loaded) {
-                reload_loading = false;
-                ::malloc_trim(0);  // a large file's parse leaves its memory with the allocator
-                apply_reload(reporter, std::move(loaded));
-            });
+        exec.load_config(config_path, [this, reporter](LoadedConfig loaded) {
+            reload_loading = false;
+            apply_reload(reporter, std::move(loaded));
+        });
     } catch (const std::system_error& e) {  // no thread to be had
         reload_loading = false;
         return refuse(std::string("cannot start reading the config: ") + e.what());
@@ -253,7 +234,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             prog->spec = p.spec;
             prog->sockets = std::move(*p.sockets);
             resteer(*prog);
-            prog->started_at = Clock::now();
+            prog->started_at = now();
             Program* raw = prog.get();
             programs.push_back(std::move(prog));
             for (int k = 0; k < p.workers; ++k) {
@@ -452,9 +433,9 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
 // accepting meanwhile), then stop those workers. Bounded by the program's stop_timeout.
 void Supervisor::Impl::drain_and_stop(Program& prog, std::vector<Worker*> leaving,
                                       std::shared_ptr<Operation>) {
-    auto d = std::make_shared<Drain>(io);
+    auto d = std::make_shared<Drain>(exec);
     d->program = prog.name;
-    d->started = Clock::now();
+    d->started = now();
     d->deadline = d->started + prog.spec->policy.stop_timeout;
     for (Worker* w : leaving) {
         d->ids.push_back(w->id);
@@ -465,15 +446,12 @@ void Supervisor::Impl::drain_and_stop(Program& prog, std::vector<Worker*> leavin
 }
 
 void Supervisor::Impl::drain_poll(std::shared_ptr<Drain> d) {
-    TimePoint now = Clock::now();
+    TimePoint now = this->now();
     int queued = 0;
     for (const auto& s : d->sockets)
         if (auto q = listen_queue(s->get())) queued += static_cast<int>(q->queued);
     if (now - d->started < kSteerSettle || (queued > 0 && now < d->deadline)) {
-        d->timer.expires_after(kDrainPoll);
-        d->timer.async_wait([this, d](const error_code& ec) {
-            if (!ec) drain_poll(d);
-        });
+        d->timer->arm(now + kDrainPoll, [this, d] { drain_poll(d); });
         return;
     }
     if (queued > 0)

@@ -7,11 +7,9 @@
 
 #include <spdlog/spdlog.h>
 #include <algorithm>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <set>
 
 #include "common/duration.hpp"
@@ -20,13 +18,11 @@
 #include "common/signals.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/proc_stats.hpp"
-#include "daemon/spawner.hpp"
+#include "daemon/asio_executor.hpp"
 #include "daemon/supervisor_impl.hpp"
 #include "daemon/systemd.hpp"
 
 namespace clusterd {
-
-using boost::system::error_code;
 
 namespace {
 
@@ -67,26 +63,24 @@ bool gone(const Slot& s) {
 
 }  // namespace
 
-Supervisor::Impl::Impl(asio::io_context& io_, Config cfg, std::string path, std::string worker,
-                       std::vector<std::string> env)
+Supervisor::Impl::Impl(asio::io_context& io_, Executor& exec_, Config cfg, std::string path,
+                       std::string worker, std::vector<std::string> env)
     : io(io_),
+      exec(exec_),
       config(std::move(cfg)),
       config_path(std::move(path)),
       builtin_worker(std::move(worker)),
       environment(std::move(env)),
-      signals(io_),
-      shutdown_timer(io_),
-      reaper(io_, [this](pid_t pid, int status) { on_child_exit(pid, status); }),
+      shutdown_timer(exec_.make_timer()),
       systemd_notify(std::getenv("NOTIFY_SOCKET") != nullptr),
-      systemd_watchdog(io_),
-      memory_timer(io_),
-      listener_timer(io_),
-      off_loop(io_) {}
+      systemd_watchdog(exec_.make_timer()),
+      memory_timer(exec_.make_timer()),
+      listener_timer(exec_.make_timer()) {}
 
 // ---- start-up: everything that can fail happens before the first fork ----
 
 void Supervisor::Impl::start() {
-    started_at = Clock::now();
+    started_at = now();
     // Before any socket is bound: a directory that cannot be used stops the start here.
     notify_dir = std::make_unique<NotifyDir>(NotifyDir::for_control(config.daemon.control));
     std::vector<std::string> errors;
@@ -152,17 +146,16 @@ void Supervisor::Impl::start() {
         metrics->start();
         spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());
     }
-    reaper.start();
+    exec.start([this](pid_t pid, int status) { on_child_exit(pid, status); },
+               [this](int sig) { on_signal(sig); });
     arm_memory_check();
     arm_listener_check();
     if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
         do_systemd_watchdog(interval / 2);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU}) signals.add(sig);
-    do_wait_signal();
     for (auto& prog : programs) {
         spdlog::info("{}: starting {} worker{} ({})", prog->name, prog->slots.size(),
                      prog->slots.size() == 1 ? "" : "s", prog->spec->plan.path);
-        prog->started_at = Clock::now();
+        prog->started_at = now();
         for (Worker* w : prog->slots) dispatch(w, event::Start{});
     }
 }
@@ -226,7 +219,7 @@ Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
                                      std::shared_ptr<const ProgramSpec> spec,
                                      std::vector<SocketRef> sockets) {
     std::uint64_t id = next_worker_id++;
-    auto w = std::make_unique<Worker>(io, id, &prog, slot, std::move(spec), std::move(sockets));
+    auto w = std::make_unique<Worker>(exec, id, &prog, slot, std::move(spec), std::move(sockets));
     Worker* raw = w.get();
     if (raw->spec->config.output == "capture")
         raw->capture = std::make_unique<OutputCapture>(io, prog.name, slot);
@@ -247,7 +240,7 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
     std::vector<Event> pending{std::move(ev)};
     for (std::size_t i = 0; i < pending.size(); ++i) {
         Event e = std::move(pending[i]);
-        Transition t = step(w->sm, w->spec->policy, e, Clock::now());
+        Transition t = step(w->sm, w->spec->policy, e, now());
         pid_t old_pid = w->sm.pid;
         int ends = w->sm.ends;
         w->sm = std::move(t.next);
@@ -271,16 +264,14 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
         // KILL takes the worker's whole process group, so no grandchild outlives it.
         pid_t target = sig->sig == SIGKILL ? -pid : pid;
-        int rc = pid > 0 ? ::kill(target, sig->sig) : 0;
-        if (rc < 0 && errno == ESRCH && target < 0) rc = ::kill(pid, SIGKILL);  // no group yet
-        if (rc < 0 && errno != ESRCH)
+        int error = pid > 0 ? exec.kill(target, sig->sig) : 0;
+        if (error == ESRCH && target < 0) error = exec.kill(pid, SIGKILL);  // no group yet
+        if (error != 0 && error != ESRCH)
             spdlog::critical("{}: kill({}, {}) failed: {}", label(w), target, signal_name(sig->sig),
-                             std::strerror(errno));
+                             std::strerror(error));
     } else if (auto* arm = std::get_if<action::ArmDeadline>(&a)) {
-        w->timer.expires_at(arm->at);
         std::uint64_t id = w->id;
-        w->timer.async_wait([this, id](const error_code& ec) {
-            if (ec) return;
+        w->timer->arm(arm->at, [this, id] {
             // After a stall of the loop, heartbeats may be queued that were sent in time:
             // this worker's are read before it is judged (its socket only: a crash loop of
             // many slots must not read every socket at every deadline).
@@ -290,7 +281,7 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
             if (it != workers.end()) on_deadline(it->second.get());
         });
     } else if (std::holds_alternative<action::CancelDeadline>(a)) {
-        w->timer.cancel();
+        w->timer->cancel();
     } else if (std::holds_alternative<action::Spawn>(a)) {
         pending.push_back(do_spawn(w));
     }
@@ -332,34 +323,18 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     // The worker must find its sockets listening; while nothing of the program serves,
     // its starts are paced (this one is the probe).
     if (prog.sockets.is_shut() || !prog.sockets.all_listening()) open_door(prog);
-    pacing::spawned(prog.pace, Clock::now());
+    pacing::spawned(prog.pace, now());
     // What the previous process of this slot reported is not this one's.
     w->status.clear();
     w->fields.clear();
-    SpawnResult r = spawn(make_spawn_spec(spec.config, spec.plan, ctx));
+    Started r = exec.spawn(make_spawn_spec(spec.config, spec.plan, ctx), label(w), spec.plan.path);
     if (r.pid < 0) {
         spdlog::critical("{}: cannot start a worker: {}() failed: {}", label(w), r.call,
                          std::strerror(r.error));
         return event::SpawnFailed{r.error};
     }
     pids[r.pid] = w;
-    watch_exec(w, r.pid, std::move(r.status_pipe));
     return event::Spawned{r.pid};
-}
-
-// The status pipe reports a failed set-up step or execve; read it on the loop.
-void Supervisor::Impl::watch_exec(Worker* w, pid_t pid, UniqueFd pipe) {
-    auto sd = std::make_shared<asio::posix::stream_descriptor>(io, pipe.release());
-    auto failure = std::make_shared<SpawnFailure>();
-    std::string who = label(w);
-    std::string path = w->spec->plan.path;
-    sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),
-                        [sd, failure, who, path, pid](const error_code& ec, std::size_t n) {
-                            if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
-                            spdlog::critical("{}: {}(\"{}\") failed in pid {}: {}", who,
-                                             spawn_step_name(failure->step), path, pid,
-                                             std::strerror(failure->error));
-                        });
 }
 
 void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
@@ -376,7 +351,7 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
         if (all) {
             prog->all_ready_logged = true;
             spdlog::info("{}: all {} workers ready in {}", prog->name, prog->slots.size(),
-                         format_duration(std::chrono::duration_cast<Duration>(Clock::now() -
+                         format_duration(std::chrono::duration_cast<Duration>(now() -
                                                                               prog->started_at)));
         }
     }
@@ -400,7 +375,7 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
         // A slot that will not be back soon hands back what is queued on its own sockets:
         // better a reset now than a wait for nobody (new connections go elsewhere already).
         if (current && s.state == SlotState::backoff && before != SlotState::backoff &&
-            s.deadline && *s.deadline - Clock::now() >= kProbeInterval && prog->pace.serving) {
+            s.deadline && *s.deadline - now() >= kProbeInterval && prog->pace.serving) {
             if (int n = prog->sockets.refuse_queued(w->slot); n > 0) {
                 spdlog::warn("{}: back in {}: refused the {} connection{} queued for it", label(w),
                              format_duration(s.last_backoff), n, n == 1 ? "" : "s");
@@ -423,7 +398,7 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
 void Supervisor::Impl::on_deadline(Worker* w) {
     Program& prog = *w->program;
     const Slot& s = w->sm;
-    TimePoint now = Clock::now();
+    TimePoint now = this->now();
     auto index = static_cast<std::size_t>(w->slot);
     bool current = index < prog.slots.size() && prog.slots[index] == w;
     // While nothing of the program serves, one restart per kProbeInterval: hold the others.
@@ -452,20 +427,18 @@ std::optional<TimePoint> Supervisor::Impl::next_try(const Worker& w) const {
 
 void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
     if (pid <= 0) return;
-    ::kill(pid, sig);
+    exec.kill(pid, sig);
     // A stopped process gets its signal (and dumps core) only once continued.
-    if (::kill(-pid, SIGCONT) < 0) ::kill(pid, SIGCONT);
-    auto a = std::make_unique<Abandoned>(io);
+    if (exec.kill(-pid, SIGCONT) != 0) exec.kill(pid, SIGCONT);
+    auto a = std::make_unique<Abandoned>(exec);
     a->label = label(w);
-    a->since = Clock::now();
-    a->timer.expires_after(grace);
-    a->timer.async_wait([this, pid](const error_code& ec) {
-        if (ec) return;
+    a->since = now();
+    a->timer->arm(a->since + grace, [this, pid] {
         auto it = abandoned.find(pid);
         if (it == abandoned.end()) return;
         spdlog::warn("{}: abandoned pid {} still running after abort_timeout: sending SIGKILL",
                      it->second->label, pid);
-        if (::kill(-pid, SIGKILL) < 0) ::kill(pid, SIGKILL);
+        if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
     });
     abandoned[pid] = std::move(a);
 }
@@ -503,7 +476,7 @@ void Supervisor::Impl::promote_spare(Worker* late) {
 void Supervisor::Impl::pace(Program& prog) {
     if (stopping || prog.removed) return;
     pacing::Plan plan =
-        pacing::after_change(prog.pace, prog.slot_states(), prog.rollout.has_value(), Clock::now());
+        pacing::after_change(prog.pace, prog.slot_states(), prog.rollout.has_value(), now());
     if (!plan.wake.empty()) {
         spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
                      plan.wake.size(), plan.wake.size() == 1 ? "" : "s");
@@ -514,11 +487,9 @@ void Supervisor::Impl::pace(Program& prog) {
                 dispatch(it->second.get(), event::Start{});
     }
     if (!plan.probe) return;
-    if (!prog.probe_timer) prog.probe_timer = std::make_unique<asio::steady_timer>(io);
-    prog.probe_timer->expires_at(*plan.probe);
+    if (!prog.probe_timer) prog.probe_timer = exec.make_timer();
     std::string name = prog.name;
-    prog.probe_timer->async_wait([this, name](const error_code& ec) {
-        if (ec) return;
+    prog.probe_timer->arm(*plan.probe, [this, name] {
         Program* p = find_program(name);
         if (!p || stopping) return;
         if (auto k = pacing::probe_pick(p->pace, p->slot_states()))
@@ -534,7 +505,7 @@ void Supervisor::Impl::update_door(Program& prog) {
     std::vector<const Slot*> all;
     for (const auto& [id, w] : workers)
         if (w->program == &prog) all.push_back(&w->sm);
-    pacing::Door door = pacing::door(prog.pace, all, Clock::now());
+    pacing::Door door = pacing::door(prog.pace, all, now());
     if (door == pacing::Door::open && prog.sockets.is_shut()) {
         open_door(prog);
     } else if (door == pacing::Door::shut && !prog.sockets.is_shut()) {
@@ -572,7 +543,7 @@ constexpr int kLogBurst = 10;
 void Supervisor::Impl::log_event(Worker* w, LogLevel level, const std::string& message) {
     Program& p = *w->program;
     if (level == LogLevel::debug) return spdlog::debug("{}: {}", label(w), message);
-    TimePoint now = Clock::now();
+    TimePoint now = this->now();
     if (now - p.log_window_start >= kLogWindow) {
         flush_log_summary(p);
         p.log_window_start = now;
@@ -583,15 +554,13 @@ void Supervisor::Impl::log_event(Worker* w, LogLevel level, const std::string& m
         return spdlog::log(to_spdlog(level), "{}: {}", label(w), message);
     }
     if (p.log_suppressed++ > 0) return;
-    if (!p.log_timer) p.log_timer = std::make_unique<asio::steady_timer>(io);
-    p.log_timer->expires_at(p.log_window_start + kLogWindow);
+    if (!p.log_timer) p.log_timer = exec.make_timer();
     std::string name = p.name;
-    p.log_timer->async_wait([this, name](const error_code& ec) {
-        if (ec) return;
+    p.log_timer->arm(p.log_window_start + kLogWindow, [this, name] {
         if (Program* prog = find_program(name)) {
             flush_log_summary(*prog);
             // Still flooding: the next window starts with its budget spent.
-            prog->log_window_start = Clock::now();
+            prog->log_window_start = this->now();
             prog->log_lines = kLogBurst;
         }
     });
@@ -608,7 +577,7 @@ void Supervisor::Impl::flush_log_summary(Program& p) {
         "{}: {} more worker events in the last {} not logged one by one; {}/{} ready; "
         "exits since start: {}",
         p.name, p.log_suppressed,
-        format_duration(std::chrono::duration_cast<Duration>(Clock::now() - p.log_window_start)),
+        format_duration(std::chrono::duration_cast<Duration>(now() - p.log_window_start)),
         ready, p.slots.size(), causes);
     p.log_suppressed = 0;
 }
@@ -622,10 +591,8 @@ void Supervisor::Impl::arm_memory_check() {
     });
     if (!wanted || memory_timer_armed || stopping) return;
     memory_timer_armed = true;
-    memory_timer.expires_after(std::chrono::seconds(1));
-    memory_timer.async_wait([this](const error_code& ec) {
+    memory_timer->arm(now() + std::chrono::seconds(1), [this] {
         memory_timer_armed = false;
-        if (ec) return;
         check_memory();
         arm_memory_check();
     });
@@ -638,7 +605,7 @@ void Supervisor::Impl::check_memory() {
         if (limit == 0 || prog->removed || prog->rollout) continue;
         for (Worker* w : prog->slots) {
             if (w->sm.state != SlotState::ready || w->recycling) continue;
-            auto stats = read_proc_stats(w->sm.pid);
+            auto stats = exec.figures(w->sm.pid);
             if (stats && stats->rss_bytes > limit) over.emplace_back(w, stats->rss_bytes);
         }
     }
@@ -757,10 +724,10 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     auto it = pids.find(pid);
     if (it == pids.end()) {
         if (auto a = abandoned.find(pid); a != abandoned.end()) {
-            ::kill(-pid, SIGKILL);  // whatever it left in its process group
+            exec.kill(-pid, SIGKILL);  // whatever it left in its process group
             spdlog::warn("{}: abandoned pid {} {} {} after it was given up", a->second->label, pid,
                          ExitStatus::from_wait_status(status).describe(),
-                         format_duration(std::chrono::duration_cast<Duration>(Clock::now() -
+                         format_duration(std::chrono::duration_cast<Duration>(now() -
                                                                               a->second->since)));
             abandoned.erase(a);
             if (stopping) finish_if_stopped();
@@ -775,7 +742,7 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     // The worker led its own process group; whatever it left in it (a crash, an exit on its
     // own, SIGABRT from the watchdog) must not outlive it. The group id cannot be reused
     // while the group has members, so this reaches only the worker's leftovers.
-    if (::kill(-pid, SIGKILL) == 0)
+    if (exec.kill(-pid, SIGKILL) == 0)
         spdlog::warn("{}: killed the processes pid {} left in its process group", label(w), pid);
     // Its figures (loop lag, connections...) described a live process; its last STATUS text
     // stays, as its last words, until the slot's next process starts.
@@ -843,14 +810,6 @@ void Supervisor::Impl::on_notify(std::uint64_t id, pid_t pid, const NotifyMessag
     if (m.watchdog && workers.count(id)) dispatch(w, event::Heartbeat{});
 }
 
-void Supervisor::Impl::do_wait_signal() {
-    signals.async_wait([this](const error_code& ec, int sig) {
-        if (ec) return;
-        on_signal(sig);
-        if (!finished) do_wait_signal();
-    });
-}
-
 void Supervisor::Impl::on_signal(int sig) {
     if (stopping && sig != SIGTERM && sig != SIGINT) {
         spdlog::warn("{} ignored: clusterd is shutting down", signal_name(sig));
@@ -878,7 +837,7 @@ void Supervisor::Impl::on_signal(int sig) {
 void Supervisor::Impl::handle_stop(int sig) {
     auto kill_all = [this] {
         for (const auto& [pid, a] : abandoned)
-            if (::kill(-pid, SIGKILL) < 0) ::kill(pid, SIGKILL);
+            if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
         std::vector<std::uint64_t> ids;
         for (const auto& [id, w] : workers) ids.push_back(id);
         for (auto id : ids)
@@ -899,9 +858,7 @@ void Supervisor::Impl::handle_stop(int sig) {
     }
     spdlog::info("{} received: stopping all workers (shutdown_timeout {})", signal_name(sig),
                  format_duration(config.daemon.shutdown_timeout));
-    shutdown_timer.expires_after(config.daemon.shutdown_timeout);
-    shutdown_timer.async_wait([this, kill_all](const error_code& ec) {
-        if (ec) return;
+    shutdown_timer->arm(now() + config.daemon.shutdown_timeout, [kill_all] {
         spdlog::warn("shutdown_timeout reached: killing the remaining workers");
         kill_all();
     });
@@ -1002,38 +959,31 @@ void Supervisor::Impl::report_to_systemd() {
 // helper a crashed worker left behind). None may outlive it: whatever child is left when
 // every worker has stopped is killed. It is reaped by the Reaper until the master exits.
 void Supervisor::Impl::kill_leftovers() {
-    std::string pid = std::to_string(::getpid());
-    std::ifstream in("/proc/" + pid + "/task/" + pid + "/children");
-    std::vector<pid_t> left;
-    for (pid_t child; in >> child;) left.push_back(child);
+    std::vector<pid_t> left = exec.children();
     if (left.empty()) return;
     spdlog::warn("killing {} process{} left behind by stopped workers", left.size(),
                  left.size() == 1 ? "" : "es");
-    for (pid_t child : left) ::kill(child, SIGKILL);
+    for (pid_t child : left) exec.kill(child, SIGKILL);
 }
 
 // WATCHDOG=1 from the loop itself: a master stuck anywhere stops sending it.
 void Supervisor::Impl::do_systemd_watchdog(std::chrono::microseconds interval) {
     clusterd::notify("WATCHDOG=1");
-    systemd_watchdog.expires_after(interval);
-    systemd_watchdog.async_wait([this, interval](const error_code& ec) {
-        if (!ec) do_systemd_watchdog(interval);
-    });
+    systemd_watchdog->arm(now() + interval, [this, interval] { do_systemd_watchdog(interval); });
 }
 
 void Supervisor::Impl::finish_if_stopped() {
     if (finished || !pids.empty() || !abandoned.empty()) return;
     finished = true;
-    memory_timer.cancel();
-    listener_timer.cancel();
+    memory_timer->cancel();
+    listener_timer->cancel();
     if (metrics) metrics->close();
     kill_leftovers();
     spdlog::info("all workers stopped; exiting");
-    shutdown_timer.cancel();
-    systemd_watchdog.cancel();
-    signals.cancel();
+    shutdown_timer->cancel();
+    systemd_watchdog->cancel();
     for (auto& [id, w] : workers) {
-        w->timer.cancel();
+        w->timer->cancel();
         w->notify.reset();
     }
     for (auto& p : programs) {
@@ -1041,19 +991,22 @@ void Supervisor::Impl::finish_if_stopped() {
         if (p->log_timer) p->log_timer->cancel();
         flush_log_summary(*p);
     }
-    io.stop();
+    exec.finish();
 }
 
 Supervisor::Supervisor(asio::io_context& io, Config config, std::string config_path,
                        std::string builtin_worker, std::vector<std::string> environment,
                        DaemonOverrides overrides)
-    : impl_(std::make_unique<Impl>(io, std::move(config), std::move(config_path),
-                                   std::move(builtin_worker), std::move(environment))) {
+    : exec_(std::make_unique<AsioExecutor>(io)) {
+    impl_ = std::make_unique<Impl>(io, *exec_, std::move(config), std::move(config_path),
+                                   std::move(builtin_worker), std::move(environment));
     impl_->overrides = std::move(overrides);
     impl_->overrides.apply(impl_->config.daemon);
 }
 
-Supervisor::~Supervisor() = default;
+Supervisor::~Supervisor() {
+    impl_.reset();  // before the executor whose timers and threads it uses
+}
 
 void Supervisor::start() {
     impl_->start();

@@ -19,6 +19,8 @@ class io_context;
 
 namespace clusterd {
 
+class Executor;
+
 class Supervisor {
   public:
     /// `config_path`: the file `reload` reads ("" = the built-in default, nothing to
@@ -42,8 +44,10 @@ class Supervisor {
     /// The exit code for main() once the io_context has returned.
     int exit_code() const;
 
-  private:
     struct Impl;
+
+  private:
+    std::unique_ptr<Executor> exec_;
     std::unique_ptr<Impl> impl_;
 };
 

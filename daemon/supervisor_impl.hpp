@@ -4,8 +4,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -17,15 +15,14 @@
 
 #include "common/config.hpp"
 #include "common/fd.hpp"
+#include "daemon/executor.hpp"
 #include "daemon/launch.hpp"
 #include "daemon/listen_queue.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"
-#include "daemon/off_loop.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/pacing.hpp"
-#include "daemon/reaper.hpp"
 #include "daemon/reporter.hpp"
 #include "daemon/slot.hpp"
 #include "daemon/state_file.hpp"
@@ -50,14 +47,14 @@ struct ProgramSpec {
 
 /// One worker process (and its restarts) in one slot of one generation.
 struct Worker {
-    Worker(asio::io_context& io, std::uint64_t id_, Program* program_, int slot_,
+    Worker(Executor& exec, std::uint64_t id_, Program* program_, int slot_,
            std::shared_ptr<const ProgramSpec> spec_, std::vector<SocketRef> sockets_)
         : id(id_),
           program(program_),
           slot(slot_),
           spec(std::move(spec_)),
           sockets(std::move(sockets_)),
-          timer(io) {}
+          timer(exec.make_timer()) {}
 
     std::uint64_t id;
     Program* program;
@@ -65,7 +62,7 @@ struct Worker {
     std::shared_ptr<const ProgramSpec> spec;
     std::vector<SocketRef> sockets;  // what it was started with; kept while it lives
     Slot sm;
-    asio::steady_timer timer;
+    std::unique_ptr<Timer> timer;  // the slot's one deadline
     std::string status;                         // last STATUS=
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.
@@ -116,23 +113,23 @@ struct Program {
     bool all_ready_logged = false;
     // Restarts while nothing serves are paced, and the door (daemon/pacing.hpp).
     pacing::Pace pace;
-    std::unique_ptr<asio::steady_timer> probe_timer;
+    std::unique_ptr<Timer> probe_timer;
     bool refusing = false;  // the door was shut since the last time a worker was ready
     // A flood of worker events is logged as one summary line per kLogWindow.
     TimePoint log_window_start{};
     int log_lines = 0;
     int log_suppressed = 0;
     std::map<std::string, int> log_suppressed_causes;
-    std::unique_ptr<asio::steady_timer> log_timer;
+    std::unique_ptr<Timer> log_timer;
 };
 
 /// A worker given up on without waiting (watchdog, start_timeout): signalled, killed with
 /// its process group after its abort_timeout unless it exits first. Reaped like any child.
 struct Abandoned {
-    explicit Abandoned(asio::io_context& io) : timer(io) {}
+    explicit Abandoned(Executor& exec) : timer(exec.make_timer()) {}
     std::string label;
     TimePoint since{};
-    asio::steady_timer timer;
+    std::unique_ptr<Timer> timer;
 };
 
 /// A long operation (reload, restart, scale): finishes once every part has finished.
@@ -149,18 +146,24 @@ struct Operation {
 
 /// Slots being scaled away: their sockets are watched until empty, then they stop.
 struct Drain {
-    explicit Drain(asio::io_context& io) : timer(io) {}
+    explicit Drain(Executor& exec) : timer(exec.make_timer()) {}
     std::vector<std::uint64_t> ids;
     std::vector<SocketRef> sockets;
     TimePoint started{};
     TimePoint deadline{};
     std::string program;
-    asio::steady_timer timer;
+    std::unique_ptr<Timer> timer;
 };
 
 struct Supervisor::Impl {
-    Impl(asio::io_context& io, Config config, std::string config_path, std::string builtin_worker,
-         std::vector<std::string> environment);
+    /// `io` runs the notify sockets, output pipes and the metrics endpoint; everything else
+    /// the supervisor does to the world goes through `exec`.
+    Impl(asio::io_context& io, Executor& exec, Config config, std::string config_path,
+         std::string builtin_worker, std::vector<std::string> environment);
+    TimePoint now() const { return exec.now(); }
+    std::optional<ProcessFigures> figures(const Worker& w) const {
+        return w.sm.pid != 0 ? exec.figures(w.sm.pid) : std::nullopt;
+    }
 
     // ---- supervisor.cpp: start-up, events, the one dispatch ----
     void start();
@@ -174,7 +177,6 @@ struct Supervisor::Impl {
     void dispatch(Worker* w, Event ev);
     void perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending);
     Event do_spawn(Worker* w);
-    void watch_exec(Worker* w, pid_t pid, UniqueFd pipe);
     /// `moved`: the worker's state, lateness or want changed (else pacing and the door are
     /// left as they are).
     void after_dispatch(Worker* w, SlotState before, bool moved);
@@ -203,7 +205,6 @@ struct Supervisor::Impl {
     /// Every notify datagram queued now, read before a deadline is judged.
     /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
     void open_notify(Worker* w);
-    void do_wait_signal();
     void on_signal(int sig);
     void handle_stop(int sig);
     void handle_hup();
@@ -217,10 +218,6 @@ struct Supervisor::Impl {
 
     // ---- operations.cpp: reload, rolling restart, scale ----
     void reload(std::shared_ptr<Reporter> reporter);
-    struct LoadedConfig {
-        std::optional<Config> config;
-        std::string error;  // why not, when no config
-    };
     void apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded);
     void refuse_reload(const std::shared_ptr<Reporter>& reporter, const std::string& why);
     void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
@@ -251,14 +248,13 @@ struct Supervisor::Impl {
     nlohmann::json status_json(const std::string& only) const;
 
     asio::io_context& io;
+    Executor& exec;
     Config config;
     std::string config_path;    // "" for the built-in default
     DaemonOverrides overrides;  // `run --control/--state-dir`, applied at every reload
     std::string builtin_worker;
     std::vector<std::string> environment;
-    asio::signal_set signals;
-    asio::steady_timer shutdown_timer;
-    Reaper reaper;
+    std::unique_ptr<Timer> shutdown_timer;
     /// Destroyed after `workers`, whose sockets are in it.
     std::unique_ptr<NotifyDir> notify_dir;
     NotifyCounters notify_counters;
@@ -280,12 +276,11 @@ struct Supervisor::Impl {
     std::string last_status;
     TimePoint started_at{};
     std::map<std::string, SocketRef> activated;  // sockets systemd passed us, by name
-    asio::steady_timer systemd_watchdog;
+    std::unique_ptr<Timer> systemd_watchdog;
     std::unique_ptr<MetricsServer> metrics;
-    asio::steady_timer memory_timer;  // armed only while some program has a memory_limit
+    std::unique_ptr<Timer> memory_timer;  // armed only while some program has a memory_limit
     bool memory_timer_armed = false;
-    asio::steady_timer listener_timer;  // the periodic look for foreign sockets
-    OffLoop off_loop;  // last: destroyed first, so no result arrives after the members go
+    std::unique_ptr<Timer> listener_timer;  // the periodic look for foreign sockets
 };
 
 }  // namespace clusterd
