@@ -162,6 +162,9 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              if (prog->rollout) return fail(name + ": a rolling restart is in progress");
              if (req.contains("rolling") && req["rolling"].is_boolean() &&
                  req["rolling"].get<bool>()) {
+                 if (prog->stopped)
+                     return fail(name + " is stopped: nothing to roll (`clusterd start " + name +
+                                 "` starts it)");
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
                  auto op = std::make_shared<Operation>();
@@ -170,7 +173,11 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  begin_rollout(*prog, spec, op);
                  return part_done(op, true, "");
              }
-             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Restart{}); });
+             prog->stopped = false;
+             each_worker(*prog, [&](Worker* w) {
+                 adopt_current_spec(*w);
+                 dispatch(w, event::Restart{});
+             });
              reporter->finish(reply(
                  true, name + ": restarting " + std::to_string(prog->slots.size()) + " workers"));
          }},
@@ -182,7 +189,6 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  req["workers"].get<std::int64_t>() > limits::kMaxWorkers)
                  return fail("\"workers\" must be an integer from 1 to " +
                              std::to_string(limits::kMaxWorkers));
-             if (prog->rollout) return fail(name + ": a rolling restart is in progress");
              int n = req["workers"].get<int>();
              auto op = std::make_shared<Operation>();
              op->reporter = reporter;
@@ -202,6 +208,9 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"stop",
          [&] {
              if (!need_program()) return;
+             // Supersedes what runs: a rolling restart ends here and does not come back.
+             prog->stopped = true;
+             if (prog->rollout) end_rollout_for_stop(*prog);
              each_worker(*prog, [&](Worker* w) { dispatch(w, event::Stop{}); });
              reporter->finish(reply(
                  true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));
@@ -209,7 +218,11 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"start",
          [&] {
              if (!need_program()) return;
-             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Start{}); });
+             prog->stopped = false;
+             each_worker(*prog, [&](Worker* w) {
+                 if (w->sm.pid == 0 || !w->sm.want_up) adopt_current_spec(*w);
+                 dispatch(w, event::Start{});
+             });
              reporter->finish(reply(
                  true, name + ": starting " + std::to_string(prog->slots.size()) + " workers"));
          }},

@@ -247,6 +247,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             continue;
         }
         Program& prog = *find_program(pp.name);
+        std::optional<int> scale_before = prog.runtime_scale;
         if (pp.scale) prog.runtime_scale.reset();
         int current = static_cast<int>(prog.slots.size());
         if (pp.restart) {
@@ -257,8 +258,11 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                 prog.sockets = std::move(*p.sockets);
                 prog.steered.reset();
             }
-            begin_rollout(prog, p.spec, op, std::move(previous));
-            if (p.workers > current) scale(prog, p.workers, op);
+            begin_rollout(prog, p.spec, op, std::move(previous), current, scale_before);
+            if (p.workers > current) {
+                scale(prog, p.workers, op);
+                if (prog.rollout) prog.rollout->scaled = false;  // the reload's own count
+            }
         } else {
             if (pp.in_place) {
                 prog.spec = p.spec;
@@ -280,14 +284,24 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
 
 void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
                                      std::shared_ptr<Operation> op,
-                                     std::optional<SocketTable> previous_sockets) {
+                                     std::optional<SocketTable> previous_sockets,
+                                     std::optional<int> restore_workers,
+                                     std::optional<int> restore_scale) {
     ++op->pending;
+    if (prog.stopped) {  // nothing runs to be replaced: the new generation waits for `start`
+        prog.spec = std::move(to);
+        return part_done(op, true,
+                         prog.name + ": stopped; generation " +
+                             std::to_string(prog.spec->generation) + " runs when it starts");
+    }
     Rollout r;
     r.from = prog.spec;
     r.to = std::move(to);
     r.op = op;
     r.slots = static_cast<int>(prog.slots.size());
     r.previous_sockets = std::move(previous_sockets);
+    r.restore_workers = restore_workers.value_or(r.slots);
+    r.restore_scale = restore_workers ? restore_scale : prog.runtime_scale;
     prog.rollout = std::move(r);
     prog.spec = prog.rollout->to;
     op->progress(prog.name + ": rolling restart of " + std::to_string(prog.slots.size()) +
@@ -309,11 +323,44 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
     }
     if (!prog.rollout || prog.rollout->in_flight > 0 || prog.rollout->next_slot < n) return;
     auto op = prog.rollout->op;
-    std::string line = prog.name + ": " + std::to_string(prog.rollout->done) +
-                       " workers now run generation " +
+    int now_on = 0;
+    for (const Worker* w : prog.slots) now_on += w->spec == prog.rollout->to;
+    std::string line = prog.name + ": " + std::to_string(now_on) + " workers now run generation " +
                        std::to_string(prog.rollout->to->generation);
     prog.rollout.reset();
     part_done(op, true, line);
+}
+
+void Supervisor::Impl::adopt_current_spec(Worker& w) {
+    const auto& spec = w.program->spec;
+    if (w.spec == spec) return;
+    if (w.spec->plan.uid != spec->plan.uid || w.spec->plan.gid != spec->plan.gid)
+        w.notify.reset();  // made anew, for the new user, at the next spawn
+    w.spec = spec;
+}
+
+void Supervisor::Impl::end_rollout_for_stop(Program& prog) {
+    Rollout r = std::move(*prog.rollout);
+    prog.rollout.reset();
+    std::vector<std::uint64_t> incoming;
+    for (auto& [id, w] : workers)
+        if (w->program == &prog && w->incoming) {
+            w->incoming = false;
+            w->waiting.reset();
+            w->retiring = true;
+            incoming.push_back(id);
+        }
+    for (auto id : incoming)
+        if (auto it = workers.find(id); it != workers.end())
+            dispatch(it->second.get(), event::Stop{});
+    // A reload's new config stays in force (the program is stopped, not rolled back); a
+    // `restart --rolling` did not happen and says so.
+    if (r.op->reload)
+        part_done(r.op, true,
+                  prog.name + ": stopped during its rolling restart; generation " +
+                      std::to_string(r.to->generation) + " runs when it starts");
+    else
+        part_done(r.op, false, prog.name + ": rolling restart ended: the program was stopped");
 }
 
 void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
@@ -375,6 +422,13 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         a->retiring = true;
     }
     for (Worker* a : abandoned) dispatch(a, event::Stop{});
+    // The count goes back too (a reload that changed cores), unless `scale` set one since.
+    if (!r.scaled) {
+        prog.runtime_scale = r.restore_scale;
+        if (static_cast<int>(prog.slots.size()) != r.restore_workers)
+            scale(prog, r.restore_workers, op);
+        persist_scale();
+    }
     part_done(op, false, line);
 }
 
@@ -383,6 +437,7 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
 void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op) {
     const int current = static_cast<int>(prog.slots.size());
     if (n == current) return;
+    if (prog.rollout) prog.rollout->scaled = true;  // it ends with this count, whatever happens
     ++op->pending;
     std::string line =
         prog.name + ": scaled " + std::to_string(current) + " -> " + std::to_string(n);
@@ -407,8 +462,10 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
             prog.sockets.resize(current);
             return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
         }
+        for (Worker* w : added) prog.slots.push_back(w);
+        // A stopped program's new slots start with it.
+        if (prog.stopped) return part_done(op, true, line + " (stopped: they start with it)");
         for (Worker* w : added) {
-            prog.slots.push_back(w);
             w->waiting = op;
             ++op->pending;
         }
@@ -417,6 +474,20 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     }
     std::vector<Worker*> leaving(prog.slots.begin() + n, prog.slots.end());
     prog.slots.resize(static_cast<std::size_t>(n));
+    // A rolling restart in progress covers only the slots that stay; its new workers for the
+    // others leave with them.
+    if (prog.rollout) {
+        Rollout& r = *prog.rollout;
+        for (auto& [id, w] : workers)
+            if (w->program == &prog && w->incoming && w->slot >= n) {
+                w->incoming = false;
+                w->waiting.reset();
+                --r.in_flight;
+                leaving.push_back(w.get());
+            }
+        r.slots = std::min(r.slots, n);
+        r.next_slot = std::min(r.next_slot, n);
+    }
     resteer(prog);
     prog.sockets.resize(n);
     for (Worker* w : leaving) {
@@ -426,6 +497,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
         ++op->pending;
     }
     drain_and_stop(prog, std::move(leaving), op);
+    advance_rollout(prog);  // it may be done now
     part_done(op, true, line);
 }
 
@@ -437,10 +509,18 @@ void Supervisor::Impl::drain_and_stop(Program& prog, std::vector<Worker*> leavin
     d->program = prog.name;
     d->started = now();
     d->deadline = d->started + prog.spec->policy.stop_timeout;
+    // Only the sockets no one else holds (the leaving slots' own; a rolling restart's new
+    // worker for a leaving slot holds them too).
+    std::map<const UniqueFd*, long> held;
+    for (Worker* w : leaving)
+        for (const auto& s : w->sockets) ++held[s.get()];
     for (Worker* w : leaving) {
         d->ids.push_back(w->id);
         for (const auto& s : w->sockets)
-            if (s.use_count() == 1) d->sockets.push_back(s);  // only this worker's
+            if (s.use_count() == held[s.get()] && held[s.get()] > 0) {
+                held[s.get()] = 0;  // once
+                d->sockets.push_back(s);
+            }
     }
     drain_poll(d);
 }

@@ -909,12 +909,11 @@ void Supervisor::Impl::handle_scale_signal(int delta) {
     for (auto& prog : programs) {
         if (prog->removed) continue;
         int n = static_cast<int>(prog->slots.size()) + delta;
-        if (prog->rollout || n < 1 || n > limits::kMaxWorkers) {
+        if (n < 1 || n > limits::kMaxWorkers) {
             spdlog::warn("{}: {} ignored: {}", prog->name, delta > 0 ? "SIGTTIN" : "SIGTTOU",
-                         prog->rollout ? "a rolling restart is in progress"
-                         : n < 1       ? std::string("already 1 worker")
-                                       : "already " + std::to_string(limits::kMaxWorkers) +
-                                       " workers, the most a program may have");
+                         n < 1 ? std::string("already 1 worker")
+                               : "already " + std::to_string(limits::kMaxWorkers) +
+                                     " workers, the most a program may have");
             continue;
         }
         scale(*prog, n, op);

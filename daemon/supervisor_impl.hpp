@@ -94,6 +94,11 @@ struct Rollout {
     int done = 0;
     std::shared_ptr<Operation> op;
     std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
+    // A roll that fails restores the worker count it began from, unless `scale` set another
+    // since (a reload that changed `cores` must not leave the count of a rejected config).
+    int restore_workers = 0;
+    std::optional<int> restore_scale;
+    bool scaled = false;
 };
 
 struct Program {
@@ -105,6 +110,7 @@ struct Program {
     SocketTable sockets;                      // current listeners, one row per slot
     std::vector<Worker*> slots;               // current worker of each slot
     std::optional<int> runtime_scale;         // set by `scale`, TTIN/TTOU
+    bool stopped = false;  // by `stop`: nothing of it starts until `start` or `restart`
     std::optional<Rollout> rollout;
     std::optional<std::vector<int>> steered;  // slots new connections go to (ready ones)
     std::map<std::string, int> exits;         // worker exits by cause, for status and metrics
@@ -220,12 +226,22 @@ struct Supervisor::Impl {
     void reload(std::shared_ptr<Reporter> reporter);
     void apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded);
     void refuse_reload(const std::shared_ptr<Reporter>& reporter, const std::string& why);
+    /// `restore_workers`, `restore_scale`: the count (and runtime scale) a failed roll goes
+    /// back to, when a reload changed them before the roll began.
     void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
                        std::shared_ptr<Operation> op,
-                       std::optional<SocketTable> previous_sockets = std::nullopt);
+                       std::optional<SocketTable> previous_sockets = std::nullopt,
+                       std::optional<int> restore_workers = std::nullopt,
+                       std::optional<int> restore_scale = std::nullopt);
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
+    /// `stop` supersedes a rolling restart: it ends now, its new workers stop.
+    void end_rollout_for_stop(Program& prog);
+    /// A slot worker that is not running (or is about to restart) takes the program's
+    /// current generation for its next start: a program stopped during a roll, or reloaded
+    /// while stopped, starts on its new config.
+    void adopt_current_spec(Worker& w);
     void drain_and_stop(Program& prog, std::vector<Worker*> leaving, std::shared_ptr<Operation> op);
     void drain_poll(std::shared_ptr<Drain> d);
     void abandon_wait(Worker* w, const std::string& why);

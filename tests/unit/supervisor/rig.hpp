@@ -59,7 +59,9 @@ struct Recorder final : Reporter {
 class Rig {
   public:
     /// `programs`: the YAML under `programs:` (each program's command defaults to /bin/true).
-    explicit Rig(const std::string& programs) {
+    explicit Rig(const std::string& programs,
+                 std::function<Behaviour(const FakeProcess&)> first = nullptr) {
+        if (first) behave = std::move(first);
         spdlog::set_level(spdlog::level::off);
         char tmpl[] = "/tmp/clusterd-sim-XXXXXX";
         dir = ::mkdtemp(tmpl);

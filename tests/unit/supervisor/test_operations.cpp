@@ -172,13 +172,12 @@ TEST_CASE("a stopped program stays stopped through scale, reload and crashes of 
 }
 
 TEST_CASE("a hung worker is replaced first and killed after, on simulated time") {
-    Rig rig(app(2, "one"));
     int spawned = 0;
-    rig.behave = [&](const FakeProcess&) {
+    Rig rig(app(2, "one"), [&](const FakeProcess&) {
         Behaviour b;
         if (spawned++ == 0) b.hang_after = Duration{3000};
         return b;
-    };
+    });
     rig.run(1s);
     REQUIRE(rig.ready("app") == 2);
     rig.run(10s);
