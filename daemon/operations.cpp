@@ -298,30 +298,36 @@ void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const Progra
     r.from = prog.spec;
     r.to = std::move(to);
     r.op = op;
-    r.slots = static_cast<int>(prog.slots.size());
+    for (int k = 0; k < static_cast<int>(prog.slots.size()); ++k) r.todo.push_back(k);
     r.previous_sockets = std::move(previous_sockets);
-    r.restore_workers = restore_workers.value_or(r.slots);
+    r.restore_workers = restore_workers.value_or(static_cast<int>(prog.slots.size()));
     r.restore_scale = restore_workers ? restore_scale : prog.runtime_scale;
+    start_rollout(prog, std::move(r));
+}
+
+void Supervisor::Impl::start_rollout(Program& prog, Rollout r) {
+    std::string line = prog.name + ": rolling " + (r.rollback ? "back " : "restart of ") +
+                       std::to_string(r.todo.size()) + " workers to generation " +
+                       std::to_string(r.to->generation) + " (max_surge " +
+                       std::to_string(r.to->config.max_surge) + ")";
+    prog.spec = r.to;
     prog.rollout = std::move(r);
-    prog.spec = prog.rollout->to;
-    op->progress(prog.name + ": rolling restart of " + std::to_string(prog.slots.size()) +
-                 " workers to generation " + std::to_string(prog.spec->generation) +
-                 " (max_surge " + std::to_string(prog.spec->config.max_surge) + ")");
+    prog.rollout->op->progress(line);
     advance_rollout(prog);
 }
 
 void Supervisor::Impl::advance_rollout(Program& prog) {
-    const int n = prog.rollout ? prog.rollout->slots : 0;
     while (prog.rollout && prog.rollout->in_flight < prog.rollout->to->config.max_surge &&
-           prog.rollout->next_slot < n) {
-        int k = prog.rollout->next_slot++;
+           !prog.rollout->todo.empty()) {
+        int k = prog.rollout->todo.front();
+        prog.rollout->todo.pop_front();
         Worker* w = add_worker(prog, k, prog.rollout->to, prog.sockets.for_slot(k));
         w->incoming = true;
         w->waiting = prog.rollout->op;
         ++prog.rollout->in_flight;
         dispatch(w, event::Start{});  // may fail at once and end the rollout
     }
-    if (!prog.rollout || prog.rollout->in_flight > 0 || prog.rollout->next_slot < n) return;
+    if (!prog.rollout || prog.rollout->in_flight > 0 || !prog.rollout->todo.empty()) return;
     auto op = prog.rollout->op;
     int now_on = 0;
     for (const Worker* w : prog.slots) now_on += w->spec == prog.rollout->to;
@@ -385,7 +391,6 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         Worker* old = prog.slots[static_cast<std::size_t>(w->slot)];
         prog.slots[static_cast<std::size_t>(w->slot)] = w;
         --prog.rollout->in_flight;
-        ++prog.rollout->done;
         op->progress(prog.name + ": slot " + std::to_string(w->slot + 1) + "/" +
                      std::to_string(prog.slots.size()) + " ready (pid " + std::to_string(s.pid) +
                      ", generation " + std::to_string(w->spec->generation) + ")");
@@ -395,23 +400,34 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         advance_rollout(prog);
         return;
     }
-    // The new generation does not come up: stop the roll, keep the old workers serving.
+    // The new generation does not come up: stop the roll, keep the old workers serving. (A
+    // roll back that fails keeps the generation it was going back to: the other was rejected.)
     Rollout r = std::move(*prog.rollout);
     prog.rollout.reset();
-    prog.spec = r.from;
+    const auto& kept = r.rollback ? r.to : r.from;
+    prog.spec = kept;
     if (r.previous_sockets) {
         prog.sockets = std::move(*r.previous_sockets);
         prog.steered.reset();
         resteer(prog);
     }
     for (auto& pc : config.programs)
-        if (pc.name == prog.name) pc = r.from->config;
+        if (pc.name == prog.name) pc = kept->config;
+    int other = 0;  // slots not on the kept generation
+    for (const Worker* x : prog.slots) other += x->spec->generation != kept->generation;
     std::string line =
         prog.name + ": generation " + std::to_string(r.to->generation) +
         " did not become ready on slot " + std::to_string(w->slot) + " (" +
-        s.last_status.describe() + ", " + to_string(s.last_cause) + "): rolling restart stopped; " +
-        std::to_string(r.done) + " of " + std::to_string(prog.slots.size()) +
-        " slots run it, the others keep generation " + std::to_string(r.from->generation);
+        s.last_status.describe() + ", " + to_string(s.last_cause) + "): " +
+        (r.rollback ? "rolling back stopped; " + std::to_string(other) + " of " +
+                          std::to_string(prog.slots.size()) + " slots still run generation " +
+                          std::to_string(r.from->generation)
+                    : "rolling restart stopped; the program keeps generation " +
+                          std::to_string(kept->generation) +
+                          (other > 0 ? " (" + std::to_string(other) + " of " +
+                                           std::to_string(prog.slots.size()) +
+                                           " slots that run the new one go back)"
+                                     : ""));
     std::vector<Worker*> abandoned;
     for (auto& [id, other] : workers)
         if (other->program == &prog && (other.get() == w || (other->incoming && other->waiting)))
@@ -428,6 +444,25 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         if (static_cast<int>(prog.slots.size()) != r.restore_workers)
             scale(prog, r.restore_workers, op);
         persist_scale();
+    }
+    // No worker is left on a rejected generation: the slots that run it roll back, one surge
+    // at a time, like any roll (whoever asked has the answer already).
+    if (!r.rollback && !prog.stopped) {
+        Rollout back;
+        back.from = r.to;
+        back.to = prog.spec;
+        back.rollback = true;
+        back.scaled = true;
+        for (const Worker* x : prog.slots)
+            if (x->spec->generation != prog.spec->generation) back.todo.push_back(x->slot);
+        if (!back.todo.empty()) {
+            auto back_op = std::make_shared<Operation>();
+            back_op->reporter = log_reporter(prog.name + ": roll back");
+            back_op->pending = 2;  // the roll, and this function
+            back.op = back_op;
+            start_rollout(prog, std::move(back));
+            part_done(back_op, true, "");
+        }
     }
     part_done(op, false, line);
 }
@@ -485,8 +520,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
                 --r.in_flight;
                 leaving.push_back(w.get());
             }
-        r.slots = std::min(r.slots, n);
-        r.next_slot = std::min(r.next_slot, n);
+        std::erase_if(r.todo, [n](int k) { return k >= n; });
     }
     resteer(prog);
     prog.sockets.resize(n);

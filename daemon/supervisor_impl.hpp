@@ -5,6 +5,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -88,9 +89,8 @@ struct Worker {
 struct Rollout {
     std::shared_ptr<const ProgramSpec> from;
     std::shared_ptr<const ProgramSpec> to;
-    int slots = 0;      // slots to roll (those that existed when it began)
-    int next_slot = 0;  // next slot to start a new worker for
-    int in_flight = 0;  // new workers started and not ready yet
+    std::deque<int> todo;  // slots still to roll, in order
+    int in_flight = 0;     // new workers started and not ready yet
     int done = 0;
     std::shared_ptr<Operation> op;
     std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
@@ -99,6 +99,7 @@ struct Rollout {
     int restore_workers = 0;
     std::optional<int> restore_scale;
     bool scaled = false;
+    bool rollback = false;  // puts the slots of a failed roll back; never rolled back itself
 };
 
 struct Program {
@@ -233,6 +234,8 @@ struct Supervisor::Impl {
                        std::optional<SocketTable> previous_sockets = std::nullopt,
                        std::optional<int> restore_workers = std::nullopt,
                        std::optional<int> restore_scale = std::nullopt);
+    /// Runs `r` on `prog` (its new generation becomes the program's).
+    void start_rollout(Program& prog, Rollout r);
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);

@@ -186,3 +186,25 @@ TEST_CASE("a hung worker is replaced first and killed after, on simulated time")
     CHECK(rig.program("app").exits["watchdog"] == 1);
     CHECK(rig.ex.violations.empty());
 }
+
+TEST_CASE("a roll that fails part way rolls the slots it replaced back to the kept config") {
+    Rig rig(app(3, "one"));
+    rig.run(1s);
+    int second = 0;
+    rig.behave = [&](const FakeProcess& p) {
+        if (p.env_value("MARK") == "two" && second++ > 0) return Behaviour::failing(Duration{30});
+        return Behaviour{};
+    };
+    rig.write(app(3, "two"));
+    auto r = rig.command("reload", "");
+    rig.run(30s);
+    CHECK_FALSE(r->ok());
+    CHECK(r->message().find("go back") != std::string::npos);
+    Program& p = rig.program("app");
+    CHECK(p.spec->config.env.at("MARK") == "one");
+    for (const Worker* w : p.slots) CHECK(w->spec->config.env.at("MARK") == "one");
+    CHECK(rig.ready("app") == 3);
+    CHECK(rig.live("app") == 3);
+    CHECK_FALSE(p.rollout.has_value());
+    CHECK(rig.ex.violations.empty());
+}
