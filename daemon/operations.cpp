@@ -18,6 +18,8 @@ namespace {
 // (a handshake that started before the steering finishes into the old queue).
 constexpr Duration kSteerSettle{50};
 constexpr Duration kDrainPoll{10};
+// Tries per slot of a roll back to the generation that ran before a failed roll.
+constexpr int kRollbackTries = 3;
 
 std::string join(const std::vector<std::string>& lines, const char* sep) {
     std::string s;
@@ -259,7 +261,9 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                 prog.steered.reset();
             }
             begin_rollout(prog, p.spec, op, std::move(previous), current, scale_before);
-            if (p.workers > current) {
+            // Not when the roll failed already (a spawn that failed at once): the count went
+            // back with the config.
+            if (p.workers > current && prog.spec == p.spec) {
                 scale(prog, p.workers, op);
                 if (prog.rollout) prog.rollout->scaled = false;  // the reload's own count
             }
@@ -400,6 +404,16 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         advance_rollout(prog);
         return;
     }
+    // Going back to a generation that ran is worth a retry: a crash now is a fault of the
+    // moment, not of its config.
+    if (prog.rollout->rollback && ++prog.rollout->attempts[w->slot] < kRollbackTries) {
+        int k = w->slot;
+        --prog.rollout->in_flight;
+        w->retiring = true;
+        dispatch(w, event::Stop{});
+        if (prog.rollout) prog.rollout->todo.push_back(k);
+        return advance_rollout(prog);
+    }
     // The new generation does not come up: stop the roll, keep the old workers serving. (A
     // roll back that fails keeps the generation it was going back to: the other was rejected.)
     Rollout r = std::move(*prog.rollout);
@@ -445,16 +459,28 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
             scale(prog, r.restore_workers, op);
         persist_scale();
     }
-    // No worker is left on a rejected generation: the slots that run it roll back, one surge
-    // at a time, like any roll (whoever asked has the answer already).
-    if (!r.rollback && !prog.stopped) {
+    // No worker is left on a rejected generation. Slots where it does not serve take the kept
+    // one for their next start; those where it serves roll back, one surge at a time, like
+    // any roll (whoever asked has the answer already).
+    if (!r.rollback) {
         Rollout back;
         back.from = r.to;
         back.to = prog.spec;
         back.rollback = true;
         back.scaled = true;
-        for (const Worker* x : prog.slots)
-            if (x->spec->generation != prog.spec->generation) back.todo.push_back(x->slot);
+        std::vector<std::uint64_t> restart;
+        for (Worker* x : prog.slots) {
+            if (x->spec->generation == prog.spec->generation) continue;
+            if (x->sm.state == SlotState::ready && !prog.stopped) {
+                back.todo.push_back(x->slot);
+                continue;
+            }
+            adopt_current_spec(*x);
+            if (x->sm.state == SlotState::starting) restart.push_back(x->id);
+        }
+        for (auto id : restart)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Restart{});
         if (!back.todo.empty()) {
             auto back_op = std::make_shared<Operation>();
             back_op->reporter = log_reporter(prog.name + ": roll back");

@@ -100,6 +100,7 @@ struct Rollout {
     std::optional<int> restore_scale;
     bool scaled = false;
     bool rollback = false;  // puts the slots of a failed roll back; never rolled back itself
+    std::map<int, int> attempts;  // a roll back's tries per slot (it retries a few times)
 };
 
 struct Program {

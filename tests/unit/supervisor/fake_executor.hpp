@@ -30,6 +30,7 @@ struct FakeProcess {
     bool exited = false;  // a zombie until reaped
     bool reaped = false;
     bool ignores_term = false;
+    bool hung = false;  // its loop is stuck: no more heartbeats
     std::vector<int> signals;  // every signal it was sent (its own pid or its group)
 
     /// The value of KEY in its environment ("" when absent).

@@ -160,7 +160,7 @@ class Rig {
         if (at >= stop) return;
         ex.at(at, [this, id, pid, at, every, stop] {
             FakeProcess* q = ex.process(pid);
-            if (!q || q->exited) return;
+            if (!q || q->exited || q->hung) return;
             NotifyMessage m;
             m.watchdog = true;
             sup->on_notify(id, pid, m);
