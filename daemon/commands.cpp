@@ -159,12 +159,14 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"restart",
          [&] {
              if (!need_program()) return;
-             if (prog->rollout) return fail(name + ": a rolling restart is in progress");
+             if (prog->rollout && !prog->rollout->rollback)
+                 return fail(name + ": a rolling restart is in progress");
              if (req.contains("rolling") && req["rolling"].is_boolean() &&
                  req["rolling"].get<bool>()) {
                  if (prog->stopped)
                      return fail(name + " is stopped: nothing to roll (`clusterd start " + name +
                                  "` starts it)");
+                 if (prog->rollout) end_rollout(*prog, "restart --rolling");
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
                  auto op = std::make_shared<Operation>();
@@ -174,6 +176,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  return part_done(op, true, "");
              }
              prog->stopped = false;
+             if (prog->rollout) end_rollout(*prog, "restart");
              each_worker(*prog, [&](Worker* w) {
                  adopt_current_spec(*w);
                  dispatch(w, event::Restart{});
@@ -210,7 +213,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              if (!need_program()) return;
              // Supersedes what runs: a rolling restart ends here and does not come back.
              prog->stopped = true;
-             if (prog->rollout) end_rollout_for_stop(*prog);
+             if (prog->rollout) end_rollout(*prog, "stop");
              each_worker(*prog, [&](Worker* w) { dispatch(w, event::Stop{}); });
              reporter->finish(reply(
                  true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));

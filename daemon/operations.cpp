@@ -18,7 +18,7 @@ namespace {
 // (a handshake that started before the steering finishes into the old queue).
 constexpr Duration kSteerSettle{50};
 constexpr Duration kDrainPoll{10};
-// Tries per slot of a roll back to the generation that ran before a failed roll.
+// Failed runs of a roll back's new worker before its slot restarts in place instead.
 constexpr int kRollbackTries = 3;
 
 std::string join(const std::vector<std::string>& lines, const char* sep) {
@@ -104,7 +104,8 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         return refuse("clusterd runs its built-in default config: there is no file to reload");
     if (reload_in_progress || reload_loading) return refuse("another reload is still in progress");
     for (const auto& p : programs)
-        if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
+        if (p->rollout && !p->rollout->rollback)
+            return refuse(p->name + ": a rolling restart is in progress");
 
     reload_loading = true;
     try {
@@ -124,7 +125,8 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
     if (!loaded.config) return refuse("invalid config, nothing changed:\n" + loaded.error);
     // Asked for while the file was being read.
     for (const auto& p : programs)
-        if (p->rollout) return refuse(p->name + ": a rolling restart is in progress");
+        if (p->rollout && !p->rollout->rollback)
+            return refuse(p->name + ": a rolling restart is in progress");
     Config next = std::move(*loaded.config);
     overrides.apply(next.daemon);
     // What `clusterd check` and `run` refuse, a reload refuses too, before anything changes. The
@@ -208,6 +210,12 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
 
     config = next;
     ++config_generation;
+    // A roll back still running makes way for a new roll of its program (or its removal);
+    // it merges with a scale or an in-place change.
+    for (const auto& pp : plan.programs)
+        if (Program* prog = find_program(pp.name);
+            prog && prog->rollout && (pp.restart || pp.kind == ProgramPlan::Kind::remove))
+            end_rollout(*prog, "a reload");
     for (const auto& pp : plan.programs) {
         if (pp.kind == ProgramPlan::Kind::remove) {
             Program* prog = find_program(pp.name);
@@ -273,6 +281,8 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                 for (auto& [id, w] : workers)
                     if (w->program == &prog && w->spec->generation == p.spec->generation)
                         w->spec = p.spec;
+                if (prog.rollout && prog.rollout->to->generation == p.spec->generation)
+                    prog.rollout->to = p.spec;
                 op->results.push_back(pp.name + ": applied in place (" + join(pp.changed, ", ") +
                                       ")");
             }
@@ -349,7 +359,7 @@ void Supervisor::Impl::adopt_current_spec(Worker& w) {
     w.spec = spec;
 }
 
-void Supervisor::Impl::end_rollout_for_stop(Program& prog) {
+void Supervisor::Impl::end_rollout(Program& prog, const std::string& by) {
     Rollout r = std::move(*prog.rollout);
     prog.rollout.reset();
     std::vector<std::uint64_t> incoming;
@@ -364,13 +374,15 @@ void Supervisor::Impl::end_rollout_for_stop(Program& prog) {
         if (auto it = workers.find(id); it != workers.end())
             dispatch(it->second.get(), event::Stop{});
     // A reload's new config stays in force (the program is stopped, not rolled back); a
-    // `restart --rolling` did not happen and says so.
-    if (r.op->reload)
+    // `restart --rolling` did not happen and says so; a roll back makes way for the next roll.
+    if (r.rollback)
+        part_done(r.op, true, prog.name + ": rolling back superseded by " + by);
+    else if (r.op->reload)
         part_done(r.op, true,
                   prog.name + ": stopped during its rolling restart; generation " +
                       std::to_string(r.to->generation) + " runs when it starts");
     else
-        part_done(r.op, false, prog.name + ": rolling restart ended: the program was stopped");
+        part_done(r.op, false, prog.name + ": rolling restart ended by " + by);
 }
 
 void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
@@ -404,14 +416,28 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         advance_rollout(prog);
         return;
     }
-    // Going back to a generation that ran is worth a retry: a crash now is a fault of the
-    // moment, not of its config.
-    if (prog.rollout->rollback && ++prog.rollout->attempts[w->slot] < kRollbackTries) {
-        int k = w->slot;
+    // Going back to a generation that ran, a crash is a fault of the moment, not of its
+    // config: the slot's restart policy tries again, and the roll back waits. After
+    // kRollbackTries failed runs the slot stops waiting: its worker restarts on the kept
+    // generation in place.
+    if (prog.rollout->rollback) {
+        if (s.want_up && s.state != SlotState::failed && s.failures < kRollbackTries) {
+            w->incoming = true;
+            w->waiting = std::move(op);
+            return;
+        }
         --prog.rollout->in_flight;
         w->retiring = true;
+        int k = w->slot;
         dispatch(w, event::Stop{});
-        if (prog.rollout) prog.rollout->todo.push_back(k);
+        spdlog::warn("{}: rolling back: the kept generation failed {} times beside it; "
+                     "restarting the slot's worker on it in place",
+                     prog.name + "[" + std::to_string(k) + "]", kRollbackTries);
+        if (k < static_cast<int>(prog.slots.size())) {
+            Worker* current = prog.slots[static_cast<std::size_t>(k)];
+            adopt_current_spec(*current);
+            dispatch(current, event::Restart{});
+        }
         return advance_rollout(prog);
     }
     // The new generation does not come up: stop the roll, keep the old workers serving. (A
@@ -468,15 +494,22 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         back.to = prog.spec;
         back.rollback = true;
         back.scaled = true;
+        // Replaced first only when the kept generation is proven (a slot serves on it); else
+        // nothing is lost by a restart in place.
+        bool proven = false;
+        for (const Worker* x : prog.slots)
+            proven = proven || (x->spec->generation == prog.spec->generation &&
+                                x->sm.state == SlotState::ready);
         std::vector<std::uint64_t> restart;
         for (Worker* x : prog.slots) {
             if (x->spec->generation == prog.spec->generation) continue;
-            if (x->sm.state == SlotState::ready && !prog.stopped) {
+            if (x->sm.state == SlotState::ready && !prog.stopped && proven) {
                 back.todo.push_back(x->slot);
                 continue;
             }
             adopt_current_spec(*x);
-            if (x->sm.state == SlotState::starting) restart.push_back(x->id);
+            if (x->sm.state == SlotState::starting || x->sm.state == SlotState::ready)
+                restart.push_back(x->id);
         }
         for (auto id : restart)
             if (auto it = workers.find(id); it != workers.end())
@@ -497,8 +530,8 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
 
 void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op) {
     const int current = static_cast<int>(prog.slots.size());
-    if (n == current) return;
     if (prog.rollout) prog.rollout->scaled = true;  // it ends with this count, whatever happens
+    if (n == current) return;
     ++op->pending;
     std::string line =
         prog.name + ": scaled " + std::to_string(current) + " -> " + std::to_string(n);

@@ -100,7 +100,6 @@ struct Rollout {
     std::optional<int> restore_scale;
     bool scaled = false;
     bool rollback = false;  // puts the slots of a failed roll back; never rolled back itself
-    std::map<int, int> attempts;  // a roll back's tries per slot (it retries a few times)
 };
 
 struct Program {
@@ -240,8 +239,9 @@ struct Supervisor::Impl {
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
-    /// `stop` supersedes a rolling restart: it ends now, its new workers stop.
-    void end_rollout_for_stop(Program& prog);
+    /// A later command supersedes the program's roll (`stop`; anything, for a roll back):
+    /// it ends now, its new workers stop, and it reports that `by` ended it.
+    void end_rollout(Program& prog, const std::string& by);
     /// A slot worker that is not running (or is about to restart) takes the program's
     /// current generation for its next start: a program stopped during a roll, or reloaded
     /// while stopped, starts on its new config.

@@ -62,7 +62,9 @@ class Rig {
     explicit Rig(const std::string& programs,
                  std::function<Behaviour(const FakeProcess&)> first = nullptr) {
         if (first) behave = std::move(first);
-        spdlog::set_level(spdlog::level::off);
+        // CLUSTERD_SIM_LOG=info (or debug) shows the supervisor's log while it runs.
+        const char* level = std::getenv("CLUSTERD_SIM_LOG");
+        spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
         char tmpl[] = "/tmp/clusterd-sim-XXXXXX";
         dir = ::mkdtemp(tmpl);
         ::chmod(dir.c_str(), 0755);
