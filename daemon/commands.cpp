@@ -159,14 +159,12 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"restart",
          [&] {
              if (!need_program()) return;
-             if (prog->rollout && !prog->rollout->rollback)
-                 return fail(name + ": a rolling restart is in progress");
-             if (req.contains("rolling") && req["rolling"].is_boolean() &&
-                 req["rolling"].get<bool>()) {
-                 if (prog->stopped)
-                     return fail(name + " is stopped: nothing to roll (`clusterd start " + name +
-                                 "` starts it)");
-                 if (prog->rollout) end_rollout(*prog, "restart --rolling");
+             bool rolling = req.contains("rolling") && req["rolling"].is_boolean() &&
+                            req["rolling"].get<bool>();
+             if (!admit(*prog, rolling ? rules::Later::rolling_restart : rules::Later::restart,
+                        fail))
+                 return;
+             if (rolling) {
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
                  auto op = std::make_shared<Operation>();
@@ -175,8 +173,6 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  begin_rollout(*prog, spec, op);
                  return part_done(op, true, "");
              }
-             prog->stopped = false;
-             if (prog->rollout) end_rollout(*prog, "restart");
              each_worker(*prog, [&](Worker* w) {
                  adopt_current_spec(*w);
                  dispatch(w, event::Restart{});
@@ -193,6 +189,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  return fail("\"workers\" must be an integer from 1 to " +
                              std::to_string(limits::kMaxWorkers));
              int n = req["workers"].get<int>();
+             if (!admit(*prog, rules::Later::scale, fail)) return;
              auto op = std::make_shared<Operation>();
              op->reporter = reporter;
              op->pending = 1;
@@ -211,17 +208,15 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
         {"stop",
          [&] {
              if (!need_program()) return;
-             // Supersedes what runs: a rolling restart ends here and does not come back.
+             if (!admit(*prog, rules::Later::stop, fail)) return;
              prog->stopped = true;
-             if (prog->rollout) end_rollout(*prog, "stop");
              each_worker(*prog, [&](Worker* w) { dispatch(w, event::Stop{}); });
              reporter->finish(reply(
                  true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));
          }},
         {"start",
          [&] {
-             if (!need_program()) return;
-             prog->stopped = false;
+             if (!need_program() || !admit(*prog, rules::Later::start, fail)) return;
              each_worker(*prog, [&](Worker* w) {
                  if (w->sm.pid == 0 || !w->sm.want_up) adopt_current_spec(*w);
                  dispatch(w, event::Start{});
@@ -234,6 +229,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              if (!need_program()) return;
              auto sig = parse_signal(text("signal"));
              if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
+             if (!admit(*prog, rules::Later::signal, fail)) return;
              int sent = 0;
              each_worker(*prog, [&](Worker* w) {
                  if (w->sm.pid > 0 && exec.kill(w->sm.pid, *sig) == 0) ++sent;

@@ -104,7 +104,9 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         return refuse("clusterd runs its built-in default config: there is no file to reload");
     if (reload_in_progress || reload_loading) return refuse("another reload is still in progress");
     for (const auto& p : programs)
-        if (p->rollout && !p->rollout->rollback)
+        if (p->rollout && !p->rollout->rollback &&
+            rules::rule(rules::Running::rolling_restart, rules::Later::reload) ==
+                rules::Rule::refused)
             return refuse(p->name + ": a rolling restart is in progress");
 
     reload_loading = true;
@@ -125,7 +127,9 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
     if (!loaded.config) return refuse("invalid config, nothing changed:\n" + loaded.error);
     // Asked for while the file was being read.
     for (const auto& p : programs)
-        if (p->rollout && !p->rollout->rollback)
+        if (p->rollout && !p->rollout->rollback &&
+            rules::rule(rules::Running::rolling_restart, rules::Later::reload) ==
+                rules::Rule::refused)
             return refuse(p->name + ": a rolling restart is in progress");
     Config next = std::move(*loaded.config);
     overrides.apply(next.daemon);
@@ -349,6 +353,37 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
                        std::to_string(prog.rollout->to->generation);
     prog.rollout.reset();
     part_done(op, true, line);
+}
+
+bool Supervisor::Impl::admit(Program& prog, rules::Later later,
+                             const std::function<void(const std::string&)>& refuse) {
+    using rules::Running;
+    std::optional<Running> running;
+    if (prog.rollout)
+        running = prog.rollout->rollback ? Running::roll_back : Running::rolling_restart;
+    else if (prog.stopped)
+        running = Running::stopped;
+    if (!running) return true;
+    static const char* const names[] = {"stop",  "start",  "restart", "restart --rolling",
+                                        "scale", "reload", "signal"};
+    switch (rules::rule(*running, later)) {
+        case rules::Rule::refused:
+            refuse(*running == Running::stopped
+                       ? prog.name + " is stopped: nothing to roll (`clusterd start " + prog.name +
+                             "` starts it)"
+                       : prog.name + ": a rolling restart is in progress (`clusterd stop " +
+                             prog.name + "` ends it)");
+            return false;
+        case rules::Rule::supersedes:
+            end_rollout(prog, names[static_cast<int>(later)]);
+            return true;
+        case rules::Rule::ends_it:
+            prog.stopped = false;
+            return true;
+        case rules::Rule::merges:
+            return true;
+    }
+    return true;
 }
 
 void Supervisor::Impl::adopt_current_spec(Worker& w) {

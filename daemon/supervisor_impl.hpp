@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include "daemon/listeners.hpp"
 #include "daemon/metrics_server.hpp"
 #include "daemon/notify_receiver.hpp"
+#include "daemon/operation_rules.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/pacing.hpp"
 #include "daemon/reporter.hpp"
@@ -239,6 +241,10 @@ struct Supervisor::Impl {
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
+    /// Whether `later` may run on `prog` now, by the table in operation_rules.hpp: refused
+    /// (false, `refuse` called with why), or admitted once what it supersedes has ended.
+    bool admit(Program& prog, rules::Later later,
+               const std::function<void(const std::string&)>& refuse);
     /// A later command supersedes the program's roll (`stop`; anything, for a roll back):
     /// it ends now, its new workers stop, and it reports that `by` ended it.
     void end_rollout(Program& prog, const std::string& by);
