@@ -464,7 +464,13 @@ void Supervisor::Impl::promote_spare(Worker* late) {
     spare->replace_cause = ExitCause::none;
     spare->sm.restarts = late->sm.restarts + 1;
     auto index = static_cast<std::size_t>(late->slot);
-    if (index < prog.slots.size() && prog.slots[index] == late) prog.slots[index] = spare;
+    if (index >= prog.slots.size() || prog.slots[index] != late) {
+        // The slot went on without the late worker (scaled away, rolled, removed): its
+        // spare has nothing to take over.
+        spare->retiring = true;
+        return dispatch(spare, event::Stop{});
+    }
+    prog.slots[index] = spare;
     late->retiring = true;
     spdlog::warn("{}: spare pid {} takes over from hung pid {}", label(spare), spare->sm.pid,
                  late->sm.pid);

@@ -529,3 +529,23 @@ TEST_CASE("model: every interleaving of commands and faults ends in the state as
                   << " s");
     CHECK(total >= static_cast<std::uint64_t>(runs) * static_cast<std::uint64_t>(length));
 }
+
+// Runs the model once found failing, shrunk, kept as they were printed.
+TEST_CASE("model: replays of runs that once failed") {
+    const char* replays[] = {
+        // A scale during a failing roll, with the count the roll began from.
+        "seed 2; weather 1 @195; scale app 3 @206; rolling app @209; scale app 2 @216; "
+        "settle @220",
+        // A late worker's spare outlived its slot (scaled away by a reload that failed).
+        "seed 2625; weather 1 @112; scale app 5 @145; crash 68 @146; advance 766 @147; "
+        "advance 1455 @148; advance 779 @149; reload 3 @150; settle @156",
+    };
+    for (const char* text : replays) {
+        CAPTURE(text);
+        std::uint64_t seed = 1;
+        auto steps = parse_replay(text, seed);
+        Run run(seed);
+        std::string error = run.execute(steps);
+        CHECK_MESSAGE(error.empty(), error);
+    }
+}
