@@ -16,12 +16,12 @@
 #include "common/exit_codes.hpp"
 #include "common/limits.hpp"
 #include "common/signals.hpp"
-#include "daemon/cli.hpp"
-#include "daemon/config_check.hpp"
-#include "daemon/control_server.hpp"
-#include "daemon/logging.hpp"
-#include "daemon/supervisor.hpp"
-#include "daemon/systemd.hpp"
+#include "daemon/control/cli.hpp"
+#include "daemon/process/config_check.hpp"
+#include "daemon/control/control_server.hpp"
+#include "daemon/process/logging.hpp"
+#include "daemon/supervisor/supervisor.hpp"
+#include "daemon/process/systemd.hpp"
 
 extern char** environ;
 

@@ -1,11 +1,11 @@
 // Fuzz target: one control request line, as any client allowed on the control socket sends it
-// (daemon/control_request.cpp).
+// (daemon/control/control_request.cpp).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <variant>
 
-#include "daemon/control_request.hpp"
+#include "daemon/control/control_request.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view line(reinterpret_cast<const char*>(data), size);

@@ -1,4 +1,4 @@
-// Fuzz target: one buffer of a sock_diag reply (daemon/listeners_diag.cpp), as the master
+// Fuzz target: one buffer of a sock_diag reply (daemon/net/listeners_diag.cpp), as the master
 // parses it when it looks for foreign sockets in a reuseport group. The first byte picks the
 // family of the address looked for (127.0.0.1:8080 or [::1]:8080); the rest is the reply.
 #include <netinet/in.h>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/listeners_diag.hpp"
+#include "daemon/net/listeners_diag.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;

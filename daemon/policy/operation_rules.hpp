@@ -1,0 +1,51 @@
+// What a command does to an operation already running on the same program: the one table
+// the control commands, the signals and reload consult (and the README's "Commands that
+// overlap" section shows). Pure data; tests/unit/daemon/supervisor checks the behaviour it names.
+//
+//   running \ later     stop        start    restart     rolling     scale    reload      signal
+//   rolling restart     supersedes  merges   refused     refused     merges   refused     merges
+//   roll back           supersedes  merges   supersedes  supersedes  merges   supersedes  merges
+//   reload (reading)    merges      merges   merges      merges      merges   refused     merges
+//   stopped program     merges      ends it  ends it     refused     merges   merges      merges
+//
+// supersedes: the running operation ends now (its client is told what ended it), then the
+//             later command runs. `stop` during a rolling restart leaves the program stopped;
+//             a reload's new config stays in force and runs when the program starts.
+// merges:     both hold: `scale` during a roll ends with that many workers of the new
+//             generation; `start` of a running program changes nothing; a reload of a
+//             stopped program changes its config and starts nothing.
+// refused:    the later command fails at once, saying what runs; nothing changes.
+// ends it:    the program is no longer stopped (`start`, `restart`).
+// A scale-down drain, memory recycling and a late worker's spare are per-slot replacements,
+// not program operations: every command merges with them (the slot ends with one worker).
+#pragma once
+
+namespace clusterd::rules {
+
+enum class Running { rolling_restart, roll_back, reload_reading, stopped };
+enum class Later { stop, start, restart, rolling_restart, scale, reload, signal };
+enum class Rule { supersedes, merges, refused, ends_it };
+
+constexpr Rule rule(Running running, Later later) {
+    using enum Later;
+    switch (running) {
+        case Running::rolling_restart:
+            return later == stop ? Rule::supersedes
+                   : later == restart || later == rolling_restart || later == reload
+                       ? Rule::refused
+                       : Rule::merges;
+        case Running::roll_back:
+            return later == restart || later == rolling_restart || later == reload || later == stop
+                       ? Rule::supersedes
+                       : Rule::merges;
+        case Running::reload_reading:
+            return later == reload ? Rule::refused : Rule::merges;
+        case Running::stopped:
+            return later == start || later == restart ? Rule::ends_it
+                   : later == rolling_restart         ? Rule::refused
+                                                      : Rule::merges;
+    }
+    return Rule::merges;
+}
+
+}  // namespace clusterd::rules

@@ -1,0 +1,259 @@
+// The control commands (one JSON object per request, see control_server.hpp), dispatched
+// through a table of one function each.
+#include <signal.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+#include <algorithm>
+#include <functional>
+
+#include "common/limits.hpp"
+#include "common/signals.hpp"
+#include "daemon/process/logging.hpp"
+#include "daemon/supervisor/supervisor_impl.hpp"
+
+#ifndef CLUSTERD_VERSION
+#define CLUSTERD_VERSION "unknown"
+#endif
+
+namespace clusterd {
+
+using nlohmann::json;
+
+namespace {
+
+double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
+
+json worker_json(const Worker& w, std::optional<TimePoint> next_try, TimePoint now,
+                 std::optional<ProcessFigures> stats) {
+    const Slot& s = w.sm;
+    json j = {
+        {"slot", w.slot},
+        {"pid", s.pid},
+        {"state", to_string(s.state)},
+        {"generation", w.spec->generation},
+        {"restarts", s.restarts},
+        {"last_cause", to_string(s.last_cause)},
+        {"status", w.status},
+        {"fields", w.fields},
+        {"retiring", w.retiring},
+    };
+    j["uptime_s"] = s.pid != 0 ? seconds(now - s.started_at) : 0.0;
+    // Read from /proc only now: CPU% over the time since the previous status (or since the
+    // worker started), like `top` between two refreshes.
+    if (stats) {
+        bool fresh = w.cpu_sampled_at == TimePoint{} || w.cpu_sampled_at < s.started_at;
+        double cpu = stats->cpu_seconds - (fresh ? 0.0 : w.cpu_seconds);
+        double wall =
+            std::chrono::duration<double>(now - (fresh ? s.started_at : w.cpu_sampled_at)).count();
+        j["rss_bytes"] = stats->rss_bytes;
+        j["cpu_seconds"] = stats->cpu_seconds;
+        j["cpu_percent"] = wall > 0 ? 100.0 * cpu / wall : 0.0;
+        w.cpu_seconds = stats->cpu_seconds;
+        w.cpu_sampled_at = now;
+    }
+    j["last_exit"] = s.last_cause == ExitCause::none ? "" : s.last_status.describe();
+    // Why a slot is not serving: how often it failed in a row, when it tries next, and what
+    // it printed last (output: capture).
+    j["failures"] = s.failures;
+    j["late"] = s.late;
+    j["next_try_s"] = next_try ? json(std::max(0.0, seconds(*next_try - now))) : json(nullptr);
+    j["last_output"] = w.capture ? json(w.capture->tail()) : json::array();
+    return j;
+}
+
+}  // namespace
+
+json Supervisor::Impl::status_json(const std::string& only) const {
+    json progs = json::array();
+    for (const auto& p : programs) {
+        if (!only.empty() && p->name != only) continue;
+        json slots = json::array();
+        for (const Worker* w : p->slots) slots.push_back(worker_json(*w, next_try(*w), now(), figures(*w)));
+        json draining = json::array();
+        for (const auto& [id, w] : workers)
+            if (w->program == p.get() &&
+                std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
+                draining.push_back(worker_json(*w, std::nullopt, now(), figures(*w)));
+        int configured = p->removed ? 0 : configured_workers(*p);
+        json listeners = json::array();
+        const auto& entries = p->sockets.entries();
+        for (std::size_t e = 0; e < entries.size(); ++e)
+            if (entries[e].reuseport)
+                listeners.push_back({{"listener", entries[e].name},
+                                     {"address", entries[e].address()},
+                                     {"steering", p->sockets.steering(e)},
+                                     {"foreign_sockets", p->sockets.foreign_sockets(e)}});
+        progs.push_back({
+            {"name", p->name},
+            {"generation", p->spec->generation},
+            {"workers", p->slots.size()},
+            {"config_workers", configured},
+            {"runtime_scale", p->runtime_scale ? json(*p->runtime_scale) : json(nullptr)},
+            {"rolling", p->rollout.has_value()},
+            {"removed", p->removed},
+            {"slots", slots},
+            {"exits", p->exits},
+            {"memory_limit", p->spec->config.memory_limit},
+            {"accepting", !p->sockets.is_shut()},
+            {"other_workers", draining},
+            {"reuseport", listeners},
+        });
+    }
+    return {
+        {"daemon",
+         {{"pid", ::getpid()},
+          {"version", CLUSTERD_VERSION},
+          {"uptime_s", seconds(now() - started_at)},
+          {"config", config_path.empty() ? "<built-in>" : config_path},
+          {"config_generation", config_generation},
+          {"reloads_ok", reloads_ok},
+          {"reloads_failed", reloads_failed}}},
+        {"programs", progs},
+    };
+}
+
+void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> reporter) {
+    auto fail = [&](const std::string& why) { reporter->finish(reply(false, why)); };
+    if (stopping) return fail("clusterd is shutting down");
+    // Fields of the wrong type read as absent: nothing a client sends may throw here.
+    auto text = [&](const char* key) {
+        return req.contains(key) && req[key].is_string() ? req[key].get<std::string>()
+                                                         : std::string();
+    };
+    const std::string cmd = text("cmd");
+    const std::string name = req.contains("program") && req["program"].is_string()
+                                 ? req["program"].get<std::string>()
+                                 : "";
+    Program* prog = name.empty() ? nullptr : find_program(name);
+    auto need_program = [&]() -> Program* {
+        if (name.empty())
+            fail("\"program\" is required");
+        else if (!prog)
+            fail("no program named \"" + name + "\"");
+        return prog;
+    };
+    auto each_worker = [&](Program& p, const std::function<void(Worker*)>& f) {
+        for (Worker* w : std::vector<Worker*>(p.slots))
+            if (workers.count(w->id)) f(w);
+    };
+
+    using Handler = std::function<void()>;
+    const std::map<std::string, Handler> table = {
+        {"version",
+         [&] {
+             json r = reply(true, std::string("clusterd ") + CLUSTERD_VERSION);
+             r["version"] = CLUSTERD_VERSION;
+             reporter->finish(r);
+         }},
+        {"status",
+         [&] {
+             if (!name.empty() && !prog) return fail("no program named \"" + name + "\"");
+             json r = reply(true, "");
+             r["status"] = status_json(name);
+             reporter->finish(r);
+         }},
+        {"reload", [&] { reload(reporter); }},
+        {"restart",
+         [&] {
+             if (!need_program()) return;
+             bool rolling = req.contains("rolling") && req["rolling"].is_boolean() &&
+                            req["rolling"].get<bool>();
+             if (!admit(*prog, rolling ? rules::Later::rolling_restart : rules::Later::restart,
+                        fail))
+                 return;
+             if (rolling) {
+                 auto spec = std::make_shared<ProgramSpec>(*prog->spec);
+                 spec->generation += 1;
+                 auto op = std::make_shared<Operation>();
+                 op->reporter = reporter;
+                 op->pending = 1;
+                 begin_rollout(*prog, spec, op);
+                 return part_done(op, true, "");
+             }
+             each_worker(*prog, [&](Worker* w) {
+                 adopt_current_spec(*w);
+                 dispatch(w, event::Restart{});
+             });
+             reporter->finish(reply(
+                 true, name + ": restarting " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"scale",
+         [&] {
+             if (!need_program()) return;
+             if (!req.contains("workers") || !req["workers"].is_number_integer() ||
+                 req["workers"].get<std::int64_t>() < 1 ||
+                 req["workers"].get<std::int64_t>() > limits::kMaxWorkers)
+                 return fail("\"workers\" must be an integer from 1 to " +
+                             std::to_string(limits::kMaxWorkers));
+             int n = req["workers"].get<int>();
+             if (!admit(*prog, rules::Later::scale, fail)) return;
+             auto op = std::make_shared<Operation>();
+             op->reporter = reporter;
+             op->pending = 1;
+             scale(*prog, n, op);
+             // Kept only once it happened: a scale that failed (no sockets or descriptors
+             // left) must not come back at the next start.
+             if (static_cast<int>(prog->slots.size()) == n) {
+                 prog->runtime_scale = n;
+                 if (n == configured_workers(*prog)) prog->runtime_scale.reset();
+                 persist_scale();
+             }
+             part_done(
+                 op, true,
+                 op->results.empty() ? name + ": already " + std::to_string(n) + " workers" : "");
+         }},
+        {"stop",
+         [&] {
+             if (!need_program()) return;
+             if (!admit(*prog, rules::Later::stop, fail)) return;
+             prog->stopped = true;
+             each_worker(*prog, [&](Worker* w) { dispatch(w, event::Stop{}); });
+             reporter->finish(reply(
+                 true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"start",
+         [&] {
+             if (!need_program() || !admit(*prog, rules::Later::start, fail)) return;
+             each_worker(*prog, [&](Worker* w) {
+                 if (w->sm.pid == 0 || !w->sm.want_up) adopt_current_spec(*w);
+                 dispatch(w, event::Start{});
+             });
+             reporter->finish(reply(
+                 true, name + ": starting " + std::to_string(prog->slots.size()) + " workers"));
+         }},
+        {"signal",
+         [&] {
+             if (!need_program()) return;
+             auto sig = parse_signal(text("signal"));
+             if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
+             if (!admit(*prog, rules::Later::signal, fail)) return;
+             int sent = 0;
+             each_worker(*prog, [&](Worker* w) {
+                 if (w->sm.pid > 0 && exec.kill(w->sm.pid, *sig) == 0) ++sent;
+             });
+             reporter->finish(reply(true, name + ": " + signal_name(*sig) + " sent to " +
+                                              std::to_string(sent) + " workers"));
+         }},
+        {"log-level",
+         [&] {
+             std::string level = text("level");
+             if (!valid_log_level(level))
+                 return fail("\"level\" must be one of trace, debug, info, warn, error");
+             spdlog::set_level(spdlog::level::from_str(level));
+             spdlog::info("log level set to {}", level);
+             reporter->finish(reply(true, "log level " + level));
+         }},
+    };
+    auto it = table.find(cmd);
+    if (it == table.end()) {
+        std::string known;
+        for (const auto& [k, v] : table) known += (known.empty() ? "" : ", ") + k;
+        return fail("unknown command \"" + cmd + "\" (known: " + known + ")");
+    }
+    it->second();
+}
+
+}  // namespace clusterd

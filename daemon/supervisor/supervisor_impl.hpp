@@ -1,0 +1,312 @@
+// The supervisor's state, shared by its .cpp files (supervisor.cpp: the event loop and the
+// one dispatch; operations.cpp: reload, rolling restart, scale; commands.cpp: the control
+// commands). Included only by those.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/fd.hpp"
+#include "daemon/supervisor/executor.hpp"
+#include "daemon/process/launch.hpp"
+#include "daemon/net/listen_queue.hpp"
+#include "daemon/net/listeners.hpp"
+#include "daemon/metrics/metrics_server.hpp"
+#include "daemon/net/notify_receiver.hpp"
+#include "daemon/policy/operation_rules.hpp"
+#include "daemon/process/output_capture.hpp"
+#include "daemon/policy/pacing.hpp"
+#include "daemon/control/reporter.hpp"
+#include "daemon/policy/slot.hpp"
+#include "daemon/supervisor/state_file.hpp"
+#include "daemon/supervisor/supervisor.hpp"
+
+namespace clusterd {
+
+namespace asio = boost::asio;
+
+struct Program;
+struct Operation;
+
+/// One generation of a program's config: what its workers are started with. Immutable.
+struct ProgramSpec {
+    ProgramConfig config;
+    SlotPolicy policy;
+    LaunchPlan plan;
+    std::uint64_t generation = 1;
+    /// The workers' stdout/stderr for `output: <file>` (reopened in place on USR1).
+    std::shared_ptr<UniqueFd> output = std::make_shared<UniqueFd>();
+};
+
+/// One worker process (and its restarts) in one slot of one generation.
+struct Worker {
+    Worker(Executor& exec, std::uint64_t id_, Program* program_, int slot_,
+           std::shared_ptr<const ProgramSpec> spec_, std::vector<SocketRef> sockets_)
+        : id(id_),
+          program(program_),
+          slot(slot_),
+          spec(std::move(spec_)),
+          sockets(std::move(sockets_)),
+          timer(exec.make_timer()) {}
+
+    std::uint64_t id;
+    Program* program;
+    int slot;
+    std::shared_ptr<const ProgramSpec> spec;
+    std::vector<SocketRef> sockets;  // what it was started with; kept while it lives
+    Slot sm;
+    std::unique_ptr<Timer> timer;  // the slot's one deadline
+    std::string status;                         // last STATUS=
+    std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
+    /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.
+    std::unique_ptr<NotifySocket> notify;
+    bool retiring = false;       // replaced or scaled away: dropped once stopped
+    bool incoming = false;       // a new generation's worker that a rollout waits for
+    std::uint64_t replaces = 0;  // memory recycling or a late heartbeat: the worker this one
+                                 // takes over from once ready (a spare on the same sockets)
+    ExitCause replace_cause = ExitCause::none;  // memory or watchdog (late)
+    bool recycling = false;                     // its replacement is starting
+    // The previous CPU sample, for the CPU% `status` shows (read only when asked).
+    mutable double cpu_seconds = 0;
+    mutable TimePoint cpu_sampled_at{};
+    /// The operation waiting for this worker to become ready (rollout, scale-up).
+    std::shared_ptr<Operation> waiting;
+    /// `output: capture`: its stdout/stderr as lines of the daemon's log.
+    std::unique_ptr<OutputCapture> capture;
+    /// The operation waiting for this worker to be gone (scale-down).
+    std::shared_ptr<Operation> on_exit;
+};
+
+/// A rolling restart of one program to a new generation.
+struct Rollout {
+    std::shared_ptr<const ProgramSpec> from;
+    std::shared_ptr<const ProgramSpec> to;
+    std::deque<int> todo;  // slots still to roll, in order
+    int in_flight = 0;     // new workers started and not ready yet
+    int done = 0;
+    std::shared_ptr<Operation> op;
+    std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
+    // A roll that fails restores the worker count it began from, unless `scale` set another
+    // since (a reload that changed `cores` must not leave the count of a rejected config).
+    int restore_workers = 0;
+    std::optional<int> restore_scale;
+    bool scaled = false;
+    bool rollback = false;  // puts the slots of a failed roll back; never rolled back itself
+};
+
+struct Program {
+    /// The current worker of each slot, as the pacing functions take them.
+    std::vector<const Slot*> slot_states() const;
+
+    std::string name;
+    std::shared_ptr<const ProgramSpec> spec;  // current generation
+    SocketTable sockets;                      // current listeners, one row per slot
+    std::vector<Worker*> slots;               // current worker of each slot
+    std::optional<int> runtime_scale;         // set by `scale`, TTIN/TTOU
+    bool stopped = false;  // by `stop`: nothing of it starts until `start` or `restart`
+    std::optional<Rollout> rollout;
+    std::optional<std::vector<int>> steered;  // slots new connections go to (ready ones)
+    std::map<std::string, int> exits;         // worker exits by cause, for status and metrics
+    bool removed = false;                     // stopping for good; erased once its workers are gone
+    TimePoint started_at{};
+    bool all_ready_logged = false;
+    // Restarts while nothing serves are paced, and the door (daemon/policy/pacing.hpp).
+    pacing::Pace pace;
+    std::unique_ptr<Timer> probe_timer;
+    bool refusing = false;  // the door was shut since the last time a worker was ready
+    // A flood of worker events is logged as one summary line per kLogWindow.
+    TimePoint log_window_start{};
+    int log_lines = 0;
+    int log_suppressed = 0;
+    std::map<std::string, int> log_suppressed_causes;
+    std::unique_ptr<Timer> log_timer;
+};
+
+/// A worker given up on without waiting (watchdog, start_timeout): signalled, killed with
+/// its process group after its abort_timeout unless it exits first. Reaped like any child.
+struct Abandoned {
+    explicit Abandoned(Executor& exec) : timer(exec.make_timer()) {}
+    std::string label;
+    TimePoint since{};
+    std::unique_ptr<Timer> timer;
+};
+
+/// A long operation (reload, restart, scale): finishes once every part has finished.
+struct Operation {
+    std::shared_ptr<Reporter> reporter;
+    int pending = 0;
+    bool ok = true;
+    std::vector<std::string> results;  // what happened, one line per part
+    bool reload = false;               // count it in reloads_ok / reloads_failed
+    void progress(const std::string& line) const {
+        if (reporter) reporter->progress(line);
+    }
+};
+
+/// Slots being scaled away: their sockets are watched until empty, then they stop.
+struct Drain {
+    explicit Drain(Executor& exec) : timer(exec.make_timer()) {}
+    std::vector<std::uint64_t> ids;
+    std::vector<SocketRef> sockets;
+    TimePoint started{};
+    TimePoint deadline{};
+    std::string program;
+    std::unique_ptr<Timer> timer;
+};
+
+struct Supervisor::Impl {
+    /// `io` runs the notify sockets, output pipes and the metrics endpoint; everything else
+    /// the supervisor does to the world goes through `exec`.
+    Impl(asio::io_context& io, Executor& exec, Config config, std::string config_path,
+         std::string builtin_worker, std::vector<std::string> environment);
+    TimePoint now() const { return exec.now(); }
+    std::optional<ProcessFigures> figures(const Worker& w) const {
+        return w.sm.pid != 0 ? exec.figures(w.sm.pid) : std::nullopt;
+    }
+
+    // ---- supervisor.cpp: start-up, events, the one dispatch ----
+    void start();
+    /// Throws when `new_workers` more workers of `pc` would leave too few file descriptors.
+    void check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const;
+    std::unique_ptr<Program> make_program(const ProgramConfig& pc, int workers);
+    std::shared_ptr<const ProgramSpec> make_spec(const ProgramConfig& pc,
+                                                 std::uint64_t generation) const;
+    Worker* add_worker(Program& prog, int slot, std::shared_ptr<const ProgramSpec> spec,
+                       std::vector<SocketRef> sockets);
+    void dispatch(Worker* w, Event ev);
+    void perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending);
+    Event do_spawn(Worker* w);
+    /// `moved`: the worker's state, lateness or want changed (else pacing and the door are
+    /// left as they are).
+    void after_dispatch(Worker* w, SlotState before, bool moved);
+    void drop_worker(Worker* w);
+    /// `check`: look for foreign sockets first when the steering is to be made anew.
+    void resteer(Program& prog, bool check = true);
+    // ---- listeners_watch.cpp: foreign sockets in our reuseport groups ----
+    /// Looks for them on the program's addresses and logs what changed; true if something did.
+    bool check_listeners(Program& prog);
+    void arm_listener_check();
+    void on_deadline(Worker* w);
+    void abandon(Worker* w, pid_t pid, int sig, Duration grace);
+    void start_spare(Worker* w);
+    void promote_spare(Worker* late);
+    void pace(Program& prog);
+    void update_door(Program& prog);
+    void open_door(Program& prog);
+    void log_event(Worker* w, LogLevel level, const std::string& message);
+    void flush_log_summary(Program& prog);
+    void arm_memory_check();
+    void check_memory();
+    void recycle(Worker* w, std::uint64_t rss);
+    void recycle_changed(Worker* w, SlotState before);
+    void on_child_exit(pid_t pid, int status);
+    void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
+    /// Every notify datagram queued now, read before a deadline is judged.
+    /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
+    void open_notify(Worker* w);
+    void on_signal(int sig);
+    void handle_stop(int sig);
+    void handle_hup();
+    void handle_usr1();
+    void handle_scale_signal(int delta);
+    void report_to_systemd();
+    void do_systemd_watchdog(std::chrono::microseconds interval);
+    void finish_if_stopped();
+    void kill_leftovers();
+    std::string label(const Worker* w) const;
+
+    // ---- operations.cpp: reload, rolling restart, scale ----
+    void reload(std::shared_ptr<Reporter> reporter);
+    void apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded);
+    void refuse_reload(const std::shared_ptr<Reporter>& reporter, const std::string& why);
+    /// `restore_workers`, `restore_scale`: the count (and runtime scale) a failed roll goes
+    /// back to, when a reload changed them before the roll began.
+    void begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
+                       std::shared_ptr<Operation> op,
+                       std::optional<SocketTable> previous_sockets = std::nullopt,
+                       std::optional<int> restore_workers = std::nullopt,
+                       std::optional<int> restore_scale = std::nullopt);
+    /// Runs `r` on `prog` (its new generation becomes the program's).
+    void start_rollout(Program& prog, Rollout r);
+    void advance_rollout(Program& prog);
+    void rollout_worker_changed(Worker* w, SlotState before);
+    void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
+    /// Whether `later` may run on `prog` now, by the table in operation_rules.hpp: refused
+    /// (false, `refuse` called with why), or admitted once what it supersedes has ended.
+    bool admit(Program& prog, rules::Later later,
+               const std::function<void(const std::string&)>& refuse);
+    /// A later command supersedes the program's roll (`stop`; anything, for a roll back):
+    /// it ends now, its new workers stop, and it reports that `by` ended it.
+    void end_rollout(Program& prog, const std::string& by);
+    /// A slot worker that is not running (or is about to restart) takes the program's
+    /// current generation for its next start: a program stopped during a roll, or reloaded
+    /// while stopped, starts on its new config.
+    void adopt_current_spec(Worker& w);
+    void drain_and_stop(Program& prog, std::vector<Worker*> leaving, std::shared_ptr<Operation> op);
+    void drain_poll(std::shared_ptr<Drain> d);
+    void abandon_wait(Worker* w, const std::string& why);
+    void part_done(const std::shared_ptr<Operation>& op, bool ok, const std::string& line);
+    void persist_scale();
+    std::string state_file() const;
+    int configured_workers(const Program& prog) const;
+    Program* find_program(const std::string& name);
+
+    /// When a slot in backoff starts its next worker (the pacing included); nullopt if it is
+    /// not in backoff.
+    std::optional<TimePoint> next_try(const Worker& w) const;
+
+    // ---- metrics.cpp: /metrics and /healthz ----
+    std::string metrics_text() const;
+    Health health() const;
+
+    // ---- commands.cpp: the control socket's commands ----
+    void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
+    nlohmann::json status_json(const std::string& only) const;
+
+    asio::io_context& io;
+    Executor& exec;
+    Config config;
+    std::string config_path;    // "" for the built-in default
+    DaemonOverrides overrides;  // `run --control/--state-dir`, applied at every reload
+    std::string builtin_worker;
+    std::vector<std::string> environment;
+    std::unique_ptr<Timer> shutdown_timer;
+    /// Destroyed after `workers`, whose sockets are in it.
+    std::unique_ptr<NotifyDir> notify_dir;
+    NotifyCounters notify_counters;
+    std::vector<std::unique_ptr<Program>> programs;
+    std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
+    std::unordered_map<pid_t, Worker*> pids;
+    std::map<pid_t, std::unique_ptr<Abandoned>> abandoned;
+    std::uint64_t next_worker_id = 1;
+    DaemonState state;
+    std::uint64_t config_generation = 1;
+    int reloads_ok = 0;
+    int reloads_failed = 0;
+    bool reload_in_progress = false;
+    bool reload_loading = false;  // the file is being read and parsed off the loop
+    bool stopping = false;
+    bool finished = false;
+    bool systemd_notify = false;
+    bool sent_ready = false;
+    std::string last_status;
+    TimePoint started_at{};
+    std::map<std::string, SocketRef> activated;  // sockets systemd passed us, by name
+    std::unique_ptr<Timer> systemd_watchdog;
+    std::unique_ptr<MetricsServer> metrics;
+    std::unique_ptr<Timer> memory_timer;  // armed only while some program has a memory_limit
+    bool memory_timer_armed = false;
+    std::unique_ptr<Timer> listener_timer;  // the periodic look for foreign sockets
+};
+
+}  // namespace clusterd

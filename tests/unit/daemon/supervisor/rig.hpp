@@ -1,0 +1,174 @@
+// The supervisor on a fake executor: a config file in a temporary directory, the master's
+// logic (Supervisor::Impl) built on it, and scripted worker processes.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+#include <doctest/doctest.h>
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "daemon/supervisor/supervisor_impl.hpp"
+#include "tests/unit/daemon/supervisor/fake_executor.hpp"
+
+namespace clusterd::test {
+
+/// What one spawned process does.
+struct Behaviour {
+    std::optional<Duration> ready_after = Duration{10};  // nullopt: never sends READY=1
+    std::optional<Duration> exit_after;                  // exits on its own then...
+    int exit_status = W_EXITCODE(1, 0);                  // ...with this waitpid() status
+    std::optional<Duration> hang_after;  // stops heartbeating this long after it started
+    bool ignores_term = false;
+
+    static Behaviour ready_in(Duration d) {
+        Behaviour b;
+        b.ready_after = d;
+        return b;
+    }
+    /// Never ready: exits with `status` after `d`.
+    static Behaviour failing(Duration d, int status = W_EXITCODE(1, 0)) {
+        Behaviour b;
+        b.ready_after.reset();
+        b.exit_after = d;
+        b.exit_status = status;
+        return b;
+    }
+};
+
+/// Records what a command reported; finish() must come exactly once.
+struct Recorder final : Reporter {
+    void progress(const std::string& line) override { lines.push_back(line); }
+    void finish(const nlohmann::json& r) override {
+        ++finishes;
+        reply = r;
+    }
+    bool ok() const { return finishes == 1 && reply.value("ok", false); }
+    std::string message() const { return reply.value("message", ""); }
+    std::vector<std::string> lines;
+    int finishes = 0;
+    nlohmann::json reply;
+};
+
+class Rig {
+  public:
+    /// `programs`: the YAML under `programs:` (each program's command defaults to /bin/true).
+    explicit Rig(const std::string& programs,
+                 std::function<Behaviour(const FakeProcess&)> first = nullptr) {
+        if (first) behave = std::move(first);
+        // CLUSTERD_SIM_LOG=info (or debug) shows the supervisor's log while it runs.
+        const char* level = std::getenv("CLUSTERD_SIM_LOG");
+        spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
+        char tmpl[] = "/tmp/clusterd-sim-XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        ::chmod(dir.c_str(), 0755);
+        path = dir + "/clusterd.yaml";
+        write(programs);
+        Config config = load_config_file(path);
+        ex.on_spawn = [this](FakeProcess& p) { scripted(p); };
+        sup = std::make_unique<Supervisor::Impl>(io, ex, config, path, "/bin/true",
+                                                 std::vector<std::string>{});
+        sup->start();
+    }
+    ~Rig() {
+        sup.reset();
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+
+    void write(const std::string& programs) {
+        std::ofstream(path) << "daemon:\n  control: " << dir << "/control.sock\n  state_dir: "
+                            << dir << "/state\n  shutdown_timeout: 20s\nprograms:\n"
+                            << programs;
+    }
+
+    std::shared_ptr<Recorder> command(nlohmann::json request) {
+        auto r = std::make_shared<Recorder>();
+        sup->command(request, r);
+        return r;
+    }
+    std::shared_ptr<Recorder> command(const std::string& cmd, const std::string& program,
+                                      nlohmann::json extra = nlohmann::json::object()) {
+        extra["cmd"] = cmd;
+        if (!program.empty()) extra["program"] = program;
+        return command(extra);
+    }
+
+    Program& program(const std::string& name) {
+        Program* p = sup->find_program(name);
+        REQUIRE(p != nullptr);
+        return *p;
+    }
+
+    /// Slots of `name` whose worker is ready and runs the program's current generation.
+    int ready(const std::string& name) {
+        Program& p = program(name);
+        int n = 0;
+        for (const Worker* w : p.slots)
+            n += w->sm.state == SlotState::ready && w->spec->generation == p.spec->generation;
+        return n;
+    }
+    /// Live processes whose label names program `name`.
+    int live(const std::string& name) {
+        int n = 0;
+        for (FakeProcess* p : ex.live()) n += p->label.rfind(name + "[", 0) == 0;
+        return n;
+    }
+
+    void run(Duration d) { ex.run_for(d); }
+
+    std::string dir, path;
+    FakeExecutor ex;
+    boost::asio::io_context io;  // notify sockets only; never run
+    std::unique_ptr<Supervisor::Impl> sup;
+    /// How the next process behaves; by default it is ready after 10 ms and heartbeats.
+    std::function<Behaviour(const FakeProcess&)> behave = [](const FakeProcess&) {
+        return Behaviour{};
+    };
+
+  private:
+    void scripted(FakeProcess& p) {
+        Behaviour b = behave(p);
+        p.ignores_term = b.ignores_term;
+        std::string notify = p.env_value("NOTIFY_SOCKET");
+        std::uint64_t id = std::stoull(notify.substr(notify.rfind('/') + 1));
+        pid_t pid = p.pid;
+        auto alive = [this, pid] {
+            FakeProcess* q = ex.process(pid);
+            return q && !q->exited;
+        };
+        if (b.ready_after)
+            ex.at(p.started + *b.ready_after, [this, id, pid, alive] {
+                NotifyMessage m;
+                m.ready = true;
+                if (alive()) sup->on_notify(id, pid, m);
+            });
+        if (std::string usec = p.env_value("WATCHDOG_USEC"); !usec.empty() && b.ready_after) {
+            Duration every = std::chrono::duration_cast<Duration>(
+                std::chrono::microseconds(std::stoll(usec)) / 4);
+            TimePoint stop = b.hang_after ? p.started + *b.hang_after : TimePoint::max();
+            heartbeat(id, pid, p.started + *b.ready_after + every, every, stop);
+        }
+        if (b.exit_after) ex.exit(p, b.exit_status, *b.exit_after);
+    }
+
+    void heartbeat(std::uint64_t id, pid_t pid, TimePoint at, Duration every, TimePoint stop) {
+        if (at >= stop) return;
+        ex.at(at, [this, id, pid, at, every, stop] {
+            FakeProcess* q = ex.process(pid);
+            if (!q || q->exited || q->hung) return;
+            NotifyMessage m;
+            m.watchdog = true;
+            sup->on_notify(id, pid, m);
+            heartbeat(id, pid, at + every, every, stop);
+        });
+    }
+};
+
+}  // namespace clusterd::test
