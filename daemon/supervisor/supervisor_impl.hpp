@@ -1,6 +1,13 @@
-// The supervisor's state, shared by its .cpp files (supervisor.cpp: the event loop and the
-// one dispatch; operations.cpp: reload, rolling restart, scale; commands.cpp: the control
-// commands). Included only by those.
+// The supervisor's state, shared by its .cpp files and its tests (tests/unit/daemon/supervisor):
+//   supervisor.cpp   start-up, programs and workers made from the config
+//   dispatch.cpp     the one dispatch: child exits, notify datagrams, deadlines -> slot events
+//   faults.cpp       hung workers, spares, pacing, the door, memory recycling, steering
+//   signals.cpp      the master's own signals, systemd, the end
+//   operations.cpp   what the long operations share; scale and drains
+//   reload.cpp       reload
+//   rollout.cpp      rolling restarts and roll backs; admit() applies policy/operation_rules.hpp
+//   commands.cpp     the control commands      metrics.cpp   /metrics and /healthz
+// Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -163,6 +170,12 @@ struct Drain {
     std::string program;
     std::unique_ptr<Timer> timer;
 };
+
+/// The non-empty lines joined with `sep`.
+std::string join_lines(const std::vector<std::string>& lines, const char* sep);
+
+/// Opens an `output:` file for appending (throws std::system_error naming it).
+UniqueFd open_output(const std::string& path);
 
 struct Supervisor::Impl {
     /// `io` runs the notify sockets, output pipes and the metrics endpoint; everything else

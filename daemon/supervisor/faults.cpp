@@ -1,0 +1,336 @@
+// Faults that keep coming: deadlines, hung workers and their spares, restarts paced while
+// nothing serves, the door, a flood of worker events logged as a summary, memory recycling
+// and the steering of new connections to ready slots.
+
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+#include <algorithm>
+
+#include "common/duration.hpp"
+#include "daemon/supervisor/supervisor_impl.hpp"
+
+namespace clusterd {
+
+namespace {
+
+spdlog::level::level_enum to_spdlog(LogLevel level) {
+    switch (level) {
+        case LogLevel::debug:
+            return spdlog::level::debug;
+        case LogLevel::info:
+            return spdlog::level::info;
+        case LogLevel::warn:
+            return spdlog::level::warn;
+        case LogLevel::error:
+            return spdlog::level::err;
+        case LogLevel::critical:
+            return spdlog::level::critical;
+    }
+    return spdlog::level::info;
+}
+
+}  // namespace
+
+// ---- faults that keep coming: deadlines, hung workers, pacing, the door ----
+
+void Supervisor::Impl::on_deadline(Worker* w) {
+    Program& prog = *w->program;
+    const Slot& s = w->sm;
+    TimePoint now = this->now();
+    auto index = static_cast<std::size_t>(w->slot);
+    bool current = index < prog.slots.size() && prog.slots[index] == w;
+    // While nothing of the program serves, one restart per kProbeInterval: hold the others.
+    if (s.state == SlotState::backoff && current && !stopping)
+        if (auto until = pacing::hold(prog.pace, now)) return dispatch(w, event::Postpone{*until});
+    // The watchdog is about to abort a late worker whose spare is still starting: the spare
+    // takes the slot now.
+    if (s.state == SlotState::ready && s.late && w->recycling && s.deadline && now >= *s.deadline)
+        promote_spare(w);
+    dispatch(w, event::Deadline{});
+}
+
+std::vector<const Slot*> Program::slot_states() const {
+    std::vector<const Slot*> out;
+    out.reserve(slots.size());
+    for (const Worker* w : slots) out.push_back(&w->sm);
+    return out;
+}
+
+std::optional<TimePoint> Supervisor::Impl::next_try(const Worker& w) const {
+    const Program& prog = *w.program;
+    auto index = static_cast<std::size_t>(w.slot);
+    if (index >= prog.slots.size() || prog.slots[index] != &w) return std::nullopt;
+    return pacing::next_try(prog.pace, prog.slot_states(), index);
+}
+
+void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
+    if (pid <= 0) return;
+    exec.kill(pid, sig);
+    // A stopped process gets its signal (and dumps core) only once continued.
+    if (exec.kill(-pid, SIGCONT) != 0) exec.kill(pid, SIGCONT);
+    auto a = std::make_unique<Abandoned>(exec);
+    a->label = label(w);
+    a->since = now();
+    a->timer->arm(a->since + grace, [this, pid] {
+        auto it = abandoned.find(pid);
+        if (it == abandoned.end()) return;
+        spdlog::warn("{}: abandoned pid {} still running after abort_timeout: sending SIGKILL",
+                     it->second->label, pid);
+        if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
+    });
+    abandoned[pid] = std::move(a);
+}
+
+void Supervisor::Impl::start_spare(Worker* w) {
+    Program& prog = *w->program;
+    w->recycling = true;
+    Worker* spare = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
+    spare->replaces = w->id;
+    spare->replace_cause = ExitCause::watchdog;
+    spdlog::warn("{}: pid {} is late: starting a spare on its sockets", label(w), w->sm.pid);
+    dispatch(spare, event::Start{});
+}
+
+void Supervisor::Impl::promote_spare(Worker* late) {
+    Program& prog = *late->program;
+    Worker* spare = nullptr;
+    for (auto& [id, other] : workers)
+        if (other->replaces == late->id) spare = other.get();
+    late->recycling = false;
+    if (!spare) return;
+    spare->replaces = 0;
+    spare->replace_cause = ExitCause::none;
+    spare->sm.restarts = late->sm.restarts + 1;
+    auto index = static_cast<std::size_t>(late->slot);
+    if (index >= prog.slots.size() || prog.slots[index] != late) {
+        // The slot went on without the late worker (scaled away, rolled, removed): its
+        // spare has nothing to take over.
+        spare->retiring = true;
+        return dispatch(spare, event::Stop{});
+    }
+    prog.slots[index] = spare;
+    late->retiring = true;
+    spdlog::warn("{}: spare pid {} takes over from hung pid {}", label(spare), spare->sm.pid,
+                 late->sm.pid);
+    dispatch(late, event::Release{});
+}
+
+// Restarts while no worker of the program is ready, and the door: decided by pacing::, done
+// here (see daemon/policy/pacing.hpp).
+void Supervisor::Impl::pace(Program& prog) {
+    if (stopping || prog.removed) return;
+    pacing::Plan plan =
+        pacing::after_change(prog.pace, prog.slot_states(), prog.rollout.has_value(), now());
+    if (!plan.wake.empty()) {
+        spdlog::info("{}: a worker is ready again: {} slot{} in backoff retry now", prog.name,
+                     plan.wake.size(), plan.wake.size() == 1 ? "" : "s");
+        std::vector<std::uint64_t> ids;
+        for (auto k : plan.wake) ids.push_back(prog.slots[k]->id);
+        for (auto id : ids)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Start{});
+    }
+    if (!plan.probe) return;
+    if (!prog.probe_timer) prog.probe_timer = exec.make_timer();
+    std::string name = prog.name;
+    prog.probe_timer->arm(*plan.probe, [this, name] {
+        Program* p = find_program(name);
+        if (!p || stopping) return;
+        if (auto k = pacing::probe_pick(p->pace, p->slot_states()))
+            dispatch(p->slots[*k], event::Start{});
+    });
+}
+
+// The door: while no worker of the program is ready, starting, or due within kSoon, its
+// sockets are shut and a client is refused at once. They listen again right before the next
+// spawn (do_spawn), not earlier: a client never waits for a start that has not begun.
+void Supervisor::Impl::update_door(Program& prog) {
+    if (prog.removed || stopping || prog.sockets.empty()) return;
+    std::vector<const Slot*> all;
+    for (const auto& [id, w] : workers)
+        if (w->program == &prog) all.push_back(&w->sm);
+    pacing::Door door = pacing::door(prog.pace, all, now());
+    if (door == pacing::Door::open && prog.sockets.is_shut()) {
+        open_door(prog);
+    } else if (door == pacing::Door::shut && !prog.sockets.is_shut()) {
+        prog.sockets.shut();
+        prog.steered.reset();
+        // Said once per outage; the probes' brief openings in between are debug lines.
+        if (!prog.refusing) {
+            prog.refusing = true;
+            spdlog::warn("{}: no worker can serve: refusing connections until one is ready",
+                         prog.name);
+        } else {
+            spdlog::debug("{}: refusing connections again", prog.name);
+        }
+    }
+    if (prog.refusing && prog.pace.serving) {
+        prog.refusing = false;
+        spdlog::info("{}: a worker is ready: accepting connections again", prog.name);
+    }
+}
+
+void Supervisor::Impl::open_door(Program& prog) {
+    prog.sockets.open();
+    prog.steered.reset();
+    spdlog::debug("{}: listening again for a starting worker", prog.name);
+    resteer(prog);
+}
+
+// A flood of worker events (a crash loop, a kill storm) is logged as one summary line per
+// kLogWindow once kLogBurst lines of a window are out.
+namespace {
+constexpr Duration kLogWindow{5000};
+constexpr int kLogBurst = 10;
+}  // namespace
+
+void Supervisor::Impl::log_event(Worker* w, LogLevel level, const std::string& message) {
+    Program& p = *w->program;
+    if (level == LogLevel::debug) return spdlog::debug("{}: {}", label(w), message);
+    TimePoint now = this->now();
+    if (now - p.log_window_start >= kLogWindow) {
+        flush_log_summary(p);
+        p.log_window_start = now;
+        p.log_lines = 0;
+    }
+    if (p.log_lines < kLogBurst) {
+        ++p.log_lines;
+        return spdlog::log(to_spdlog(level), "{}: {}", label(w), message);
+    }
+    if (p.log_suppressed++ > 0) return;
+    if (!p.log_timer) p.log_timer = exec.make_timer();
+    std::string name = p.name;
+    p.log_timer->arm(p.log_window_start + kLogWindow, [this, name] {
+        if (Program* prog = find_program(name)) {
+            flush_log_summary(*prog);
+            // Still flooding: the next window starts with its budget spent.
+            prog->log_window_start = this->now();
+            prog->log_lines = kLogBurst;
+        }
+    });
+}
+
+void Supervisor::Impl::flush_log_summary(Program& p) {
+    if (p.log_suppressed == 0) return;
+    std::string causes;
+    for (const auto& [cause, n] : p.exits)
+        causes += (causes.empty() ? "" : ", ") + cause + " " + std::to_string(n);
+    int ready = 0;
+    for (const Worker* w : p.slots) ready += w->sm.state == SlotState::ready;
+    spdlog::warn(
+        "{}: {} more worker events in the last {} not logged one by one; {}/{} ready; "
+        "exits since start: {}",
+        p.name, p.log_suppressed,
+        format_duration(std::chrono::duration_cast<Duration>(now() - p.log_window_start)),
+        ready, p.slots.size(), causes);
+    p.log_suppressed = 0;
+}
+
+// ---- memory_limit: a worker past it is replaced (new one first) and drains ----
+
+// Polls RSS once a second, and only while some program sets a memory_limit.
+void Supervisor::Impl::arm_memory_check() {
+    bool wanted = std::any_of(programs.begin(), programs.end(), [](const auto& p) {
+        return !p->removed && p->spec->config.memory_limit > 0;
+    });
+    if (!wanted || memory_timer_armed || stopping) return;
+    memory_timer_armed = true;
+    memory_timer->arm(now() + std::chrono::seconds(1), [this] {
+        memory_timer_armed = false;
+        check_memory();
+        arm_memory_check();
+    });
+}
+
+void Supervisor::Impl::check_memory() {
+    std::vector<std::pair<Worker*, std::uint64_t>> over;
+    for (const auto& prog : programs) {
+        std::uint64_t limit = prog->spec->config.memory_limit;
+        if (limit == 0 || prog->removed || prog->rollout) continue;
+        for (Worker* w : prog->slots) {
+            if (w->sm.state != SlotState::ready || w->recycling) continue;
+            auto stats = exec.figures(w->sm.pid);
+            if (stats && stats->rss_bytes > limit) over.emplace_back(w, stats->rss_bytes);
+        }
+    }
+    for (auto [w, rss] : over) recycle(w, rss);
+}
+
+void Supervisor::Impl::recycle(Worker* w, std::uint64_t rss) {
+    Program& prog = *w->program;
+    spdlog::warn("{}: pid {} uses {} MiB, over memory_limit {} MiB: starting its replacement",
+                 label(w), w->sm.pid, rss >> 20, prog.spec->config.memory_limit >> 20);
+    w->recycling = true;
+    Worker* next = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
+    next->replaces = w->id;
+    dispatch(next, event::Start{});
+}
+
+// The replacement of a recycled worker is up (take its slot, the old one drains with cause
+// "memory") or failed to come up (keep the old one; the next check tries again).
+void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
+    const Slot& s = w->sm;
+    StartOutcome outcome = start_outcome(s, before);
+    if (outcome == StartOutcome::pending) return;
+    bool ready = outcome == StartOutcome::ready;
+    auto it = workers.find(w->replaces);
+    Worker* old = it == workers.end() ? nullptr : it->second.get();
+    w->replaces = 0;
+    if (old) old->recycling = false;
+    Program& prog = *w->program;
+    auto index = static_cast<std::size_t>(w->slot);
+    bool late_spare = w->replace_cause == ExitCause::watchdog;
+    w->replace_cause = ExitCause::none;
+    // The slot may have been scaled away, stopped or handed to another worker meanwhile; a
+    // late worker may have heartbeaten again.
+    bool still_wanted = !prog.removed && index < prog.slots.size() && old &&
+                        prog.slots[index] == old && old->sm.want_up &&
+                        (!late_spare || old->sm.late);
+    if (!ready || !still_wanted) {
+        if (late_spare && ready && old)
+            spdlog::info("{}: pid {} heartbeats again: its spare pid {} is not needed, stopping it",
+                         label(w), old->sm.pid, w->sm.pid);
+        else
+            spdlog::error("{}: the replacement for {} did not come up; keeping pid {}", label(w),
+                          late_spare ? "a late worker" : "memory recycling", old ? old->sm.pid : 0);
+        w->retiring = true;
+        return dispatch(w, event::Stop{});
+    }
+    prog.slots[index] = w;
+    old->retiring = true;
+    if (late_spare) {
+        w->sm.restarts = old->sm.restarts + 1;
+        spdlog::warn(
+            "{}: spare pid {} ready: takes over from late pid {} (aborted if it sends "
+            "no heartbeat within its watchdog, stopped if it does)",
+            label(w), w->sm.pid, old->sm.pid);
+        return dispatch(old, event::Release{});
+    }
+    dispatch(old, event::Recycle{});
+}
+
+// New connections go only to slots whose worker is ready (all of them when none is): a
+// slot whose worker crashed keeps what is already queued for its replacement, but gets
+// nothing new while it waits out its backoff; a slot being scaled away gets nothing new.
+void Supervisor::Impl::resteer(Program& prog, bool check) {
+    if (prog.sockets.is_shut()) return;
+    if (check && !prog.steered) check_listeners(prog);
+    // Ready and on time; else ready or starting (a late one beats none); else every slot.
+    std::vector<int> live;
+    for (const Worker* w : prog.slots)
+        if (w->sm.state == SlotState::ready && !w->sm.late) live.push_back(w->slot);
+    if (live.empty())
+        for (const Worker* w : prog.slots)
+            if (w->sm.state == SlotState::ready || w->sm.state == SlotState::starting)
+                live.push_back(w->slot);
+    if (prog.steered == live) return;
+    prog.steered = live;
+    std::string problem = prog.sockets.steer(live);
+    if (!problem.empty())
+        spdlog::warn("{}: {}new connections may wait on a slot without a worker", prog.name,
+                     problem);
+}
+
+
+}  // namespace clusterd

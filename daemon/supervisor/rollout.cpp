@@ -1,0 +1,280 @@
+// Rolling restarts: a new worker beside the old one, ready, then the old one drains; at most
+// max_surge at a time. A roll that fails rolls back what it replaced. Which later command
+// supersedes, merges with or is refused by a roll: admit() and policy/operation_rules.hpp.
+#include <spdlog/spdlog.h>
+
+#include "daemon/supervisor/supervisor_impl.hpp"
+
+namespace clusterd {
+
+namespace {
+
+// Failed runs of a roll back's new worker before its slot restarts in place instead.
+constexpr int kRollbackTries = 3;
+
+}  // namespace
+
+// ---- rolling restart: new worker beside the old one, ready, then the old one drains ----
+
+void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const ProgramSpec> to,
+                                     std::shared_ptr<Operation> op,
+                                     std::optional<SocketTable> previous_sockets,
+                                     std::optional<int> restore_workers,
+                                     std::optional<int> restore_scale) {
+    ++op->pending;
+    if (prog.stopped) {  // nothing runs to be replaced: the new generation waits for `start`
+        prog.spec = std::move(to);
+        return part_done(op, true,
+                         prog.name + ": stopped; generation " +
+                             std::to_string(prog.spec->generation) + " runs when it starts");
+    }
+    Rollout r;
+    r.from = prog.spec;
+    r.to = std::move(to);
+    r.op = op;
+    for (int k = 0; k < static_cast<int>(prog.slots.size()); ++k) r.todo.push_back(k);
+    r.previous_sockets = std::move(previous_sockets);
+    r.restore_workers = restore_workers.value_or(static_cast<int>(prog.slots.size()));
+    r.restore_scale = restore_workers ? restore_scale : prog.runtime_scale;
+    start_rollout(prog, std::move(r));
+}
+
+void Supervisor::Impl::start_rollout(Program& prog, Rollout r) {
+    std::string line = prog.name + ": rolling " + (r.rollback ? "back " : "restart of ") +
+                       std::to_string(r.todo.size()) + " workers to generation " +
+                       std::to_string(r.to->generation) + " (max_surge " +
+                       std::to_string(r.to->config.max_surge) + ")";
+    prog.spec = r.to;
+    prog.rollout = std::move(r);
+    prog.rollout->op->progress(line);
+    advance_rollout(prog);
+}
+
+void Supervisor::Impl::advance_rollout(Program& prog) {
+    while (prog.rollout && prog.rollout->in_flight < prog.rollout->to->config.max_surge &&
+           !prog.rollout->todo.empty()) {
+        int k = prog.rollout->todo.front();
+        prog.rollout->todo.pop_front();
+        Worker* w = add_worker(prog, k, prog.rollout->to, prog.sockets.for_slot(k));
+        w->incoming = true;
+        w->waiting = prog.rollout->op;
+        ++prog.rollout->in_flight;
+        dispatch(w, event::Start{});  // may fail at once and end the rollout
+    }
+    if (!prog.rollout || prog.rollout->in_flight > 0 || !prog.rollout->todo.empty()) return;
+    auto op = prog.rollout->op;
+    int now_on = 0;
+    for (const Worker* w : prog.slots) now_on += w->spec == prog.rollout->to;
+    std::string line = prog.name + ": " + std::to_string(now_on) + " workers now run generation " +
+                       std::to_string(prog.rollout->to->generation);
+    prog.rollout.reset();
+    part_done(op, true, line);
+}
+
+bool Supervisor::Impl::admit(Program& prog, rules::Later later,
+                             const std::function<void(const std::string&)>& refuse) {
+    using rules::Running;
+    std::optional<Running> running;
+    if (prog.rollout)
+        running = prog.rollout->rollback ? Running::roll_back : Running::rolling_restart;
+    else if (prog.stopped)
+        running = Running::stopped;
+    if (!running) return true;
+    static const char* const names[] = {"stop",  "start",  "restart", "restart --rolling",
+                                        "scale", "reload", "signal"};
+    switch (rules::rule(*running, later)) {
+        case rules::Rule::refused:
+            refuse(*running == Running::stopped
+                       ? prog.name + " is stopped: nothing to roll (`clusterd start " + prog.name +
+                             "` starts it)"
+                       : prog.name + ": a rolling restart is in progress (`clusterd stop " +
+                             prog.name + "` ends it)");
+            return false;
+        case rules::Rule::supersedes:
+            end_rollout(prog, names[static_cast<int>(later)]);
+            return true;
+        case rules::Rule::ends_it:
+            prog.stopped = false;
+            return true;
+        case rules::Rule::merges:
+            return true;
+    }
+    return true;
+}
+
+void Supervisor::Impl::adopt_current_spec(Worker& w) {
+    const auto& spec = w.program->spec;
+    if (w.spec == spec) return;
+    if (w.spec->plan.uid != spec->plan.uid || w.spec->plan.gid != spec->plan.gid)
+        w.notify.reset();  // made anew, for the new user, at the next spawn
+    w.spec = spec;
+}
+
+void Supervisor::Impl::end_rollout(Program& prog, const std::string& by) {
+    Rollout r = std::move(*prog.rollout);
+    prog.rollout.reset();
+    std::vector<std::uint64_t> incoming;
+    for (auto& [id, w] : workers)
+        if (w->program == &prog && w->incoming) {
+            w->incoming = false;
+            w->waiting.reset();
+            w->retiring = true;
+            incoming.push_back(id);
+        }
+    for (auto id : incoming)
+        if (auto it = workers.find(id); it != workers.end())
+            dispatch(it->second.get(), event::Stop{});
+    // A reload's new config stays in force (the program is stopped, not rolled back); a
+    // `restart --rolling` did not happen and says so; a roll back makes way for the next roll.
+    if (r.rollback)
+        part_done(r.op, true, prog.name + ": rolling back superseded by " + by);
+    else if (r.op->reload)
+        part_done(r.op, true,
+                  prog.name + ": stopped during its rolling restart; generation " +
+                      std::to_string(r.to->generation) + " runs when it starts");
+    else
+        part_done(r.op, false, prog.name + ": rolling restart ended by " + by);
+}
+
+void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
+    Program& prog = *w->program;
+    const Slot& s = w->sm;
+    StartOutcome outcome = start_outcome(s, before);
+    if (outcome == StartOutcome::pending) return;
+    bool ready = outcome == StartOutcome::ready;
+    std::shared_ptr<Operation> op = std::move(w->waiting);
+    w->waiting.reset();
+
+    if (!w->incoming) {  // a scale-up or a new program: this slot is simply up, or not
+        std::string line =
+            label(w) +
+            (ready ? "" : ": did not become ready (" + std::string(to_string(s.last_cause)) + ")");
+        if (ready) op->progress(label(w) + ": ready (pid " + std::to_string(s.pid) + ")");
+        part_done(op, ready, ready ? "" : line);
+        return;
+    }
+    w->incoming = false;
+    if (ready) {
+        Worker* old = prog.slots[static_cast<std::size_t>(w->slot)];
+        prog.slots[static_cast<std::size_t>(w->slot)] = w;
+        --prog.rollout->in_flight;
+        op->progress(prog.name + ": slot " + std::to_string(w->slot + 1) + "/" +
+                     std::to_string(prog.slots.size()) + " ready (pid " + std::to_string(s.pid) +
+                     ", generation " + std::to_string(w->spec->generation) + ")");
+        old->retiring = true;
+        abandon_wait(old, "replaced by the new generation before it was ready");
+        dispatch(old, event::Stop{});
+        advance_rollout(prog);
+        return;
+    }
+    // Going back to a generation that ran, a crash is a fault of the moment, not of its
+    // config: the slot's restart policy tries again, and the roll back waits. After
+    // kRollbackTries failed runs the slot stops waiting: its worker restarts on the kept
+    // generation in place.
+    if (prog.rollout->rollback) {
+        if (s.want_up && s.state != SlotState::failed && s.failures < kRollbackTries) {
+            w->incoming = true;
+            w->waiting = std::move(op);
+            return;
+        }
+        --prog.rollout->in_flight;
+        w->retiring = true;
+        int k = w->slot;
+        dispatch(w, event::Stop{});
+        spdlog::warn("{}: rolling back: the kept generation failed {} times beside it; "
+                     "restarting the slot's worker on it in place",
+                     prog.name + "[" + std::to_string(k) + "]", kRollbackTries);
+        if (k < static_cast<int>(prog.slots.size())) {
+            Worker* current = prog.slots[static_cast<std::size_t>(k)];
+            adopt_current_spec(*current);
+            dispatch(current, event::Restart{});
+        }
+        return advance_rollout(prog);
+    }
+    // The new generation does not come up: stop the roll, keep the old workers serving. (A
+    // roll back that fails keeps the generation it was going back to: the other was rejected.)
+    Rollout r = std::move(*prog.rollout);
+    prog.rollout.reset();
+    const auto& kept = r.rollback ? r.to : r.from;
+    prog.spec = kept;
+    if (r.previous_sockets) {
+        prog.sockets = std::move(*r.previous_sockets);
+        prog.steered.reset();
+        resteer(prog);
+    }
+    for (auto& pc : config.programs)
+        if (pc.name == prog.name) pc = kept->config;
+    int other = 0;  // slots not on the kept generation
+    for (const Worker* x : prog.slots) other += x->spec->generation != kept->generation;
+    std::string line =
+        prog.name + ": generation " + std::to_string(r.to->generation) +
+        " did not become ready on slot " + std::to_string(w->slot) + " (" +
+        s.last_status.describe() + ", " + to_string(s.last_cause) + "): " +
+        (r.rollback ? "rolling back stopped; " + std::to_string(other) + " of " +
+                          std::to_string(prog.slots.size()) + " slots still run generation " +
+                          std::to_string(r.from->generation)
+                    : "rolling restart stopped; the program keeps generation " +
+                          std::to_string(kept->generation) +
+                          (other > 0 ? " (" + std::to_string(other) + " of " +
+                                           std::to_string(prog.slots.size()) +
+                                           " slots that run the new one go back)"
+                                     : ""));
+    std::vector<Worker*> abandoned;
+    for (auto& [id, other] : workers)
+        if (other->program == &prog && (other.get() == w || (other->incoming && other->waiting)))
+            abandoned.push_back(other.get());
+    for (Worker* a : abandoned) {
+        a->incoming = false;
+        a->waiting.reset();
+        a->retiring = true;
+    }
+    for (Worker* a : abandoned) dispatch(a, event::Stop{});
+    // The count goes back too (a reload that changed cores), unless `scale` set one since.
+    if (!r.scaled) {
+        prog.runtime_scale = r.restore_scale;
+        if (static_cast<int>(prog.slots.size()) != r.restore_workers)
+            scale(prog, r.restore_workers, op);
+        persist_scale();
+    }
+    // No worker is left on a rejected generation. Slots where it does not serve take the kept
+    // one for their next start; those where it serves roll back, one surge at a time, like
+    // any roll (whoever asked has the answer already).
+    if (!r.rollback) {
+        Rollout back;
+        back.from = r.to;
+        back.to = prog.spec;
+        back.rollback = true;
+        back.scaled = true;
+        // Replaced first only when the kept generation is proven (a slot serves on it); else
+        // nothing is lost by a restart in place.
+        bool proven = false;
+        for (const Worker* x : prog.slots)
+            proven = proven || (x->spec->generation == prog.spec->generation &&
+                                x->sm.state == SlotState::ready);
+        std::vector<std::uint64_t> restart;
+        for (Worker* x : prog.slots) {
+            if (x->spec->generation == prog.spec->generation) continue;
+            if (x->sm.state == SlotState::ready && !prog.stopped && proven) {
+                back.todo.push_back(x->slot);
+                continue;
+            }
+            adopt_current_spec(*x);
+            if (x->sm.state == SlotState::starting || x->sm.state == SlotState::ready)
+                restart.push_back(x->id);
+        }
+        for (auto id : restart)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Restart{});
+        if (!back.todo.empty()) {
+            auto back_op = std::make_shared<Operation>();
+            back_op->reporter = log_reporter(prog.name + ": roll back");
+            back_op->pending = 2;  // the roll, and this function
+            back.op = back_op;
+            start_rollout(prog, std::move(back));
+            part_done(back_op, true, "");
+        }
+    }
+    part_done(op, false, line);
+}
+
+}  // namespace clusterd
