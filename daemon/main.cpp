@@ -17,11 +17,11 @@
 #include "common/limits.hpp"
 #include "common/signals.hpp"
 #include "daemon/control/cli.hpp"
-#include "daemon/process/config_check.hpp"
 #include "daemon/control/control_server.hpp"
+#include "daemon/process/config_check.hpp"
 #include "daemon/process/logging.hpp"
-#include "daemon/supervisor/supervisor.hpp"
 #include "daemon/process/systemd.hpp"
+#include "daemon/supervisor/supervisor.hpp"
 
 extern char** environ;
 

@@ -22,8 +22,8 @@
 #include <system_error>
 #include <variant>
 
-#include "daemon/net/accept_guard.hpp"
 #include "daemon/control/control_request.hpp"
+#include "daemon/net/accept_guard.hpp"
 
 namespace clusterd {
 

@@ -22,8 +22,8 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "daemon/net/accept_guard.hpp"
 #include "daemon/metrics/prometheus.hpp"
+#include "daemon/net/accept_guard.hpp"
 
 namespace clusterd {
 

@@ -31,9 +31,8 @@ constexpr Rule rule(Running running, Later later) {
     switch (running) {
         case Running::rolling_restart:
             return later == stop ? Rule::supersedes
-                   : later == restart || later == rolling_restart || later == reload
-                       ? Rule::refused
-                       : Rule::merges;
+                   : later == restart || later == rolling_restart || later == reload ? Rule::refused
+                                                                                     : Rule::merges;
         case Running::roll_back:
             return later == restart || later == rolling_restart || later == reload || later == stop
                        ? Rule::supersedes

@@ -1,5 +1,6 @@
 // What a reload must do, worked out from the old and the new config before anything is
-// touched (design.md, "Reload"). Pure: unit tested in tests/unit/daemon/policy/test_reload_plan.cpp.
+// touched (design.md, "Reload"). Pure: unit tested in
+// tests/unit/daemon/policy/test_reload_plan.cpp.
 //
 // Per program:
 //   added / removed               start it / stop it gracefully

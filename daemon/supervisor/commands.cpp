@@ -71,7 +71,8 @@ json Supervisor::Impl::status_json(const std::string& only) const {
     for (const auto& p : programs) {
         if (!only.empty() && p->name != only) continue;
         json slots = json::array();
-        for (const Worker* w : p->slots) slots.push_back(worker_json(*w, next_try(*w), now(), figures(*w)));
+        for (const Worker* w : p->slots)
+            slots.push_back(worker_json(*w, next_try(*w), now(), figures(*w)));
         json draining = json::array();
         for (const auto& [id, w] : workers)
             if (w->program == p.get() &&

@@ -152,9 +152,9 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
         for (const Worker* s : prog->slots) all = all && s->sm.state == SlotState::ready;
         if (all) {
             prog->all_ready_logged = true;
-            spdlog::info("{}: all {} workers ready in {}", prog->name, prog->slots.size(),
-                         format_duration(std::chrono::duration_cast<Duration>(now() -
-                                                                              prog->started_at)));
+            spdlog::info(
+                "{}: all {} workers ready in {}", prog->name, prog->slots.size(),
+                format_duration(std::chrono::duration_cast<Duration>(now() - prog->started_at)));
         }
     }
     bool live = std::any_of(programs.begin(), programs.end(),
@@ -195,7 +195,6 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     if (stopping) finish_if_stopped();
 }
 
-
 // A retired worker is gone: forget it, and with it the last reference to the sockets only
 // it held (a slot scaled away). What is still queued there now is lost: count and say so.
 void Supervisor::Impl::drop_worker(Worker* w) {
@@ -234,10 +233,10 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     if (it == pids.end()) {
         if (auto a = abandoned.find(pid); a != abandoned.end()) {
             exec.kill(-pid, SIGKILL);  // whatever it left in its process group
-            spdlog::warn("{}: abandoned pid {} {} {} after it was given up", a->second->label, pid,
-                         ExitStatus::from_wait_status(status).describe(),
-                         format_duration(std::chrono::duration_cast<Duration>(now() -
-                                                                              a->second->since)));
+            spdlog::warn(
+                "{}: abandoned pid {} {} {} after it was given up", a->second->label, pid,
+                ExitStatus::from_wait_status(status).describe(),
+                format_duration(std::chrono::duration_cast<Duration>(now() - a->second->since)));
             abandoned.erase(a);
             if (stopping) finish_if_stopped();
             return;

@@ -222,8 +222,8 @@ void Supervisor::Impl::flush_log_summary(Program& p) {
         "{}: {} more worker events in the last {} not logged one by one; {}/{} ready; "
         "exits since start: {}",
         p.name, p.log_suppressed,
-        format_duration(std::chrono::duration_cast<Duration>(now() - p.log_window_start)),
-        ready, p.slots.size(), causes);
+        format_duration(std::chrono::duration_cast<Duration>(now() - p.log_window_start)), ready,
+        p.slots.size(), causes);
     p.log_suppressed = 0;
 }
 
@@ -331,6 +331,5 @@ void Supervisor::Impl::resteer(Program& prog, bool check) {
         spdlog::warn("{}: {}new connections may wait on a slot without a worker", prog.name,
                      problem);
 }
-
 
 }  // namespace clusterd

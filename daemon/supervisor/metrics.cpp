@@ -7,10 +7,10 @@
 #include <set>
 
 #include "daemon/control/control_server.hpp"
+#include "daemon/metrics/prometheus.hpp"
 #include "daemon/net/listen_queue.hpp"
 #include "daemon/process/logging.hpp"
 #include "daemon/process/proc_stats.hpp"
-#include "daemon/metrics/prometheus.hpp"
 #include "daemon/supervisor/supervisor_impl.hpp"
 
 #ifndef CLUSTERD_VERSION

@@ -212,8 +212,8 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                         w->spec = p.spec;
                 if (prog.rollout && prog.rollout->to->generation == p.spec->generation)
                     prog.rollout->to = p.spec;
-                op->results.push_back(pp.name + ": applied in place (" + join_lines(pp.changed, ", ") +
-                                      ")");
+                op->results.push_back(pp.name + ": applied in place (" +
+                                      join_lines(pp.changed, ", ") + ")");
             }
             if (p.workers != current) scale(prog, p.workers, op);
         }

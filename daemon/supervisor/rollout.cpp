@@ -181,9 +181,10 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         w->retiring = true;
         int k = w->slot;
         dispatch(w, event::Stop{});
-        spdlog::warn("{}: rolling back: the kept generation failed {} times beside it; "
-                     "restarting the slot's worker on it in place",
-                     prog.name + "[" + std::to_string(k) + "]", kRollbackTries);
+        spdlog::warn(
+            "{}: rolling back: the kept generation failed {} times beside it; "
+            "restarting the slot's worker on it in place",
+            prog.name + "[" + std::to_string(k) + "]", kRollbackTries);
         if (k < static_cast<int>(prog.slots.size())) {
             Worker* current = prog.slots[static_cast<std::size_t>(k)];
             adopt_current_spec(*current);

@@ -15,7 +15,6 @@
 
 namespace clusterd {
 
-
 void Supervisor::Impl::on_signal(int sig) {
     if (stopping && sig != SIGTERM && sig != SIGINT) {
         spdlog::warn("{} ignored: clusterd is shutting down", signal_name(sig));
@@ -198,6 +197,5 @@ void Supervisor::Impl::finish_if_stopped() {
     }
     exec.finish();
 }
-
 
 }  // namespace clusterd

@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "common/exit_codes.hpp"
+#include "daemon/process/proc_stats.hpp"
 #include "daemon/process/systemd.hpp"
 #include "daemon/supervisor/asio_executor.hpp"
 #include "daemon/supervisor/supervisor_impl.hpp"
@@ -189,7 +190,6 @@ Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
 std::string Supervisor::Impl::label(const Worker* w) const {
     return w->program->name + "[" + std::to_string(w->slot) + "]";
 }
-
 
 Supervisor::Supervisor(asio::io_context& io, Config config, std::string config_path,
                        std::string builtin_worker, std::vector<std::string> environment,

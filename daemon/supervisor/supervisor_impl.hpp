@@ -24,17 +24,17 @@
 
 #include "common/config.hpp"
 #include "common/fd.hpp"
-#include "daemon/supervisor/executor.hpp"
-#include "daemon/process/launch.hpp"
+#include "daemon/control/reporter.hpp"
+#include "daemon/metrics/metrics_server.hpp"
 #include "daemon/net/listen_queue.hpp"
 #include "daemon/net/listeners.hpp"
-#include "daemon/metrics/metrics_server.hpp"
 #include "daemon/net/notify_receiver.hpp"
 #include "daemon/policy/operation_rules.hpp"
-#include "daemon/process/output_capture.hpp"
 #include "daemon/policy/pacing.hpp"
-#include "daemon/control/reporter.hpp"
 #include "daemon/policy/slot.hpp"
+#include "daemon/process/launch.hpp"
+#include "daemon/process/output_capture.hpp"
+#include "daemon/supervisor/executor.hpp"
 #include "daemon/supervisor/state_file.hpp"
 #include "daemon/supervisor/supervisor.hpp"
 
@@ -72,7 +72,7 @@ struct Worker {
     std::shared_ptr<const ProgramSpec> spec;
     std::vector<SocketRef> sockets;  // what it was started with; kept while it lives
     Slot sm;
-    std::unique_ptr<Timer> timer;  // the slot's one deadline
+    std::unique_ptr<Timer> timer;               // the slot's one deadline
     std::string status;                         // last STATUS=
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.

@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "daemon/supervisor/executor.hpp"
 #include "daemon/process/spawner.hpp"
+#include "daemon/supervisor/executor.hpp"
 
 namespace clusterd::test {
 
@@ -30,7 +30,7 @@ struct FakeProcess {
     bool exited = false;  // a zombie until reaped
     bool reaped = false;
     bool ignores_term = false;
-    bool hung = false;  // its loop is stuck: no more heartbeats
+    bool hung = false;         // its loop is stuck: no more heartbeats
     std::vector<int> signals;  // every signal it was sent (its own pid or its group)
 
     /// The value of KEY in its environment ("" when absent).
@@ -52,7 +52,8 @@ class FakeExecutor final : public Executor {
 
     std::unique_ptr<Timer> make_timer() override { return std::make_unique<FakeTimer>(*this); }
 
-    void start(std::function<void(pid_t, int)> on_exit, std::function<void(int)> on_signal) override {
+    void start(std::function<void(pid_t, int)> on_exit,
+               std::function<void(int)> on_signal) override {
         on_exit_ = std::move(on_exit);
         on_signal_ = std::move(on_signal);
     }
@@ -79,8 +80,9 @@ class FakeExecutor final : public Executor {
         pid_t pid = target < 0 ? -target : target;
         auto it = procs_.find(pid);
         if (it == procs_.end()) {
-            if (target > 0) violations.push_back("kill(" + std::to_string(target) + ", " +
-                                                 std::to_string(sig) + "): never spawned");
+            if (target > 0)
+                violations.push_back("kill(" + std::to_string(target) + ", " + std::to_string(sig) +
+                                     "): never spawned");
             return ESRCH;
         }
         FakeProcess& p = *it->second;
@@ -88,9 +90,8 @@ class FakeExecutor final : public Executor {
             // A group may still be signalled for what its reaped leader left (none here); a
             // pid may not: it could belong to another process by now.
             if (target > 0)
-                violations.push_back("kill(" + std::to_string(target) + ", " +
-                                     std::to_string(sig) + ") after it was reaped (" + p.label +
-                                     ")");
+                violations.push_back("kill(" + std::to_string(target) + ", " + std::to_string(sig) +
+                                     ") after it was reaped (" + p.label + ")");
             return ESRCH;
         }
         if (p.exited) return target > 0 ? 0 : ESRCH;  // a zombie; its group is empty
@@ -133,8 +134,9 @@ class FakeExecutor final : public Executor {
         } catch (const std::exception& e) {
             loaded.error = e.what();
         }
-        at(now_ + load_delay,
-           [done = std::move(done), loaded = std::move(loaded)]() mutable { done(std::move(loaded)); });
+        at(now_ + load_delay, [done = std::move(done), loaded = std::move(loaded)]() mutable {
+            done(std::move(loaded));
+        });
     }
 
     // ---- the test's side ----

@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
 #include <doctest/doctest.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
@@ -83,8 +83,9 @@ class Rig {
     }
 
     void write(const std::string& programs) {
-        std::ofstream(path) << "daemon:\n  control: " << dir << "/control.sock\n  state_dir: "
-                            << dir << "/state\n  shutdown_timeout: 20s\nprograms:\n"
+        std::ofstream(path) << "daemon:\n  control: " << dir
+                            << "/control.sock\n  state_dir: " << dir
+                            << "/state\n  shutdown_timeout: 20s\nprograms:\n"
                             << programs;
     }
 

@@ -6,7 +6,8 @@
 // quiet and in the state the operator's commands asked for. A failing run is shrunk to a
 // short list of steps and printed so that it can be replayed:
 //
-//   CLUSTERD_MODEL_REPLAY='seed 7; stop app; rolling app; settle' build/bin/test_supervisor -tc='model*'
+//   CLUSTERD_MODEL_REPLAY='seed 7; stop app; rolling app; settle' build/bin/test_supervisor
+//   -tc='model*'
 //
 // CLUSTERD_MODEL_RUNS and CLUSTERD_MODEL_STEPS set the size (default 25 runs of 500 steps);
 // `scripts/dev.sh model` runs a million steps.
@@ -61,12 +62,25 @@ std::string config_text(const Variant& v) {
 }
 
 enum class Op {
-    stop, start, restart, rolling, scale, reload, ttin, ttou, usr1, signal,  // commands
-    crash, hang, weather, fork_fail,                                         // faults
-    advance, settle
+    stop,
+    start,
+    restart,
+    rolling,
+    scale,
+    reload,
+    ttin,
+    ttou,
+    usr1,
+    signal,  // commands
+    crash,
+    hang,
+    weather,
+    fork_fail,  // faults
+    advance,
+    settle
 };
-const char* kOpNames[] = {"stop",  "start", "restart", "rolling", "scale",     "reload",
-                          "ttin",  "ttou",  "usr1",    "signal",  "crash",     "hang",
+const char* kOpNames[] = {"stop",    "start",     "restart", "rolling", "scale", "reload",
+                          "ttin",    "ttou",      "usr1",    "signal",  "crash", "hang",
                           "weather", "fork_fail", "advance", "settle"};
 
 struct Step {
@@ -108,21 +122,36 @@ std::vector<Step> generate(std::uint64_t seed, int n) {
         Step s{Op::advance};
         int r = pick(0, 99);
         s.program = pick(0, 3) == 0 ? 1 : 0;
-        if (r < 5) s.op = Op::stop;
-        else if (r < 10) s.op = Op::start;
-        else if (r < 13) s.op = Op::restart;
-        else if (r < 19) s.op = Op::rolling;
-        else if (r < 26) s.op = Op::scale, s.arg = pick(1, 5);
-        else if (r < 33) s.op = Op::reload, s.arg = pick(0, 4);
-        else if (r < 35) s.op = pick(0, 1) ? Op::ttin : Op::ttou;
-        else if (r < 36) s.op = Op::usr1;
-        else if (r < 37) s.op = Op::signal;
-        else if (r < 45) s.op = Op::crash, s.arg = pick(0, 99);
-        else if (r < 49) s.op = Op::hang, s.arg = pick(0, 99);
-        else if (r < 53) s.op = Op::weather, s.arg = pick(0, 1);
-        else if (r < 54) s.op = Op::fork_fail;
-        else if (r < 57) s.op = Op::settle;
-        else s.op = Op::advance, s.arg = pick(0, 1500);
+        if (r < 5)
+            s.op = Op::stop;
+        else if (r < 10)
+            s.op = Op::start;
+        else if (r < 13)
+            s.op = Op::restart;
+        else if (r < 19)
+            s.op = Op::rolling;
+        else if (r < 26)
+            s.op = Op::scale, s.arg = pick(1, 5);
+        else if (r < 33)
+            s.op = Op::reload, s.arg = pick(0, 4);
+        else if (r < 35)
+            s.op = pick(0, 1) ? Op::ttin : Op::ttou;
+        else if (r < 36)
+            s.op = Op::usr1;
+        else if (r < 37)
+            s.op = Op::signal;
+        else if (r < 45)
+            s.op = Op::crash, s.arg = pick(0, 99);
+        else if (r < 49)
+            s.op = Op::hang, s.arg = pick(0, 99);
+        else if (r < 53)
+            s.op = Op::weather, s.arg = pick(0, 1);
+        else if (r < 54)
+            s.op = Op::fork_fail;
+        else if (r < 57)
+            s.op = Op::settle;
+        else
+            s.op = Op::advance, s.arg = pick(0, 1500);
         s.salt = i;
         steps.push_back(s);
     }
@@ -278,9 +307,9 @@ class Run {
                 for (int p = 0; p < 2; ++p) {
                     int n = static_cast<int>(rig.program(kProgramNames[p]).slots.size());
                     if (n != want[p])
-                        return std::string(kProgramNames[p]) + ": " + kOpNames[static_cast<int>(s.op)] +
-                               " left " + std::to_string(n) + " slots, expected " +
-                               std::to_string(want[p]);
+                        return std::string(kProgramNames[p]) + ": " +
+                               kOpNames[static_cast<int>(s.op)] + " left " + std::to_string(n) +
+                               " slots, expected " + std::to_string(want[p]);
                     if (s.op == Op::ttou && want[p] == before[p]) continue;  // ignored at 1
                     intent_[p].runtime = n;
                     ++scales_[p];
@@ -391,10 +420,11 @@ class Run {
             int live = rig.live(name), ready = rig.ready(name);
             if (prog.rollout) why << name << ": a roll is still running; ";
             if (static_cast<int>(prog.slots.size()) != in.desired())
-                why << name << ": " << prog.slots.size() << " slots, asked " << in.desired() << "; ";
+                why << name << ": " << prog.slots.size() << " slots, asked " << in.desired()
+                    << "; ";
             if (prog.spec->config.env.at("MARK") != in.mark)
-                why << name << ": config " << prog.spec->config.env.at("MARK") << " in force, expected "
-                    << in.mark << "; ";
+                why << name << ": config " << prog.spec->config.env.at("MARK")
+                    << " in force, expected " << in.mark << "; ";
             if (in.stopped) {
                 if (live != 0) why << name << ": stopped, yet " << live << " processes run; ";
             } else if (in.mark == "broken") {
@@ -405,8 +435,8 @@ class Run {
                         << in.desired() << "; ";
                 for (const Worker* w : prog.slots)
                     if (w->spec->generation != prog.spec->generation)
-                        why << name << "[" << w->slot << "] runs generation "
-                            << w->spec->generation << ", current " << prog.spec->generation << "; ";
+                        why << name << "[" << w->slot << "] runs generation " << w->spec->generation
+                            << ", current " << prog.spec->generation << "; ";
             }
         }
         if (rig.sup->workers.size() != slots)
@@ -455,9 +485,12 @@ std::vector<Step> parse_replay(const std::string& text, std::uint64_t& seed) {
         s.op = static_cast<Op>(i);
         std::string w;
         while (words >> w) {
-            if (w == "app" || w == "web") s.program = w == "web";
-            else if (w[0] == '@') s.salt = std::stoi(w.substr(1));
-            else s.arg = std::stoi(w);
+            if (w == "app" || w == "web")
+                s.program = w == "web";
+            else if (w[0] == '@')
+                s.salt = std::stoi(w.substr(1));
+            else
+                s.arg = std::stoi(w);
         }
         steps.push_back(s);
     }
@@ -524,9 +557,10 @@ TEST_CASE("model: every interleaving of commands and faults ends in the state as
             return;
         }
     }
-    MESSAGE(total << " steps in " << runs << " runs, "
-                  << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
-                  << " s");
+    MESSAGE(
+        total << " steps in " << runs << " runs, "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
+              << " s");
     CHECK(total >= static_cast<std::uint64_t>(runs) * static_cast<std::uint64_t>(length));
 }
 

@@ -34,8 +34,7 @@ std::string app(int cores, const std::string& mark, int surge = 1) {
 
 // Processes of a generation marked "broken" exit 1 before they are ready.
 Behaviour broken_marks(const FakeProcess& p) {
-    if (p.env_value("MARK") == "broken")
-        return Behaviour::failing(Duration{30});
+    if (p.env_value("MARK") == "broken") return Behaviour::failing(Duration{30});
     return Behaviour{};
 }
 
