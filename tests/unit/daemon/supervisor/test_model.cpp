@@ -9,8 +9,9 @@
 //   CLUSTERD_MODEL_REPLAY='seed 7; stop app; rolling app; settle' build/bin/test_supervisor
 //   -tc='model*'
 //
-// CLUSTERD_MODEL_RUNS and CLUSTERD_MODEL_STEPS set the size (default 25 runs of 500 steps);
-// `scripts/dev.sh model` runs a million steps.
+// CLUSTERD_MODEL_RUNS, CLUSTERD_MODEL_STEPS and CLUSTERD_MODEL_SEED set the size and the
+// first seed (default 25 runs of 500 steps from seed 1); `cmake --build build --target
+// model-soak` runs a million steps.
 #include <doctest/doctest.h>
 
 #include <chrono>
