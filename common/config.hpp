@@ -82,6 +82,25 @@ struct RLimit {
     bool operator==(const RLimit&) const = default;
 };
 
+/// Where a worker's stdout and stderr go: `output:` as written in the config.
+struct Output {
+    enum class Kind { capture, inherit, file };
+    Kind kind = Kind::capture;
+    std::string path;  // Kind::file: appended to
+
+    Output() = default;
+    /// "capture", "inherit", or else a file path (the config reader accepts absolute ones).
+    Output(std::string_view text)  // NOLINT(google-explicit-constructor): a config value
+        : kind(text == "capture"   ? Kind::capture
+               : text == "inherit" ? Kind::inherit
+                                   : Kind::file),
+          path(kind == Kind::file ? std::string(text) : std::string()) {}
+    Output(const char* text) : Output(std::string_view(text)) {}         // NOLINT
+    Output(const std::string& text) : Output(std::string_view(text)) {}  // NOLINT
+    bool is_file() const { return kind == Kind::file; }
+    bool operator==(const Output&) const = default;
+};
+
 struct ProgramConfig {
     std::string name;
     /// argv; empty = the built-in clusterd-worker found beside the clusterd binary.
@@ -118,7 +137,7 @@ struct ProgramConfig {
     /// "inherit" or a file path the worker's stdout and stderr are appended to. Capture is the
     /// default: a failing worker's last words belong in `status`, and it costs the master
     /// about 3% of a core at 10,000 lines/s (one core at 430,000 lines/s).
-    std::string output = "capture";
+    Output output;
     /// Rolling restart: how many slots may run a new worker beside the old one at once.
     int max_surge = 1;
     /// Recycle a worker whose RSS passes this many bytes (new worker first); 0 = no limit.

@@ -168,7 +168,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     try {
         control = std::make_unique<ControlServer>(
             io, control_path, control_group,
-            [&supervisor](const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
+            [&supervisor](const ControlRequest& request, std::shared_ptr<Reporter> reporter) {
                 supervisor.command(request, std::move(reporter));
             });
     } catch (const std::exception& e) {
@@ -327,12 +327,15 @@ int main(int argc, char** argv) {
     if (*check_cmd) return check(check_path);
     for (auto* cmd : app.get_subcommands()) {
         std::string name = cmd->get_name();
-        request = {{"cmd", name}};
-        if (!program.empty()) request["program"] = program;
-        if (name == "restart") request["rolling"] = rolling;
-        if (name == "scale") request["workers"] = workers;
-        if (name == "signal") request["signal"] = arg;
-        if (name == "log-level") request["level"] = arg;
+        // The same typed request the daemon decodes, on the wire.
+        ControlRequest typed;
+        typed.cmd = control_command(name).value_or(ControlCommand::version);
+        typed.program = program;
+        typed.rolling = rolling;
+        typed.workers = workers;
+        typed.signal = arg;
+        typed.level = arg;
+        request = typed.to_json();
         if (name == "version" && !json_output) std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
         if (name == "status" && cmd->count("--watch") > 0)
             return watch_status(control_socket(socket_path, client_config), request,

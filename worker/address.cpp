@@ -4,35 +4,13 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <charconv>
 #include <memory>
 #include <system_error>
 
 namespace clusterd::worker {
 
 std::optional<HostPort> parse_host_port(std::string_view text) {
-    HostPort out;
-    std::string_view port;
-    if (text.starts_with('[')) {
-        auto close = text.find(']');
-        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
-            return std::nullopt;
-        out.host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
-    } else {
-        auto colon = text.rfind(':');
-        if (colon == std::string_view::npos) return std::nullopt;
-        out.host = text.substr(0, colon);
-        if (out.host.find(':') != std::string::npos) return std::nullopt;  // v6 needs brackets
-        port = text.substr(colon + 1);
-    }
-    if (out.host.empty()) return std::nullopt;
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535)
-        return std::nullopt;
-    out.port = static_cast<std::uint16_t>(value);
-    return out;
+    return split_host_port(text);  // a host name is resolved when the socket is bound
 }
 
 UniqueFd bind_listener(const HostPort& address, int backlog) {

@@ -7,14 +7,12 @@
 #include <string_view>
 
 #include "common/fd.hpp"
+#include "common/host_port.hpp"
 
 namespace clusterd::worker {
 
 /// A parsed "host:port"; an IPv6 host is written in brackets ("[::1]:8080").
-struct HostPort {
-    std::string host;
-    std::uint16_t port = 0;
-};
+using clusterd::HostPort;
 
 /// Parses "host:port" or "[v6]:port"; nullopt when malformed or the port is not 1..65535.
 std::optional<HostPort> parse_host_port(std::string_view text);

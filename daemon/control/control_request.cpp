@@ -71,6 +71,12 @@ std::string_view to_string(ControlCommand c) {
     return "?";
 }
 
+std::optional<ControlCommand> control_command(std::string_view name) {
+    for (const Spec& s : kCommands)
+        if (s.name == name) return s.cmd;
+    return std::nullopt;
+}
+
 json ControlRequest::to_json() const {
     json j = {{"cmd", std::string(clusterd::to_string(cmd))}};
     if (!program.empty()) j["program"] = program;

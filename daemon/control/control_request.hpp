@@ -40,6 +40,8 @@ enum class ControlCommand {
 
 /// "log-level" for ControlCommand::log_level; the wire name of each command.
 std::string_view to_string(ControlCommand c);
+/// The command of that wire name, if any.
+std::optional<ControlCommand> control_command(std::string_view name);
 
 /// One decoded request; fields a command does not take stay empty.
 struct ControlRequest {
@@ -55,7 +57,7 @@ struct ControlRequest {
     /// log-level.
     std::string level;
 
-    /// The request as the supervisor's command handler takes it (only the fields set).
+    /// The request on the wire, as the CLI sends it (only the fields its command takes).
     nlohmann::json to_json() const;
 };
 

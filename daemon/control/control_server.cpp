@@ -338,12 +338,13 @@ void ControlSession::handle_line(std::string line) {
     busy_ = true;
     arm(Deadline::none, {});
     auto reporter = std::make_shared<SessionReporter>(shared_from_this());
-    nlohmann::json j = request.to_json();
     try {
-        server_->handler(j, reporter);
+        server_->handler(request, reporter);
     } catch (const std::exception& e) {
-        spdlog::error("control request {} failed: {}",
-                      j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), e.what());
+        spdlog::error(
+            "control request {} failed: {}",
+            request.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+            e.what());
         reporter->finish({{"ok", false}, {"message", std::string("internal error: ") + e.what()}});
     }
 }

@@ -32,6 +32,7 @@
 #include <memory>
 #include <string>
 
+#include "daemon/control/control_request.hpp"
 #include "daemon/control/reporter.hpp"
 
 namespace boost::asio {
@@ -75,7 +76,7 @@ struct ControlServerStats {
 
 class ControlServer {
   public:
-    using Handler = std::function<void(const nlohmann::json& request, std::shared_ptr<Reporter>)>;
+    using Handler = std::function<void(const ControlRequest& request, std::shared_ptr<Reporter>)>;
 
     /// Create the socket at `path` (replacing a stale one). Throws std::system_error or
     /// std::runtime_error (another daemon answers there, unknown group).

@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common/host_port.hpp"
 #include "daemon/metrics/prometheus.hpp"
 #include "daemon/net/accept_guard.hpp"
 
@@ -36,21 +37,15 @@ using boost::system::error_code;
 namespace {
 
 tcp::endpoint parse_endpoint(std::string_view text) {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || colon == 0)
-        throw std::invalid_argument("not a host:port address: \"" + std::string(text) + "\"");
-    std::string_view host = text.substr(0, colon);
-    std::string_view port_text = text.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-        host = host.substr(1, host.size() - 2);
-    unsigned port = 0;
-    auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535)
-        throw std::invalid_argument("not a port: \"" + std::string(text) + "\"");
+    std::string problem;
+    auto split = split_host_port(text, &problem, true);  // port 0: any free port (tests)
+    if (!split)
+        throw std::invalid_argument("not a host:port address: \"" + std::string(text) + "\" (" +
+                                    problem + ")");
     error_code addr_ec;
-    auto addr = asio::ip::make_address(std::string(host), addr_ec);
+    auto addr = asio::ip::make_address(split->host, addr_ec);
     if (addr_ec) throw std::invalid_argument("not an IP address: \"" + std::string(text) + "\"");
-    return {addr, static_cast<unsigned short>(port)};
+    return {addr, split->port};
 }
 
 }  // namespace

@@ -116,8 +116,8 @@ std::vector<Diagnostic> check_runtime(const Config& config, const std::string& b
             if (why.starts_with("program " + p.name + ": ")) why.erase(0, p.name.size() + 10);
             out.push_back(config.diagnostic(at + "." + e.key(), why));
         }
-        if (p.output != "inherit" && p.output != "capture") {
-            if (std::string why = append_problem(p.output, false); !why.empty())
+        if (p.output.is_file()) {
+            if (std::string why = append_problem(p.output.path, false); !why.empty())
                 out.push_back(config.diagnostic(at + ".output", why));
         }
         if (p.cwd) {

@@ -79,6 +79,8 @@ json Supervisor::Impl::status_json(const std::string& only) const {
                 std::find(p->slots.begin(), p->slots.end(), w.get()) == p->slots.end())
                 draining.push_back(worker_json(*w, std::nullopt, now(), figures(*w)));
         int configured = p->removed ? 0 : configured_workers(*p);
+        json exits = json::object();
+        for (const auto& [cause, n] : p->exits) exits[to_string(cause)] = n;
         json listeners = json::array();
         const auto& entries = p->sockets.entries();
         for (std::size_t e = 0; e < entries.size(); ++e)
@@ -96,7 +98,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
             {"rolling", p->rollout.has_value()},
             {"removed", p->removed},
             {"slots", slots},
-            {"exits", p->exits},
+            {"exits", exits},
             {"memory_limit", p->spec->config.memory_limit},
             {"accepting", !p->sockets.is_shut()},
             {"other_workers", draining},
@@ -116,18 +118,12 @@ json Supervisor::Impl::status_json(const std::string& only) const {
     };
 }
 
-void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> reporter) {
+// The request was decoded and checked (control/control_request.cpp): its fields have the
+// types and ranges its command takes.
+void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Reporter> reporter) {
     auto fail = [&](const std::string& why) { reporter->finish(reply(false, why)); };
     if (stopping) return fail("clusterd is shutting down");
-    // Fields of the wrong type read as absent: nothing a client sends may throw here.
-    auto text = [&](const char* key) {
-        return req.contains(key) && req[key].is_string() ? req[key].get<std::string>()
-                                                         : std::string();
-    };
-    const std::string cmd = text("cmd");
-    const std::string name = req.contains("program") && req["program"].is_string()
-                                 ? req["program"].get<std::string>()
-                                 : "";
+    const std::string& name = req.program;
     Program* prog = name.empty() ? nullptr : find_program(name);
     auto need_program = [&]() -> Program* {
         if (name.empty())
@@ -142,26 +138,25 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
     };
 
     using Handler = std::function<void()>;
-    const std::map<std::string, Handler> table = {
-        {"version",
+    const std::map<ControlCommand, Handler> table = {
+        {ControlCommand::version,
          [&] {
              json r = reply(true, std::string("clusterd ") + CLUSTERD_VERSION);
              r["version"] = CLUSTERD_VERSION;
              reporter->finish(r);
          }},
-        {"status",
+        {ControlCommand::status,
          [&] {
              if (!name.empty() && !prog) return fail("no program named \"" + name + "\"");
              json r = reply(true, "");
              r["status"] = status_json(name);
              reporter->finish(r);
          }},
-        {"reload", [&] { reload(reporter); }},
-        {"restart",
+        {ControlCommand::reload, [&] { reload(reporter); }},
+        {ControlCommand::restart,
          [&] {
              if (!need_program()) return;
-             bool rolling = req.contains("rolling") && req["rolling"].is_boolean() &&
-                            req["rolling"].get<bool>();
+             bool rolling = req.rolling;
              if (!admit(*prog, rolling ? rules::Later::rolling_restart : rules::Later::restart,
                         fail))
                  return;
@@ -181,15 +176,13 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              reporter->finish(reply(
                  true, name + ": restarting " + std::to_string(prog->slots.size()) + " workers"));
          }},
-        {"scale",
+        {ControlCommand::scale,
          [&] {
              if (!need_program()) return;
-             if (!req.contains("workers") || !req["workers"].is_number_integer() ||
-                 req["workers"].get<std::int64_t>() < 1 ||
-                 req["workers"].get<std::int64_t>() > limits::kMaxWorkers)
+             if (req.workers < 1 || req.workers > limits::kMaxWorkers)
                  return fail("\"workers\" must be an integer from 1 to " +
                              std::to_string(limits::kMaxWorkers));
-             int n = req["workers"].get<int>();
+             int n = req.workers;
              if (!admit(*prog, rules::Later::scale, fail)) return;
              auto op = std::make_shared<Operation>();
              op->reporter = reporter;
@@ -206,7 +199,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
                  op, true,
                  op->results.empty() ? name + ": already " + std::to_string(n) + " workers" : "");
          }},
-        {"stop",
+        {ControlCommand::stop,
          [&] {
              if (!need_program()) return;
              if (!admit(*prog, rules::Later::stop, fail)) return;
@@ -215,7 +208,7 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              reporter->finish(reply(
                  true, name + ": stopping " + std::to_string(prog->slots.size()) + " workers"));
          }},
-        {"start",
+        {ControlCommand::start,
          [&] {
              if (!need_program() || !admit(*prog, rules::Later::start, fail)) return;
              each_worker(*prog, [&](Worker* w) {
@@ -225,10 +218,10 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              reporter->finish(reply(
                  true, name + ": starting " + std::to_string(prog->slots.size()) + " workers"));
          }},
-        {"signal",
+        {ControlCommand::signal,
          [&] {
              if (!need_program()) return;
-             auto sig = parse_signal(text("signal"));
+             auto sig = parse_signal(req.signal);
              if (!sig) return fail("\"signal\" must name a signal, e.g. HUP or USR1");
              if (!admit(*prog, rules::Later::signal, fail)) return;
              int sent = 0;
@@ -238,9 +231,9 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              reporter->finish(reply(true, name + ": " + signal_name(*sig) + " sent to " +
                                               std::to_string(sent) + " workers"));
          }},
-        {"log-level",
+        {ControlCommand::log_level,
          [&] {
-             std::string level = text("level");
+             const std::string& level = req.level;
              if (!valid_log_level(level))
                  return fail("\"level\" must be one of trace, debug, info, warn, error");
              spdlog::set_level(spdlog::level::from_str(level));
@@ -248,12 +241,8 @@ void Supervisor::Impl::command(const json& req, std::shared_ptr<Reporter> report
              reporter->finish(reply(true, "log level " + level));
          }},
     };
-    auto it = table.find(cmd);
-    if (it == table.end()) {
-        std::string known;
-        for (const auto& [k, v] : table) known += (known.empty() ? "" : ", ") + k;
-        return fail("unknown command \"" + cmd + "\" (known: " + known + ")");
-    }
+    auto it = table.find(req.cmd);
+    if (it == table.end()) return fail("unknown command");  // every command has a handler
     it->second();
 }
 

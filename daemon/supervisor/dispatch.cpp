@@ -46,7 +46,7 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         pid_t old_pid = w->sm.pid;
         int ends = w->sm.ends;
         w->sm = std::move(t.next);
-        if (w->sm.ends != ends) ++w->program->exits[to_string(w->sm.last_cause)];
+        if (w->sm.ends != ends) ++w->program->exits[w->sm.last_cause];
         if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
     }

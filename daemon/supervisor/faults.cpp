@@ -215,7 +215,8 @@ void Supervisor::Impl::flush_log_summary(Program& p) {
     if (p.log_suppressed == 0) return;
     std::string causes;
     for (const auto& [cause, n] : p.exits)
-        causes += (causes.empty() ? "" : ", ") + cause + " " + std::to_string(n);
+        causes +=
+            (causes.empty() ? "" : ", ") + std::string(to_string(cause)) + " " + std::to_string(n);
     int ready = 0;
     for (const Worker* w : p.slots) ready += w->sm.state == SlotState::ready;
     spdlog::warn(

@@ -165,7 +165,7 @@ std::string Supervisor::Impl::metrics_text() const {
         accepting.add(pl, p->sockets.is_shut() ? 0 : 1);
         int ready = 0;
         for (const auto& [cause, n] : p->exits)
-            exits.add({{"program", p->name}, {"cause", cause}}, n);
+            exits.add({{"program", p->name}, {"cause", to_string(cause)}}, n);
         for (const Worker* w : p->slots) {
             const Slot& s = w->sm;
             std::vector<pm::Label> l{{"program", p->name}, {"slot", std::to_string(w->slot)}};

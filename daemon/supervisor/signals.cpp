@@ -88,7 +88,7 @@ void Supervisor::Impl::handle_usr1() {
     auto reopen = [&](const ProgramSpec& spec) {
         if (!spec.output || !*spec.output || !done.insert(&spec).second) return;
         try {
-            *spec.output = open_output(spec.config.output);
+            *spec.output = open_output(spec.config.output.path);
         } catch (const std::exception& e) {
             spdlog::critical("{}: {}", spec.config.name, e.what());
         }

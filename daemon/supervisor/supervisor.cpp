@@ -127,7 +127,7 @@ std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConf
     spec->policy = SlotPolicy::from(pc);
     spec->plan = LaunchPlan::resolve(pc, builtin_worker, environment);
     spec->generation = generation;
-    if (pc.output != "inherit" && pc.output != "capture") *spec->output = open_output(pc.output);
+    if (pc.output.is_file()) *spec->output = open_output(pc.output.path);
     return spec;
 }
 
@@ -141,7 +141,7 @@ constexpr std::size_t kFdHeadroom = 16;
 }  // namespace
 
 void Supervisor::Impl::check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const {
-    std::size_t per_worker = 1 + (pc.output == "capture" ? 1 : 0);
+    std::size_t per_worker = 1 + (pc.output.kind == Output::Kind::capture ? 1 : 0);
     std::size_t need = new_workers * per_worker + pc.listen.size() + kFdHeadroom;
     auto available = free_fds();
     if (!available || *available >= need) return;
@@ -181,7 +181,7 @@ Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
     std::uint64_t id = next_worker_id++;
     auto w = std::make_unique<Worker>(exec, id, &prog, slot, std::move(spec), std::move(sockets));
     Worker* raw = w.get();
-    if (raw->spec->config.output == "capture")
+    if (raw->spec->config.output.kind == Output::Kind::capture)
         raw->capture = std::make_unique<OutputCapture>(io, prog.name, slot);
     workers.emplace(id, std::move(w));
     return raw;
@@ -209,7 +209,7 @@ void Supervisor::start() {
     impl_->start();
 }
 
-void Supervisor::command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter) {
+void Supervisor::command(const ControlRequest& request, std::shared_ptr<Reporter> reporter) {
     impl_->command(request, std::move(reporter));
 }
 

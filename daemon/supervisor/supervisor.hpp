@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "daemon/control/control_request.hpp"
 #include "daemon/control/reporter.hpp"
 
 namespace boost::asio {
@@ -39,7 +40,7 @@ class Supervisor {
     void start();
 
     /// Run one control command (see commands.cpp); replies go to `reporter`.
-    void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
+    void command(const ControlRequest& request, std::shared_ptr<Reporter> reporter);
 
     /// The exit code for main() once the io_context has returned.
     int exit_code() const;

@@ -123,7 +123,7 @@ struct Program {
     bool stopped = false;  // by `stop`: nothing of it starts until `start` or `restart`
     std::optional<Rollout> rollout;
     std::optional<std::vector<int>> steered;  // slots new connections go to (ready ones)
-    std::map<std::string, int> exits;         // worker exits by cause, for status and metrics
+    std::map<ExitCause, int> exits;           // worker exits by cause, for status and metrics
     bool removed = false;                     // stopping for good; erased once its workers are gone
     TimePoint started_at{};
     bool all_ready_logged = false;
@@ -283,7 +283,7 @@ struct Supervisor::Impl {
     Health health() const;
 
     // ---- commands.cpp: the control socket's commands ----
-    void command(const nlohmann::json& request, std::shared_ptr<Reporter> reporter);
+    void command(const ControlRequest& request, std::shared_ptr<Reporter> reporter);
     nlohmann::json status_json(const std::string& only) const;
 
     asio::io_context& io;

@@ -34,11 +34,11 @@ struct Fixture {
         path = dir + "/control.sock";
         server = std::make_unique<ControlServer>(
             io, path, "",
-            [this, reply_text](const nlohmann::json& req, std::shared_ptr<Reporter> r) {
+            [this, reply_text](const ControlRequest& req, std::shared_ptr<Reporter> r) {
                 ++handled;
                 if (hold) return held.push_back(std::move(r));
                 nlohmann::json reply = {{"ok", true}, {"message", reply_text}};
-                reply["cmd"] = req["cmd"];
+                reply["cmd"] = std::string(to_string(req.cmd));
                 r->finish(reply);
             },
             options);

@@ -89,9 +89,15 @@ class Rig {
                             << programs;
     }
 
+    /// A request as a client sends it, through the daemon's decoder.
     std::shared_ptr<Recorder> command(nlohmann::json request) {
         auto r = std::make_shared<Recorder>();
-        sup->command(request, r);
+        auto decoded = decode_control_request(request.dump());
+        if (auto* e = std::get_if<ControlDecodeError>(&decoded)) {
+            r->finish({{"ok", false}, {"message", e->message}});
+            return r;
+        }
+        sup->command(std::get<ControlRequest>(decoded), r);
         return r;
     }
     std::shared_ptr<Recorder> command(const std::string& cmd, const std::string& program,

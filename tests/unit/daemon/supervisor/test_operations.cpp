@@ -182,7 +182,7 @@ TEST_CASE("a hung worker is replaced first and killed after, on simulated time")
     rig.run(10s);
     CHECK(rig.ready("app") == 2);
     CHECK(rig.live("app") == 2);
-    CHECK(rig.program("app").exits["watchdog"] == 1);
+    CHECK(rig.program("app").exits[ExitCause::watchdog] == 1);
     CHECK(rig.ex.violations.empty());
 }
 
