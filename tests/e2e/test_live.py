@@ -250,6 +250,33 @@ class LiveTest(unittest.TestCase):
         self.d.signal(signal.SIGTTOU)
         wait_for(lambda: len(self.status()["slots"]) == 1, 10, what="1 worker after TTOU")
 
+    def test_stop_during_a_rolling_restart_leaves_the_program_stopped(self):
+        # Slow starts (ready once up for 1.5 s): the roll is still on its first slot when
+        # `stop` comes.
+        self.start(workers=2, extra=f'    command: ["{MISBEHAVE}", never-ready]\n'
+                                    "    ready: started\n    start_time: 1500ms")
+        roll = subprocess.Popen([CLUSTERD, "restart", "web", "--rolling", "-s", self.sock],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: self.status()["rolling"], 5, what="the roll")
+        r = self.ctl("stop", "web")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out, _ = roll.communicate(timeout=30)
+        self.assertNotEqual(roll.returncode, 0, out)
+        self.assertIn("rolling restart ended by stop", out)
+        wait_for(lambda: all(s["pid"] == 0 for s in self.status()["slots"]), 15,
+                 what="every worker stopped")
+        # Longer than start_time: a roll that went on would have started new workers by now.
+        time.sleep(2)
+        st = self.status()
+        self.assertFalse(st["rolling"])
+        self.assertEqual([s["pid"] for s in st["slots"]], [0, 0])
+        self.assertEqual(st["other_workers"], [])
+        # Started again, it runs the generation the roll was going to.
+        self.assertEqual(self.ctl("start", "web").returncode, 0)
+        wait_for(lambda: all(s["state"] == "ready" for s in self.status()["slots"]), 15,
+                 what="both slots ready")
+        self.assertEqual({s["generation"] for s in self.status()["slots"]}, {2})
+
     def test_rolling_restart_and_stop_start_commands(self):
         self.start(workers=2)
         before = self.pids()
