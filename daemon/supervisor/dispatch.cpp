@@ -144,8 +144,8 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     Program* prog = w->program;
     if (w->waiting)
         rollout_worker_changed(w, before);  // may stop, even drop, w
-    else if (w->replaces != 0)
-        recycle_changed(w, before);
+    else if (w->replacing)
+        replacement_changed(w, before);
     auto it = workers.find(id);
     if (it != workers.end() && !prog->all_ready_logged && !prog->slots.empty()) {
         bool all = true;
@@ -165,8 +165,8 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
         bool current = index < prog->slots.size() && prog->slots[index] == w;
         // A late worker gets a spare on its sockets: it takes what is queued there, and the
         // slot once ready. A released one that heartbeats again is surplus: it stops.
-        if (current && s.state == SlotState::ready && s.late && !w->recycling && !prog->rollout &&
-            !prog->removed && !stopping)
+        if (current && s.state == SlotState::ready && s.late && !replacement_of(*w) &&
+            !prog->rollout && !prog->removed && !stopping)
             start_spare(w);
         if (w->retiring && s.state == SlotState::ready && !s.want_up && !s.late) {
             spdlog::warn("{}: pid {} heartbeats again after its spare took over: stopping it",
@@ -199,6 +199,12 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
 // it held (a slot scaled away). What is still queued there now is lost: count and say so.
 void Supervisor::Impl::drop_worker(Worker* w) {
     Program* prog = w->program;
+    // A replacement under way for it finds it gone (and stops); one it was is forgotten.
+    replacements.erase(w->id);
+    if (w->replacing)
+        if (auto m = replacements.find(w->replacing->old_id);
+            m != replacements.end() && m->second == w->id)
+            replacements.erase(m);
     bool closes_socket = false;
     for (const auto& s : w->sockets) {
         if (s.use_count() != 1) continue;

@@ -45,7 +45,8 @@ void Supervisor::Impl::on_deadline(Worker* w) {
         if (auto until = pacing::hold(prog.pace, now)) return dispatch(w, event::Postpone{*until});
     // The watchdog is about to abort a late worker whose spare is still starting: the spare
     // takes the slot now.
-    if (s.state == SlotState::ready && s.late && w->recycling && s.deadline && now >= *s.deadline)
+    if (s.state == SlotState::ready && s.late && replacement_of(*w) && s.deadline &&
+        now >= *s.deadline)
         promote_spare(w);
     dispatch(w, event::Deadline{});
 }
@@ -82,26 +83,53 @@ void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
     abandoned[pid] = std::move(a);
 }
 
+// ---- replace-then-drain ----
+
+Worker* Supervisor::Impl::start_replacement(Program& prog, int slot,
+                                            std::shared_ptr<const ProgramSpec> spec, Replace why,
+                                            const Worker* old) {
+    Worker* w = add_worker(prog, slot, std::move(spec), prog.sockets.for_slot(slot));
+    w->replacing = Replacement{why, old ? old->id : 0};
+    if (old) replacements[old->id] = w->id;
+    return w;
+}
+
+Worker* Supervisor::Impl::replacement_of(const Worker& w) const {
+    auto it = replacements.find(w.id);
+    if (it == replacements.end()) return nullptr;
+    auto nw = workers.find(it->second);
+    return nw == workers.end() ? nullptr : nw->second.get();
+}
+
+void Supervisor::Impl::take_slot(Worker* w, Worker* old, Replace why) {
+    Program& prog = *w->program;
+    prog.slots[static_cast<std::size_t>(w->slot)] = w;
+    old->retiring = true;
+    abandon_wait(old, "replaced before it was ready");
+    switch (why) {
+        case Replace::roll:
+            return dispatch(old, event::Stop{});
+        case Replace::memory:
+            return dispatch(old, event::Recycle{});
+        case Replace::late:
+            w->sm.restarts = old->sm.restarts + 1;
+            return dispatch(old, event::Release{});
+    }
+}
+
 void Supervisor::Impl::start_spare(Worker* w) {
     Program& prog = *w->program;
-    w->recycling = true;
-    Worker* spare = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
-    spare->replaces = w->id;
-    spare->replace_cause = ExitCause::watchdog;
+    Worker* spare = start_replacement(prog, w->slot, prog.spec, Replace::late, w);
     spdlog::warn("{}: pid {} is late: starting a spare on its sockets", label(w), w->sm.pid);
     dispatch(spare, event::Start{});
 }
 
 void Supervisor::Impl::promote_spare(Worker* late) {
     Program& prog = *late->program;
-    Worker* spare = nullptr;
-    for (auto& [id, other] : workers)
-        if (other->replaces == late->id) spare = other.get();
-    late->recycling = false;
+    Worker* spare = replacement_of(*late);
+    replacements.erase(late->id);
     if (!spare) return;
-    spare->replaces = 0;
-    spare->replace_cause = ExitCause::none;
-    spare->sm.restarts = late->sm.restarts + 1;
+    spare->replacing.reset();
     auto index = static_cast<std::size_t>(late->slot);
     if (index >= prog.slots.size() || prog.slots[index] != late) {
         // The slot went on without the late worker (scaled away, rolled, removed): its
@@ -109,11 +137,9 @@ void Supervisor::Impl::promote_spare(Worker* late) {
         spare->retiring = true;
         return dispatch(spare, event::Stop{});
     }
-    prog.slots[index] = spare;
-    late->retiring = true;
     spdlog::warn("{}: spare pid {} takes over from hung pid {}", label(spare), spare->sm.pid,
                  late->sm.pid);
-    dispatch(late, event::Release{});
+    take_slot(spare, late, Replace::late);
 }
 
 // Restarts while no worker of the program is ready, and the door: decided by pacing::, done
@@ -250,7 +276,7 @@ void Supervisor::Impl::check_memory() {
         std::uint64_t limit = prog->spec->config.memory_limit;
         if (limit == 0 || prog->removed || prog->rollout) continue;
         for (Worker* w : prog->slots) {
-            if (w->sm.state != SlotState::ready || w->recycling) continue;
+            if (w->sm.state != SlotState::ready || replacement_of(*w)) continue;
             auto stats = exec.figures(w->sm.pid);
             if (stats && stats->rss_bytes > limit) over.emplace_back(w, stats->rss_bytes);
         }
@@ -262,27 +288,26 @@ void Supervisor::Impl::recycle(Worker* w, std::uint64_t rss) {
     Program& prog = *w->program;
     spdlog::warn("{}: pid {} uses {} MiB, over memory_limit {} MiB: starting its replacement",
                  label(w), w->sm.pid, rss >> 20, prog.spec->config.memory_limit >> 20);
-    w->recycling = true;
-    Worker* next = add_worker(prog, w->slot, prog.spec, prog.sockets.for_slot(w->slot));
-    next->replaces = w->id;
-    dispatch(next, event::Start{});
+    dispatch(start_replacement(prog, w->slot, prog.spec, Replace::memory, w), event::Start{});
 }
 
-// The replacement of a recycled worker is up (take its slot, the old one drains with cause
-// "memory") or failed to come up (keep the old one; the next check tries again).
-void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
+// The replacement of a recycled or late worker is up (it takes the slot; the old one drains
+// with cause "memory", or is released) or failed to come up (the old one stays; the next
+// check tries again).
+void Supervisor::Impl::replacement_changed(Worker* w, SlotState before) {
     const Slot& s = w->sm;
     StartOutcome outcome = start_outcome(s, before);
     if (outcome == StartOutcome::pending) return;
     bool ready = outcome == StartOutcome::ready;
-    auto it = workers.find(w->replaces);
+    Replacement r = *w->replacing;
+    w->replacing.reset();
+    auto it = workers.find(r.old_id);
     Worker* old = it == workers.end() ? nullptr : it->second.get();
-    w->replaces = 0;
-    if (old) old->recycling = false;
+    if (auto m = replacements.find(r.old_id); m != replacements.end() && m->second == w->id)
+        replacements.erase(m);
     Program& prog = *w->program;
     auto index = static_cast<std::size_t>(w->slot);
-    bool late_spare = w->replace_cause == ExitCause::watchdog;
-    w->replace_cause = ExitCause::none;
+    bool late_spare = r.why == Replace::late;
     // The slot may have been scaled away, stopped or handed to another worker meanwhile; a
     // late worker may have heartbeaten again.
     bool still_wanted = !prog.removed && index < prog.slots.size() && old &&
@@ -298,17 +323,12 @@ void Supervisor::Impl::recycle_changed(Worker* w, SlotState before) {
         w->retiring = true;
         return dispatch(w, event::Stop{});
     }
-    prog.slots[index] = w;
-    old->retiring = true;
-    if (late_spare) {
-        w->sm.restarts = old->sm.restarts + 1;
+    if (late_spare)
         spdlog::warn(
             "{}: spare pid {} ready: takes over from late pid {} (aborted if it sends "
             "no heartbeat within its watchdog, stopped if it does)",
             label(w), w->sm.pid, old->sm.pid);
-        return dispatch(old, event::Release{});
-    }
-    dispatch(old, event::Recycle{});
+    take_slot(w, old, r.why);
 }
 
 // New connections go only to slots whose worker is ready (all of them when none is): a

@@ -45,7 +45,7 @@ void Supervisor::Impl::abandon_wait(Worker* w, const std::string& why) {
     if (!w->waiting) return;
     std::shared_ptr<Operation> op = std::move(w->waiting);
     w->waiting.reset();
-    if (w->incoming) return;  // a rollout counts itself once, not per worker
+    if (rolling_in(*w)) return;  // a rollout counts itself once, not per worker
     part_done(op, false, label(w) + ": " + why);
 }
 
@@ -128,8 +128,8 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     if (prog.rollout) {
         Rollout& r = *prog.rollout;
         for (auto& [id, w] : workers)
-            if (w->program == &prog && w->incoming && w->slot >= n) {
-                w->incoming = false;
+            if (w->program == &prog && rolling_in(*w) && w->slot >= n) {
+                w->replacing.reset();
                 w->waiting.reset();
                 --r.in_flight;
                 leaving.push_back(w.get());

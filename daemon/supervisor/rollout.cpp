@@ -55,8 +55,7 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
            !prog.rollout->todo.empty()) {
         int k = prog.rollout->todo.front();
         prog.rollout->todo.pop_front();
-        Worker* w = add_worker(prog, k, prog.rollout->to, prog.sockets.for_slot(k));
-        w->incoming = true;
+        Worker* w = start_replacement(prog, k, prog.rollout->to, Replace::roll, nullptr);
         w->waiting = prog.rollout->op;
         ++prog.rollout->in_flight;
         dispatch(w, event::Start{});  // may fail at once and end the rollout
@@ -115,8 +114,8 @@ void Supervisor::Impl::end_rollout(Program& prog, const std::string& by) {
     prog.rollout.reset();
     std::vector<std::uint64_t> incoming;
     for (auto& [id, w] : workers)
-        if (w->program == &prog && w->incoming) {
-            w->incoming = false;
+        if (w->program == &prog && rolling_in(*w)) {
+            w->replacing.reset();
             w->waiting.reset();
             w->retiring = true;
             incoming.push_back(id);
@@ -145,7 +144,7 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     std::shared_ptr<Operation> op = std::move(w->waiting);
     w->waiting.reset();
 
-    if (!w->incoming) {  // a scale-up or a new program: this slot is simply up, or not
+    if (!rolling_in(*w)) {  // a scale-up or a new program: this slot is simply up, or not
         std::string line =
             label(w) +
             (ready ? "" : ": did not become ready (" + std::string(to_string(s.last_cause)) + ")");
@@ -153,17 +152,14 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
         part_done(op, ready, ready ? "" : line);
         return;
     }
-    w->incoming = false;
+    std::optional<Replacement> replacing = std::move(w->replacing);
+    w->replacing.reset();
     if (ready) {
-        Worker* old = prog.slots[static_cast<std::size_t>(w->slot)];
-        prog.slots[static_cast<std::size_t>(w->slot)] = w;
         --prog.rollout->in_flight;
         op->progress(prog.name + ": slot " + std::to_string(w->slot + 1) + "/" +
                      std::to_string(prog.slots.size()) + " ready (pid " + std::to_string(s.pid) +
                      ", generation " + std::to_string(w->spec->generation) + ")");
-        old->retiring = true;
-        abandon_wait(old, "replaced by the new generation before it was ready");
-        dispatch(old, event::Stop{});
+        take_slot(w, prog.slots[static_cast<std::size_t>(w->slot)], Replace::roll);
         advance_rollout(prog);
         return;
     }
@@ -173,7 +169,7 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     // generation in place.
     if (prog.rollout->rollback) {
         if (s.want_up && s.state != SlotState::failed && s.failures < kRollbackTries) {
-            w->incoming = true;
+            w->replacing = replacing;
             w->waiting = std::move(op);
             return;
         }
@@ -222,10 +218,10 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
                                      : ""));
     std::vector<Worker*> abandoned;
     for (auto& [id, other] : workers)
-        if (other->program == &prog && (other.get() == w || (other->incoming && other->waiting)))
+        if (other->program == &prog && (other.get() == w || (rolling_in(*other) && other->waiting)))
             abandoned.push_back(other.get());
     for (Worker* a : abandoned) {
-        a->incoming = false;
+        a->replacing.reset();
         a->waiting.reset();
         a->retiring = true;
     }

@@ -55,6 +55,19 @@ struct ProgramSpec {
     std::shared_ptr<UniqueFd> output = std::make_shared<UniqueFd>();
 };
 
+/// Replace-then-drain, the one primitive of rolling restarts, memory recycling and a late
+/// worker's spare: a new worker starts on the slot's sockets beside the one it replaces, and
+/// once it is ready it takes the slot while the other one leaves (take_slot()).
+enum class Replace {
+    roll,    // a rolling restart's new generation; the slot's holder leaves (Stop)
+    memory,  // memory_limit passed; the old one leaves with cause "memory" (Recycle)
+    late,    // heartbeat overdue; the old one is released (aborted unless it heartbeats)
+};
+struct Replacement {
+    Replace why = Replace::roll;
+    std::uint64_t old_id = 0;  // memory, late: the worker replaced (roll: the slot's holder)
+};
+
 /// One worker process (and its restarts) in one slot of one generation.
 struct Worker {
     Worker(Executor& exec, std::uint64_t id_, Program* program_, int slot_,
@@ -77,12 +90,9 @@ struct Worker {
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.
     std::unique_ptr<NotifySocket> notify;
-    bool retiring = false;       // replaced or scaled away: dropped once stopped
-    bool incoming = false;       // a new generation's worker that a rollout waits for
-    std::uint64_t replaces = 0;  // memory recycling or a late heartbeat: the worker this one
-                                 // takes over from once ready (a spare on the same sockets)
-    ExitCause replace_cause = ExitCause::none;  // memory or watchdog (late)
-    bool recycling = false;                     // its replacement is starting
+    bool retiring = false;  // replaced or scaled away: dropped once stopped
+    /// Set while this worker starts as another's replacement (replace-then-drain).
+    std::optional<Replacement> replacing;
     // The previous CPU sample, for the CPU% `status` shows (read only when asked).
     mutable double cpu_seconds = 0;
     mutable TimePoint cpu_sampled_at{};
@@ -211,6 +221,18 @@ struct Supervisor::Impl {
     void arm_listener_check();
     void on_deadline(Worker* w);
     void abandon(Worker* w, pid_t pid, int sig, Duration grace);
+    /// A new worker for `slot` (not started yet) that replaces `old` (or, rolling, whoever
+    /// holds the slot when it is ready).
+    Worker* start_replacement(Program& prog, int slot, std::shared_ptr<const ProgramSpec> spec,
+                              Replace why, const Worker* old);
+    /// The replacement under way for `w` (memory, late), if any.
+    Worker* replacement_of(const Worker& w) const;
+    /// `w`, ready, takes its slot from `old`, which leaves as `why` says.
+    void take_slot(Worker* w, Worker* old, Replace why);
+    /// A roll's new worker (a roll back's too).
+    static bool rolling_in(const Worker& w) {
+        return w.replacing && w.replacing->why == Replace::roll;
+    }
     void start_spare(Worker* w);
     void promote_spare(Worker* late);
     void pace(Program& prog);
@@ -221,7 +243,8 @@ struct Supervisor::Impl {
     void arm_memory_check();
     void check_memory();
     void recycle(Worker* w, std::uint64_t rss);
-    void recycle_changed(Worker* w, SlotState before);
+    /// A memory or late replacement came up, or did not.
+    void replacement_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
     void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
     /// Every notify datagram queued now, read before a deadline is judged.
@@ -299,6 +322,7 @@ struct Supervisor::Impl {
     NotifyCounters notify_counters;
     std::vector<std::unique_ptr<Program>> programs;
     std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
+    std::unordered_map<std::uint64_t, std::uint64_t> replacements;  // old id -> new (memory, late)
     std::unordered_map<pid_t, Worker*> pids;
     std::map<pid_t, std::unique_ptr<Abandoned>> abandoned;
     std::uint64_t next_worker_id = 1;

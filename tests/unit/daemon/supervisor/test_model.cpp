@@ -1,10 +1,10 @@
 // The model test: seeded random runs of commands (stop, start, scale, restart, rolling
 // restart, reload of a valid, a failing or an invalid config, TTIN/TTOU, signals) mixed with
 // faults (crashes, hangs, exits before ready, slow starts, start timeouts, exec and fork
-// failures, workers that ignore TERM), on simulated time. After every step the cheap
-// invariants are checked; at every `settle` (faults off, time runs on) the supervisor must be
-// quiet and in the state the operator's commands asked for. A failing run is shrunk to a
-// short list of steps and printed so that it can be replayed:
+// failures, workers that ignore TERM, workers past their memory_limit), on simulated time. After
+// every step the cheap invariants are checked; at every `settle` (faults off, time runs on) the
+// supervisor must be quiet and in the state the operator's commands asked for. A failing run is
+// shrunk to a short list of steps and printed so that it can be replayed:
 //
 //   CLUSTERD_MODEL_REPLAY='seed 7; stop app; rolling app; settle' build/bin/test_supervisor
 //   -tc='model*'
@@ -55,6 +55,7 @@ std::string config_text(const Variant& v) {
     start_timeout: 3s
     stop_timeout: 1s
     backoff: {initial: 0s, max: 1s}
+    memory_limit: 64M
     env: {MARK: "w"}
 )";
     app.replace(app.find("CORES"), 5, v.valid ? std::to_string(v.cores) : "many");
@@ -76,13 +77,14 @@ enum class Op {
     crash,
     hang,
     weather,
-    fork_fail,  // faults
+    fork_fail,
+    bloat,  // faults
     advance,
     settle
 };
 const char* kOpNames[] = {"stop",    "start",     "restart", "rolling", "scale", "reload",
                           "ttin",    "ttou",      "usr1",    "signal",  "crash", "hang",
-                          "weather", "fork_fail", "advance", "settle"};
+                          "weather", "fork_fail", "bloat",   "advance", "settle"};
 
 struct Step {
     Op op;
@@ -106,6 +108,7 @@ struct Step {
             case Op::reload:
             case Op::crash:
             case Op::hang:
+            case Op::bloat:
             case Op::weather:
             case Op::advance:
                 return s + " " + std::to_string(arg);
@@ -149,6 +152,8 @@ std::vector<Step> generate(std::uint64_t seed, int n) {
             s.op = Op::weather, s.arg = pick(0, 1);
         else if (r < 54)
             s.op = Op::fork_fail;
+        else if (r < 55)
+            s.op = Op::bloat, s.arg = pick(0, 99);
         else if (r < 57)
             s.op = Op::settle;
         else
@@ -340,6 +345,15 @@ class Run {
             case Op::fork_fail:
                 rig.ex.fail_spawns = 2;
                 break;
+            case Op::bloat: {  // a worker of web passes its memory_limit: it is recycled
+                std::vector<FakeProcess*> web;
+                for (FakeProcess* p : rig.ex.live())
+                    if (p->label.rfind("web[", 0) == 0) web.push_back(p);
+                if (!web.empty())
+                    rig.ex.set_rss(web[static_cast<std::size_t>(s.arg) % web.size()]->pid,
+                                   100u << 20);
+                break;
+            }
             case Op::advance:
                 rig.run(Duration{s.arg});
                 break;

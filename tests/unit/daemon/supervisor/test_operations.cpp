@@ -148,7 +148,8 @@ TEST_CASE("a reload that changes cores and never gets ready keeps the old count 
     }
 }
 
-TEST_CASE("a stopped program stays stopped through scale, reload and crashes of nothing") {
+TEST_CASE(
+    "a stopped program stays stopped through scale and reload, then starts on its new config") {
     Rig rig(app(2, "one"));
     rig.run(1s);
     CHECK(rig.command("stop", "app")->ok());
