@@ -163,11 +163,10 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
              if (rolling) {
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
-                 auto op = std::make_shared<Operation>();
-                 op->reporter = reporter;
-                 op->pending = 1;
+                 auto op = std::make_shared<Operation>(reporter);
+                 Part hold = op->part("");
                  begin_rollout(*prog, spec, op);
-                 return part_done(op, true, "");
+                 return hold.done(true, "");
              }
              each_worker(*prog, [&](Worker* w) {
                  adopt_current_spec(*w);
@@ -184,9 +183,9 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
                              std::to_string(limits::kMaxWorkers));
              int n = req.workers;
              if (!admit(*prog, rules::Later::scale, fail)) return;
-             auto op = std::make_shared<Operation>();
-             op->reporter = reporter;
-             op->pending = 1;
+             auto op = std::make_shared<Operation>(reporter);
+             Part hold = op->part("");
+             const bool already = static_cast<int>(prog->slots.size()) == n;
              scale(*prog, n, op);
              // Kept only once it happened: a scale that failed (no sockets or descriptors
              // left) must not come back at the next start.
@@ -195,9 +194,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
                  if (n == configured_workers(*prog)) prog->runtime_scale.reset();
                  persist_scale();
              }
-             part_done(
-                 op, true,
-                 op->results.empty() ? name + ": already " + std::to_string(n) + " workers" : "");
+             hold.done(true, already ? name + ": already " + std::to_string(n) + " workers" : "");
          }},
         {ControlCommand::stop,
          [&] {

@@ -142,10 +142,12 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
 void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     std::uint64_t id = w->id;
     Program* prog = w->program;
-    if (w->waiting)
+    if (rolling_in(*w))
         rollout_worker_changed(w, before);  // may stop, even drop, w
     else if (w->replacing)
         replacement_changed(w, before);
+    else if (w->waiting)
+        start_changed(w, before);
     auto it = workers.find(id);
     if (it != workers.end() && !prog->all_ready_logged && !prog->slots.empty()) {
         bool all = true;
@@ -215,7 +217,7 @@ void Supervisor::Impl::drop_worker(Worker* w) {
             spdlog::warn("{}: closing its socket with {} queued connection{} (lost)", label(w),
                          queued, queued == 1 ? "" : "s");
     }
-    std::shared_ptr<Operation> on_exit = std::move(w->on_exit);
+    Part on_exit = std::move(w->on_exit);
     workers.erase(w->id);
     // A closed socket moved its group's last socket into its index: steer anew (every
     // program: a group can be shared while an address moves from one program to another).
@@ -224,7 +226,7 @@ void Supervisor::Impl::drop_worker(Worker* w) {
         p->steered.reset();
         resteer(*p);
     }
-    if (on_exit) part_done(on_exit, true, "");
+    on_exit.done(true, "");
     if (!prog->removed) return;
     for (const auto& [id, other] : workers)
         if (other->program == prog) return;

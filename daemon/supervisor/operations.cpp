@@ -26,27 +26,9 @@ std::string join_lines(const std::vector<std::string>& lines, const char* sep) {
     return s;
 }
 
-void Supervisor::Impl::part_done(const std::shared_ptr<Operation>& op, bool ok,
-                                 const std::string& line) {
-    if (!line.empty()) {
-        op->results.push_back(line);
-        (ok ? spdlog::info("{}", line) : spdlog::error("{}", line));
-    }
-    if (!ok) op->ok = false;
-    if (--op->pending > 0) return;
-    if (op->reload) (op->ok ? reloads_ok : reloads_failed)++;
-    if (op->reload) reload_in_progress = false;
-    if (op->reload && systemd_notify) clusterd::notify("READY=1");
-    if (op->reporter) op->reporter->finish(reply(op->ok, join_lines(op->results, "\n")));
-}
-
 // An operation waiting for `w` to become ready must not wait forever once `w` is given up.
 void Supervisor::Impl::abandon_wait(Worker* w, const std::string& why) {
-    if (!w->waiting) return;
-    std::shared_ptr<Operation> op = std::move(w->waiting);
-    w->waiting.reset();
-    if (rolling_in(*w)) return;  // a rollout counts itself once, not per worker
-    part_done(op, false, label(w) + ": " + why);
+    if (w->waiting) w->waiting.done(false, label(w) + ": " + why);
 }
 
 Program* Supervisor::Impl::find_program(const std::string& name) {
@@ -87,7 +69,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     const int current = static_cast<int>(prog.slots.size());
     if (prog.rollout) prog.rollout->scaled = true;  // it ends with this count, whatever happens
     if (n == current) return;
-    ++op->pending;
+    Part part = op->part(prog.name + ": scale did not finish");
     std::string line =
         prog.name + ": scaled " + std::to_string(current) + " -> " + std::to_string(n);
     op->progress(prog.name + ": scaling " + std::to_string(current) + " -> " + std::to_string(n));
@@ -95,7 +77,7 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
         try {
             prog.sockets.resize(n);
         } catch (const std::exception& e) {
-            return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
+            return part.done(false, prog.name + ": cannot scale up: " + e.what());
         }
         std::vector<Worker*> added;
         try {
@@ -109,17 +91,14 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
         } catch (const std::exception& e) {
             for (Worker* w : added) workers.erase(w->id);  // never started
             prog.sockets.resize(current);
-            return part_done(op, false, prog.name + ": cannot scale up: " + e.what());
+            return part.done(false, prog.name + ": cannot scale up: " + e.what());
         }
         for (Worker* w : added) prog.slots.push_back(w);
         // A stopped program's new slots start with it.
-        if (prog.stopped) return part_done(op, true, line + " (stopped: they start with it)");
-        for (Worker* w : added) {
-            w->waiting = op;
-            ++op->pending;
-        }
+        if (prog.stopped) return part.done(true, line + " (stopped: they start with it)");
+        for (Worker* w : added) w->waiting = op->part(label(w) + ": gone before it was ready");
         for (Worker* w : added) dispatch(w, event::Start{});
-        return part_done(op, true, line);
+        return part.done(true, line);
     }
     std::vector<Worker*> leaving(prog.slots.begin() + n, prog.slots.end());
     prog.slots.resize(static_cast<std::size_t>(n));
@@ -130,7 +109,6 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
         for (auto& [id, w] : workers)
             if (w->program == &prog && rolling_in(*w) && w->slot >= n) {
                 w->replacing.reset();
-                w->waiting.reset();
                 --r.in_flight;
                 leaving.push_back(w.get());
             }
@@ -141,12 +119,11 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     for (Worker* w : leaving) {
         w->retiring = true;
         abandon_wait(w, "scaled away before it was ready");
-        w->on_exit = op;  // the scale is done once the leaving workers are gone
-        ++op->pending;
+        w->on_exit = op->part("");  // the scale is done once the leaving workers are gone
     }
     drain_and_stop(prog, std::move(leaving), op);
     advance_rollout(prog);  // it may be done now
-    part_done(op, true, line);
+    part.done(true, line);
 }
 
 // Wait until nothing is queued on the leaving slots' own sockets (their workers keep

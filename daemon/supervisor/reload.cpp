@@ -115,10 +115,13 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
 
     std::string summary = plan.summary();
     spdlog::info("reload of {}: {}", config_path, summary);
-    auto op = std::make_shared<Operation>();
-    op->reporter = reporter;
-    op->reload = true;
-    op->pending = 1;  // held until everything below is started
+    auto op = std::make_shared<Operation>(reporter);
+    op->on_end = [this](bool ok) {
+        (ok ? reloads_ok : reloads_failed)++;
+        reload_in_progress = false;
+        if (systemd_notify) clusterd::notify("READY=1");
+    };
+    Part hold = op->part("");  // until everything below is started
     reload_in_progress = true;
     op->progress("reload: " + summary);
 
@@ -162,8 +165,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             // steering sends new connections to its own sockets, and what is queued here is
             // still accepted before these workers stop.
             drain_and_stop(*prog, mine, op);
-            op->results.push_back(pp.name + ": removed, " + std::to_string(mine.size()) +
-                                  " workers draining");
+            op->note(pp.name + ": removed, " + std::to_string(mine.size()) + " workers draining");
             continue;
         }
         Prepared& p = prepared.at(pp.name);
@@ -179,8 +181,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             for (int k = 0; k < p.workers; ++k) {
                 Worker* w = add_worker(*raw, k, raw->spec, raw->sockets.for_slot(k));
                 raw->slots.push_back(w);
-                w->waiting = op;
-                ++op->pending;
+                w->waiting = op->part(label(w) + ": gone before it was ready");
             }
             for (Worker* w : std::vector<Worker*>(raw->slots)) dispatch(w, event::Start{});
             continue;
@@ -198,6 +199,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                 prog.steered.reset();
             }
             begin_rollout(prog, p.spec, op, std::move(previous), current, scale_before);
+            if (prog.rollout) prog.rollout->reload = true;
             // Not when the roll failed already (a spawn that failed at once): the count went
             // back with the config.
             if (p.workers > current && prog.spec == p.spec) {
@@ -212,15 +214,14 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
                         w->spec = p.spec;
                 if (prog.rollout && prog.rollout->to->generation == p.spec->generation)
                     prog.rollout->to = p.spec;
-                op->results.push_back(pp.name + ": applied in place (" +
-                                      join_lines(pp.changed, ", ") + ")");
+                op->note(pp.name + ": applied in place (" + join_lines(pp.changed, ", ") + ")");
             }
             if (p.workers != current) scale(prog, p.workers, op);
         }
     }
     persist_scale();
     arm_memory_check();
-    part_done(op, true, "");
+    hold.done(true, "");
 }
 
 }  // namespace clusterd

@@ -21,14 +21,14 @@ void Supervisor::Impl::begin_rollout(Program& prog, std::shared_ptr<const Progra
                                      std::optional<SocketTable> previous_sockets,
                                      std::optional<int> restore_workers,
                                      std::optional<int> restore_scale) {
-    ++op->pending;
+    Part part = op->part(prog.name + ": rolling restart did not finish");
     if (prog.stopped) {  // nothing runs to be replaced: the new generation waits for `start`
         prog.spec = std::move(to);
-        return part_done(op, true,
-                         prog.name + ": stopped; generation " +
-                             std::to_string(prog.spec->generation) + " runs when it starts");
+        return part.done(true, prog.name + ": stopped; generation " +
+                                   std::to_string(prog.spec->generation) + " runs when it starts");
     }
     Rollout r;
+    r.part = std::move(part);
     r.from = prog.spec;
     r.to = std::move(to);
     r.op = op;
@@ -56,18 +56,17 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
         int k = prog.rollout->todo.front();
         prog.rollout->todo.pop_front();
         Worker* w = start_replacement(prog, k, prog.rollout->to, Replace::roll, nullptr);
-        w->waiting = prog.rollout->op;
         ++prog.rollout->in_flight;
         dispatch(w, event::Start{});  // may fail at once and end the rollout
     }
     if (!prog.rollout || prog.rollout->in_flight > 0 || !prog.rollout->todo.empty()) return;
-    auto op = prog.rollout->op;
+    Part part = std::move(prog.rollout->part);
     int now_on = 0;
     for (const Worker* w : prog.slots) now_on += w->spec == prog.rollout->to;
     std::string line = prog.name + ": " + std::to_string(now_on) + " workers now run generation " +
                        std::to_string(prog.rollout->to->generation);
     prog.rollout.reset();
-    part_done(op, true, line);
+    part.done(true, line);
 }
 
 bool Supervisor::Impl::admit(Program& prog, rules::Later later,
@@ -116,7 +115,6 @@ void Supervisor::Impl::end_rollout(Program& prog, const std::string& by) {
     for (auto& [id, w] : workers)
         if (w->program == &prog && rolling_in(*w)) {
             w->replacing.reset();
-            w->waiting.reset();
             w->retiring = true;
             incoming.push_back(id);
         }
@@ -126,13 +124,12 @@ void Supervisor::Impl::end_rollout(Program& prog, const std::string& by) {
     // A reload's new config stays in force (the program is stopped, not rolled back); a
     // `restart --rolling` did not happen and says so; a roll back makes way for the next roll.
     if (r.rollback)
-        part_done(r.op, true, prog.name + ": rolling back superseded by " + by);
-    else if (r.op->reload)
-        part_done(r.op, true,
-                  prog.name + ": stopped during its rolling restart; generation " +
-                      std::to_string(r.to->generation) + " runs when it starts");
+        r.part.done(true, prog.name + ": rolling back superseded by " + by);
+    else if (r.reload)
+        r.part.done(true, prog.name + ": stopped during its rolling restart; generation " +
+                              std::to_string(r.to->generation) + " runs when it starts");
     else
-        part_done(r.op, false, prog.name + ": rolling restart ended by " + by);
+        r.part.done(false, prog.name + ": rolling restart ended by " + by);
 }
 
 void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
@@ -141,17 +138,11 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     StartOutcome outcome = start_outcome(s, before);
     if (outcome == StartOutcome::pending) return;
     bool ready = outcome == StartOutcome::ready;
-    std::shared_ptr<Operation> op = std::move(w->waiting);
-    w->waiting.reset();
-
-    if (!rolling_in(*w)) {  // a scale-up or a new program: this slot is simply up, or not
-        std::string line =
-            label(w) +
-            (ready ? "" : ": did not become ready (" + std::string(to_string(s.last_cause)) + ")");
-        if (ready) op->progress(label(w) + ": ready (pid " + std::to_string(s.pid) + ")");
-        part_done(op, ready, ready ? "" : line);
+    if (!prog.rollout) {  // ended meanwhile: this worker is on its own
+        w->replacing.reset();
         return;
     }
+    std::shared_ptr<Operation> op = prog.rollout->op;
     std::optional<Replacement> replacing = std::move(w->replacing);
     w->replacing.reset();
     if (ready) {
@@ -170,7 +161,6 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
     if (prog.rollout->rollback) {
         if (s.want_up && s.state != SlotState::failed && s.failures < kRollbackTries) {
             w->replacing = replacing;
-            w->waiting = std::move(op);
             return;
         }
         --prog.rollout->in_flight;
@@ -218,11 +208,10 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
                                      : ""));
     std::vector<Worker*> abandoned;
     for (auto& [id, other] : workers)
-        if (other->program == &prog && (other.get() == w || (rolling_in(*other) && other->waiting)))
+        if (other->program == &prog && (other.get() == w || rolling_in(*other)))
             abandoned.push_back(other.get());
     for (Worker* a : abandoned) {
         a->replacing.reset();
-        a->waiting.reset();
         a->retiring = true;
     }
     for (Worker* a : abandoned) dispatch(a, event::Stop{});
@@ -263,15 +252,29 @@ void Supervisor::Impl::rollout_worker_changed(Worker* w, SlotState before) {
             if (auto it = workers.find(id); it != workers.end())
                 dispatch(it->second.get(), event::Restart{});
         if (!back.todo.empty()) {
-            auto back_op = std::make_shared<Operation>();
-            back_op->reporter = log_reporter(prog.name + ": roll back");
-            back_op->pending = 2;  // the roll, and this function
+            auto back_op = std::make_shared<Operation>(log_reporter(prog.name + ": roll back"));
+            Part hold = back_op->part("");
             back.op = back_op;
+            back.part = back_op->part(prog.name + ": roll back did not finish");
             start_rollout(prog, std::move(back));
-            part_done(back_op, true, "");
+            hold.done(true, "");
         }
     }
-    part_done(op, false, line);
+    r.part.done(false, line);
+}
+
+// A worker an operation waits for that is not a roll's (a scale-up, a new program's): up,
+// or not.
+void Supervisor::Impl::start_changed(Worker* w, SlotState before) {
+    const Slot& s = w->sm;
+    StartOutcome outcome = start_outcome(s, before);
+    if (outcome == StartOutcome::pending) return;
+    bool ready = outcome == StartOutcome::ready;
+    Part part = std::move(w->waiting);
+    if (ready) part.operation()->progress(label(w) + ": ready (pid " + std::to_string(s.pid) + ")");
+    part.done(ready, ready ? ""
+                           : label(w) + ": did not become ready (" +
+                                 std::string(to_string(s.last_cause)) + ")");
 }
 
 }  // namespace clusterd

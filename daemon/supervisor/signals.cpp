@@ -57,9 +57,9 @@ void Supervisor::Impl::handle_stop(int sig) {
     if (systemd_notify) clusterd::notify("STOPPING=1");
     for (auto& prog : programs) {  // whoever waits on a rolling restart gets its end
         if (!prog->rollout) continue;
-        auto op = prog->rollout->op;
+        Part part = std::move(prog->rollout->part);
         prog->rollout.reset();
-        part_done(op, false, prog->name + ": rolling restart interrupted: clusterd is stopping");
+        part.done(false, prog->name + ": rolling restart interrupted: clusterd is stopping");
     }
     spdlog::info("{} received: stopping all workers (shutdown_timeout {})", signal_name(sig),
                  format_duration(config.daemon.shutdown_timeout));
@@ -108,9 +108,8 @@ void Supervisor::Impl::handle_usr1() {
 
 /// TTIN/TTOU: one worker more/less for every program.
 void Supervisor::Impl::handle_scale_signal(int delta) {
-    auto op = std::make_shared<Operation>();
-    op->reporter = log_reporter(delta > 0 ? "SIGTTIN" : "SIGTTOU");
-    op->pending = 1;  // held until every program is handled
+    auto op = std::make_shared<Operation>(log_reporter(delta > 0 ? "SIGTTIN" : "SIGTTOU"));
+    Part hold = op->part("");  // until every program is handled
     for (auto& prog : programs) {
         if (prog->removed) continue;
         int n = static_cast<int>(prog->slots.size()) + delta;
@@ -125,7 +124,7 @@ void Supervisor::Impl::handle_scale_signal(int delta) {
         if (static_cast<int>(prog->slots.size()) == n) prog->runtime_scale = n;  // it happened
     }
     persist_scale();
-    part_done(op, true, "");
+    hold.done(true, "");
 }
 
 // sd_notify to our own supervisor (systemd), when there is one: READY=1 once every slot's

@@ -191,6 +191,15 @@ std::string Supervisor::Impl::label(const Worker* w) const {
     return w->program->name + "[" + std::to_string(w->slot) + "]";
 }
 
+Supervisor::Impl::~Impl() {
+    for (auto& [id, w] : workers) {
+        w->waiting.forget();
+        w->on_exit.forget();
+    }
+    for (auto& p : programs)
+        if (p->rollout) p->rollout->part.forget();
+}
+
 Supervisor::Supervisor(asio::io_context& io, Config config, std::string config_path,
                        std::string builtin_worker, std::vector<std::string> environment,
                        DaemonOverrides overrides)

@@ -35,6 +35,7 @@
 #include "daemon/process/launch.hpp"
 #include "daemon/process/output_capture.hpp"
 #include "daemon/supervisor/executor.hpp"
+#include "daemon/supervisor/operation.hpp"
 #include "daemon/supervisor/state_file.hpp"
 #include "daemon/supervisor/supervisor.hpp"
 
@@ -43,7 +44,6 @@ namespace clusterd {
 namespace asio = boost::asio;
 
 struct Program;
-struct Operation;
 
 /// One generation of a program's config: what its workers are started with. Immutable.
 struct ProgramSpec {
@@ -97,11 +97,11 @@ struct Worker {
     mutable double cpu_seconds = 0;
     mutable TimePoint cpu_sampled_at{};
     /// The operation waiting for this worker to become ready (rollout, scale-up).
-    std::shared_ptr<Operation> waiting;
+    Part waiting;
     /// `output: capture`: its stdout/stderr as lines of the daemon's log.
     std::unique_ptr<OutputCapture> capture;
     /// The operation waiting for this worker to be gone (scale-down).
-    std::shared_ptr<Operation> on_exit;
+    Part on_exit;
 };
 
 /// A rolling restart of one program to a new generation.
@@ -111,7 +111,8 @@ struct Rollout {
     std::deque<int> todo;  // slots still to roll, in order
     int in_flight = 0;     // new workers started and not ready yet
     int done = 0;
-    std::shared_ptr<Operation> op;
+    std::shared_ptr<Operation> op;  // whoever asked (progress lines)
+    Part part;                      // the roll's own part of `op`, ended when the roll ends
     std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
     // A roll that fails restores the worker count it began from, unless `scale` set another
     // since (a reload that changed `cores` must not leave the count of a rejected config).
@@ -119,6 +120,7 @@ struct Rollout {
     std::optional<int> restore_scale;
     bool scaled = false;
     bool rollback = false;  // puts the slots of a failed roll back; never rolled back itself
+    bool reload = false;    // a reload's: stopped by `stop`, its config stays in force
 };
 
 struct Program {
@@ -158,18 +160,6 @@ struct Abandoned {
     std::unique_ptr<Timer> timer;
 };
 
-/// A long operation (reload, restart, scale): finishes once every part has finished.
-struct Operation {
-    std::shared_ptr<Reporter> reporter;
-    int pending = 0;
-    bool ok = true;
-    std::vector<std::string> results;  // what happened, one line per part
-    bool reload = false;               // count it in reloads_ok / reloads_failed
-    void progress(const std::string& line) const {
-        if (reporter) reporter->progress(line);
-    }
-};
-
 /// Slots being scaled away: their sockets are watched until empty, then they stop.
 struct Drain {
     explicit Drain(Executor& exec) : timer(exec.make_timer()) {}
@@ -192,6 +182,8 @@ struct Supervisor::Impl {
     /// the supervisor does to the world goes through `exec`.
     Impl(asio::io_context& io, Executor& exec, Config config, std::string config_path,
          std::string builtin_worker, std::vector<std::string> environment);
+    /// Lets go of every operation's parts without ending them: nobody is left to reply to.
+    ~Impl();
     TimePoint now() const { return exec.now(); }
     std::optional<ProcessFigures> figures(const Worker& w) const {
         return w.sm.pid != 0 ? exec.figures(w.sm.pid) : std::nullopt;
@@ -276,6 +268,8 @@ struct Supervisor::Impl {
     void start_rollout(Program& prog, Rollout r);
     void advance_rollout(Program& prog);
     void rollout_worker_changed(Worker* w, SlotState before);
+    /// A worker an operation waits for (scale-up, a new program) came up, or did not.
+    void start_changed(Worker* w, SlotState before);
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
     /// Whether `later` may run on `prog` now, by the table in operation_rules.hpp: refused
     /// (false, `refuse` called with why), or admitted once what it supersedes has ended.
@@ -291,7 +285,6 @@ struct Supervisor::Impl {
     void drain_and_stop(Program& prog, std::vector<Worker*> leaving, std::shared_ptr<Operation> op);
     void drain_poll(std::shared_ptr<Drain> d);
     void abandon_wait(Worker* w, const std::string& why);
-    void part_done(const std::shared_ptr<Operation>& op, bool ok, const std::string& line);
     void persist_scale();
     std::string state_file() const;
     int configured_workers(const Program& prog) const;

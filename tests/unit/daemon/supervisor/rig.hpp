@@ -50,7 +50,9 @@ struct Recorder final : Reporter {
         reply = r;
     }
     bool ok() const { return finishes == 1 && reply.value("ok", false); }
-    std::string message() const { return reply.value("message", ""); }
+    std::string message() const {
+        return reply.is_object() ? reply.value("message", "") : std::string();
+    }
     std::vector<std::string> lines;
     int finishes = 0;
     nlohmann::json reply;

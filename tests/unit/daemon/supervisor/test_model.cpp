@@ -422,8 +422,12 @@ class Run {
     std::string check_quiet() {
         Rig& rig = *rig_;
         std::ostringstream why;
-        for (const auto& r : replies_)
+        for (const auto& r : replies_) {
             if (r->finishes != 1) why << "a command has no reply yet; ";
+            // A part dropped without its end (an operation lost track of what it waited for).
+            if (r->message().find("did not finish") != std::string::npos)
+                why << "a reply says: " << r->message() << "; ";
+        }
         if (rig.sup->reload_in_progress || rig.sup->reload_loading) why << "a reload is pending; ";
         if (!rig.sup->abandoned.empty()) why << rig.sup->abandoned.size() << " abandoned left; ";
         std::size_t slots = 0;
