@@ -22,7 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-double seconds(Clock::duration d) {
+double to_seconds(Clock::duration d) {
     return std::chrono::duration<double>(d).count();
 }
 
@@ -40,7 +40,7 @@ json worker_json(const Worker& w, std::optional<TimePoint> next_try, TimePoint n
         {"fields", w.fields},
         {"retiring", w.retiring},
     };
-    j["uptime_s"] = s.pid != 0 ? seconds(now - s.started_at) : 0.0;
+    j["uptime_s"] = s.pid != 0 ? to_seconds(now - s.started_at) : 0.0;
     // Read from /proc only now: CPU% over the time since the previous status (or since the
     // worker started), like `top` between two refreshes.
     if (stats) {
@@ -59,7 +59,7 @@ json worker_json(const Worker& w, std::optional<TimePoint> next_try, TimePoint n
     // it printed last (output: capture).
     j["failures"] = s.failures;
     j["late"] = s.late;
-    j["next_try_s"] = next_try ? json(std::max(0.0, seconds(*next_try - now))) : json(nullptr);
+    j["next_try_s"] = next_try ? json(std::max(0.0, to_seconds(*next_try - now))) : json(nullptr);
     j["last_output"] = w.capture ? json(w.capture->tail()) : json::array();
     return j;
 }
@@ -109,7 +109,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
         {"daemon",
          {{"pid", ::getpid()},
           {"version", CLUSTERD_VERSION},
-          {"uptime_s", seconds(now() - started_at)},
+          {"uptime_s", to_seconds(now() - started_at)},
           {"config", config_path.empty() ? "<built-in>" : config_path},
           {"config_generation", config_generation},
           {"reloads_ok", reloads_ok},
