@@ -47,4 +47,11 @@ constexpr Rule rule(Running running, Later later) {
     return Rule::merges;
 }
 
+/// The command as an operator types it ("restart --rolling").
+constexpr const char* to_string(Later later) {
+    constexpr const char* names[] = {"stop",  "start",  "restart", "restart --rolling",
+                                     "scale", "reload", "signal"};
+    return names[static_cast<int>(later)];
+}
+
 }  // namespace clusterd::rules

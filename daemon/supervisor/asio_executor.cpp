@@ -95,8 +95,9 @@ Started AsioExecutor::spawn(const SpawnSpec& spec, const std::string& label,
     // The status pipe reports a failed set-up step or execve; read on the loop.
     auto sd = std::make_shared<asio::posix::stream_descriptor>(impl_->io);
     error_code ec;
-    sd->assign(r.status_pipe.release(), ec);
-    if (ec) return {r.pid, 0, ""};
+    sd->assign(r.status_pipe.get(), ec);
+    if (ec) return {r.pid, 0, ""};  // the pipe closes here; only the failure report is lost
+    (void)r.status_pipe.release();  // the descriptor owns it now
     auto failure = std::make_shared<SpawnFailure>();
     pid_t pid = r.pid;
     sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),

@@ -4,6 +4,13 @@
 
 namespace clusterd {
 
+std::string join_lines(const std::vector<std::string>& lines, const char* sep) {
+    std::string s;
+    for (const auto& l : lines)
+        if (!l.empty()) s += (s.empty() ? "" : sep) + l;
+    return s;
+}
+
 Part Operation::part(std::string unfinished) {
     ++open_;
     return Part(shared_from_this(), std::move(unfinished));
@@ -17,9 +24,7 @@ void Operation::end_part(bool ok, const std::string& line) {
     if (!ok) ok_ = false;
     if (--open_ > 0) return;
     if (on_end) on_end(ok_);
-    std::string text;
-    for (const auto& l : results_) text += (text.empty() ? "" : "\n") + l;
-    if (reporter_) reporter_->finish(reply(ok_, text));
+    if (reporter_) reporter_->finish(reply(ok_, join_lines(results_, "\n")));
 }
 
 }  // namespace clusterd

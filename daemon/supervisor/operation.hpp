@@ -17,6 +17,9 @@ namespace clusterd {
 
 class Part;
 
+/// The non-empty lines joined with `sep`.
+std::string join_lines(const std::vector<std::string>& lines, const char* sep);
+
 class Operation : public std::enable_shared_from_this<Operation> {
   public:
     explicit Operation(std::shared_ptr<Reporter> reporter) : reporter_(std::move(reporter)) {}

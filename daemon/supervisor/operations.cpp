@@ -19,13 +19,6 @@ constexpr Duration kDrainPoll{10};
 
 }  // namespace
 
-std::string join_lines(const std::vector<std::string>& lines, const char* sep) {
-    std::string s;
-    for (const auto& l : lines)
-        if (!l.empty()) s += (s.empty() ? "" : sep) + l;
-    return s;
-}
-
 // An operation waiting for `w` to become ready must not wait forever once `w` is given up.
 void Supervisor::Impl::abandon_wait(Worker* w, const std::string& why) {
     if (w->waiting) w->waiting.done(false, label(w) + ": " + why);

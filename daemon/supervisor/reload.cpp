@@ -29,9 +29,8 @@ void Supervisor::Impl::reload(std::shared_ptr<Reporter> reporter) {
         return refuse("clusterd runs its built-in default config: there is no file to reload");
     if (reload_in_progress || reload_loading) return refuse("another reload is still in progress");
     for (const auto& p : programs)
-        if (p->rollout && !p->rollout->rollback &&
-            rules::rule(rules::Running::rolling_restart, rules::Later::reload) ==
-                rules::Rule::refused)
+        if (auto running = running_on(*p);
+            running && rules::rule(*running, rules::Later::reload) == rules::Rule::refused)
             return refuse(p->name + ": a rolling restart is in progress");
 
     reload_loading = true;
@@ -52,9 +51,8 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
     if (!loaded.config) return refuse("invalid config, nothing changed:\n" + loaded.error);
     // Asked for while the file was being read.
     for (const auto& p : programs)
-        if (p->rollout && !p->rollout->rollback &&
-            rules::rule(rules::Running::rolling_restart, rules::Later::reload) ==
-                rules::Rule::refused)
+        if (auto running = running_on(*p);
+            running && rules::rule(*running, rules::Later::reload) == rules::Rule::refused)
             return refuse(p->name + ": a rolling restart is in progress");
     Config next = std::move(*loaded.config);
     overrides.apply(next.daemon);

@@ -69,17 +69,18 @@ void Supervisor::Impl::advance_rollout(Program& prog) {
     part.done(true, line);
 }
 
+std::optional<rules::Running> Supervisor::Impl::running_on(const Program& prog) {
+    using rules::Running;
+    if (prog.rollout) return prog.rollout->rollback ? Running::roll_back : Running::rolling_restart;
+    if (prog.stopped) return Running::stopped;
+    return std::nullopt;
+}
+
 bool Supervisor::Impl::admit(Program& prog, rules::Later later,
                              const std::function<void(const std::string&)>& refuse) {
     using rules::Running;
-    std::optional<Running> running;
-    if (prog.rollout)
-        running = prog.rollout->rollback ? Running::roll_back : Running::rolling_restart;
-    else if (prog.stopped)
-        running = Running::stopped;
+    std::optional<Running> running = running_on(prog);
     if (!running) return true;
-    static const char* const names[] = {"stop",  "start",  "restart", "restart --rolling",
-                                        "scale", "reload", "signal"};
     switch (rules::rule(*running, later)) {
         case rules::Rule::refused:
             refuse(*running == Running::stopped
@@ -89,7 +90,7 @@ bool Supervisor::Impl::admit(Program& prog, rules::Later later,
                              prog.name + "` ends it)");
             return false;
         case rules::Rule::supersedes:
-            end_rollout(prog, names[static_cast<int>(later)]);
+            end_rollout(prog, rules::to_string(later));
             return true;
         case rules::Rule::ends_it:
             prog.stopped = false;

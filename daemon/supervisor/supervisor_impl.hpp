@@ -108,9 +108,8 @@ struct Worker {
 struct Rollout {
     std::shared_ptr<const ProgramSpec> from;
     std::shared_ptr<const ProgramSpec> to;
-    std::deque<int> todo;  // slots still to roll, in order
-    int in_flight = 0;     // new workers started and not ready yet
-    int done = 0;
+    std::deque<int> todo;           // slots still to roll, in order
+    int in_flight = 0;              // new workers started and not ready yet
     std::shared_ptr<Operation> op;  // whoever asked (progress lines)
     Part part;                      // the roll's own part of `op`, ended when the roll ends
     std::optional<SocketTable> previous_sockets;  // restored if the roll fails (listen changed)
@@ -147,7 +146,6 @@ struct Program {
     TimePoint log_window_start{};
     int log_lines = 0;
     int log_suppressed = 0;
-    std::map<std::string, int> log_suppressed_causes;
     std::unique_ptr<Timer> log_timer;
 };
 
@@ -171,9 +169,6 @@ struct Drain {
     std::unique_ptr<Timer> timer;
 };
 
-/// The non-empty lines joined with `sep`.
-std::string join_lines(const std::vector<std::string>& lines, const char* sep);
-
 /// Opens an `output:` file for appending (throws std::system_error naming it).
 UniqueFd open_output(const std::string& path);
 
@@ -189,7 +184,7 @@ struct Supervisor::Impl {
         return w.sm.pid != 0 ? exec.figures(w.sm.pid) : std::nullopt;
     }
 
-    // ---- supervisor.cpp: start-up, events, the one dispatch ----
+    // ---- supervisor.cpp, dispatch.cpp, faults.cpp, signals.cpp ----
     void start();
     /// Throws when `new_workers` more workers of `pc` would leave too few file descriptors.
     void check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const;
@@ -239,7 +234,6 @@ struct Supervisor::Impl {
     void replacement_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
     void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
-    /// Every notify datagram queued now, read before a deadline is judged.
     /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
     void open_notify(Worker* w);
     void on_signal(int sig);
@@ -253,7 +247,7 @@ struct Supervisor::Impl {
     void kill_leftovers();
     std::string label(const Worker* w) const;
 
-    // ---- operations.cpp: reload, rolling restart, scale ----
+    // ---- operations.cpp, reload.cpp, rollout.cpp ----
     void reload(std::shared_ptr<Reporter> reporter);
     void apply_reload(std::shared_ptr<Reporter> reporter, LoadedConfig loaded);
     void refuse_reload(const std::shared_ptr<Reporter>& reporter, const std::string& why);
@@ -273,6 +267,8 @@ struct Supervisor::Impl {
     void scale(Program& prog, int workers, std::shared_ptr<Operation> op);
     /// Whether `later` may run on `prog` now, by the table in operation_rules.hpp: refused
     /// (false, `refuse` called with why), or admitted once what it supersedes has ended.
+    /// What runs on `prog` that a later command must compose with, if anything.
+    static std::optional<rules::Running> running_on(const Program& prog);
     bool admit(Program& prog, rules::Later later,
                const std::function<void(const std::string&)>& refuse);
     /// A later command supersedes the program's roll (`stop`; anything, for a roll back):
