@@ -368,6 +368,8 @@ Config load_config_string(const std::string& text, const std::string& source) {
     }
     check_endpoints(r, endpoints);
     if (r.ok()) record_positions(root, config.positions);
+    config.text = std::make_shared<const std::string>(text);
+    for (auto& p : config.programs) p.source_text = config.text;
     if (!r.ok()) {
         auto& diagnostics = r.diagnostics();
         std::stable_sort(diagnostics.begin(), diagnostics.end(), [](const auto& a, const auto& b) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -103,6 +104,9 @@ struct Output {
 
 struct ProgramConfig {
     std::string name;
+    /// The text of the config file this program was read from (shared by its programs): an
+    /// upgrade hands it to the new image, which reads the program exactly as this one did.
+    std::shared_ptr<const std::string> source_text;
     /// argv; empty = the built-in clusterd-worker found beside the clusterd binary.
     std::vector<std::string> command;
     /// `cores: auto` resolved at load time (see cpus.hpp), or the configured number.
@@ -172,7 +176,8 @@ struct Position {
 };
 
 struct Config {
-    std::string source;  // file path, or "<built-in>"
+    std::string source;                       // file path, or "<built-in>"
+    std::shared_ptr<const std::string> text;  // what was read (see ProgramConfig::source_text)
     DaemonConfig daemon;
     std::vector<ProgramConfig> programs;  // in file order
     /// Position of each value by dotted path ("programs.web.user", "programs.web.command[0]"),

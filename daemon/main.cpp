@@ -21,6 +21,7 @@
 #include "daemon/process/config_check.hpp"
 #include "daemon/process/logging.hpp"
 #include "daemon/process/systemd.hpp"
+#include "daemon/supervisor/handover.hpp"
 #include "daemon/supervisor/supervisor.hpp"
 
 extern char** environ;
@@ -28,6 +29,17 @@ extern char** environ;
 namespace {
 
 using namespace clusterd;
+
+// The binary this process runs, by the path it was started from ("" if unknown): what
+// `upgrade` execs when not told another (a package upgrade replaces the file there).
+std::string self_binary_path() {
+    std::error_code ec;
+    std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec) return "";
+    constexpr std::string_view kDeleted = " (deleted)";
+    if (self.ends_with(kDeleted)) self.resize(self.size() - kDeleted.size());
+    return self;
+}
 
 // clusterd-worker is installed beside clusterd.
 std::string builtin_worker_path() {
@@ -118,6 +130,30 @@ std::string daemon_on(const std::string& path) {
     return "clusterd pid " + pid + " (config " + daemon.value("config", std::string("?")) + ")";
 }
 
+// The master's loop, until it is done; then the exit code.
+int serve(boost::asio::io_context& io, ControlServer& control, Supervisor& supervisor) {
+    // No exception may escape a handler; should one still, the master logs it and goes on
+    // rather than taking every worker down with it.
+    for (;;) {
+        try {
+            io.run();
+            break;
+        } catch (const std::exception& e) {
+            spdlog::critical("unexpected error in an event handler (continuing): {}", e.what());
+        }
+    }
+    control.close();
+    drain_log(std::chrono::seconds(2));  // bounded: a stalled log reader cannot hold the exit
+    spdlog::shutdown();
+    return supervisor.exit_code();
+}
+
+ControlServer::Handler control_handler(Supervisor& supervisor) {
+    return [&supervisor](const ControlRequest& request, std::shared_ptr<Reporter> reporter) {
+        supervisor.command(request, std::move(reporter));
+    };
+}
+
 int run(const std::string& config_path, bool explicit_path, const std::string& log_level,
         const DaemonOverrides& overrides) {
     auto config = load(config_path, explicit_path, overrides);
@@ -166,11 +202,8 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     // The control socket before any worker: requests wait in its queue until the loop runs.
     std::unique_ptr<ControlServer> control;
     try {
-        control = std::make_unique<ControlServer>(
-            io, control_path, control_group,
-            [&supervisor](const ControlRequest& request, std::shared_ptr<Reporter> reporter) {
-                supervisor.command(request, std::move(reporter));
-            });
+        control = std::make_unique<ControlServer>(io, control_path, control_group,
+                                                  control_handler(supervisor));
     } catch (const std::exception& e) {
         spdlog::critical(
             "cannot open the control socket: {}; set daemon.control or pass --control PATH "
@@ -178,6 +211,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
             e.what());
         return exit_code::system_error;
     }
+    supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener());
     try {
         supervisor.start();
     } catch (const std::exception& e) {
@@ -187,20 +221,126 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
     }
     control->start();
     spdlog::info("control socket {}", control_path);
-    // No exception may escape a handler; should one still, the master logs it and goes on
-    // rather than taking every worker down with it.
-    for (;;) {
-        try {
-            io.run();
-            break;
-        } catch (const std::exception& e) {
-            spdlog::critical("unexpected error in an event handler (continuing): {}", e.what());
+    return serve(io, *control, supervisor);
+}
+
+// ---- upgrade: the new image's side (daemon/supervisor/upgrade.cpp has the old one's) ----
+
+// `upgrade-check --state-fd N`: would this binary resume from the state in fd N? One JSON
+// line on stdout; exit 0 if so.
+int upgrade_check(int state_fd) {
+    nlohmann::json out;
+    try {
+        HandoverState state = decode_handover(read_handover_fd(state_fd));
+        std::size_t workers = 0;
+        for (const auto& p : state.programs) {
+            load_config_string(p.config_text, p.source);
+            workers += p.workers.size();
         }
+        load_config_string(state.config_text, state.config_source);
+        out = {{"ok", true},
+               {"version", CLUSTERD_VERSION},
+               {"state_format", kHandoverFormat},
+               {"from", state.version},
+               {"programs", state.programs.size()},
+               {"workers", workers}};
+    } catch (const ConfigError& e) {
+        const auto& d = e.diagnostics();
+        out = {{"ok", false},
+               {"message", "its config does not load here: " +
+                               (d.empty() ? std::string("?") : d.front().to_string())}};
+    } catch (const std::exception& e) {
+        out = {{"ok", false}, {"message", e.what()}};
     }
-    control->close();
-    drain_log(std::chrono::seconds(2));  // bounded: a stalled log reader cannot hold the exit
-    spdlog::shutdown();
-    return supervisor.exit_code();
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    return out["ok"].get<bool>() ? exit_code::ok : exit_code::system_error;
+}
+
+// Back to the image the state came from (`rollback` = "BINARY_FD:STATE_FD"), which then
+// answers that the upgrade failed and why. Returns only if that exec fails.
+int go_back(const std::string& rollback, const std::string& why, const HandoverState* state) {
+    spdlog::critical("upgrade: cannot resume here: {}", why);
+    std::cerr << "clusterd: cannot resume: " << why << "\n";
+    auto colon = rollback.find(':');
+    if (rollback.empty() || colon == std::string::npos) {
+        drain_log(std::chrono::seconds(1));
+        return exit_code::system_error;
+    }
+    int binary_fd = std::atoi(rollback.substr(0, colon).c_str());
+    std::string state_fd = rollback.substr(colon + 1);
+    if (state)  // what was taken over got close-on-exec back
+        for (int fd : state->fds()) ::fcntl(fd, F_SETFD, 0);
+    std::vector<std::string> args = {"clusterd", "resume",           "--state-fd",
+                                     state_fd,   "--upgrade-failed", why};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    drain_log(std::chrono::seconds(1));
+    // Close-on-exec: the binary is opened before the fds are closed, and the old image has
+    // no use for this fd.
+    ::fcntl(binary_fd, F_SETFD, FD_CLOEXEC);
+    ::fexecve(binary_fd, argv.data(), environ);
+    std::cerr << "clusterd: cannot go back to the previous binary: fexecve failed: "
+              << std::strerror(errno) << "\n";
+    return exit_code::system_error;
+}
+
+// `resume --state-fd N [--rollback B:N | --upgrade-failed WHY]`: the image an upgrade exec'd.
+int resume(int state_fd, const std::string& rollback, const std::string& failed) {
+    ::signal(SIGPIPE, SIG_IGN);
+    HandoverState state;
+    try {
+        state = decode_handover(read_handover_fd(state_fd));
+        check_handover_fds(state);
+    } catch (const std::exception& e) {
+        return go_back(rollback, e.what(), nullptr);
+    }
+    if (state.saved_at != kNoTime)
+        state.exec_gap = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count() -
+                         state.saved_at;
+    DaemonOverrides overrides{state.override_control, state.override_state_dir};
+    std::optional<Config> config;
+    try {
+        config = load_config_string(state.config_text, state.config_source);
+        overrides.apply(config->daemon);
+        setup_logging(state.log_level, config->daemon.log_file);
+    } catch (const ConfigError& e) {
+        const auto& d = e.diagnostics();
+        return go_back(
+            rollback,
+            "its config does not load: " + (d.empty() ? std::string("?") : d.front().to_string()),
+            &state);
+    } catch (const std::exception& e) {
+        return go_back(rollback, e.what(), &state);
+    }
+    boost::asio::io_context io(1);
+    std::string control_path = config->daemon.control;
+    std::string control_group = config->daemon.control_group;
+    Supervisor supervisor(io, std::move(*config), state.config_path, builtin_worker_path(),
+                          master_environment(), overrides);
+    std::unique_ptr<ControlServer> control;
+    try {
+        control = std::make_unique<ControlServer>(io, state.control_fd, control_path, control_group,
+                                                  control_handler(supervisor));
+        supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener());
+        std::shared_ptr<Reporter> requester;
+        if (state.requester_fd >= 0) requester = control->adopt_connection(state.requester_fd);
+        supervisor.resume(state, requester, failed);
+    } catch (const std::exception& e) {
+        return go_back(rollback, e.what(), &state);
+    }
+    ::close(state_fd);
+    if (auto colon = rollback.find(':'); colon != std::string::npos)
+        ::close(std::atoi(rollback.substr(0, colon).c_str()));
+    // The old image blocked every signal before its exec; what came meanwhile is pending and
+    // is delivered now, to the handlers resume() installed.
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    control->start();
+    return serve(io, *control, supervisor);
 }
 
 // -s wins; else the `daemon.control` of -c FILE; else, for a user other than root, that
@@ -316,6 +456,28 @@ int main(int argc, char** argv) {
     level_cmd->add_option("level", arg, "trace, debug, info, warn or error")->required();
 
     auto* version_cmd = client("version", "Print the version of clusterd and of the daemon");
+    std::string binary;
+    auto* upgrade_cmd =
+        client("upgrade", "Re-exec the daemon in place from a new binary; workers keep running");
+    upgrade_cmd
+        ->add_option("--binary", binary,
+                     "The binary to exec (default: the path the daemon was started from)")
+        ->check([](const std::string& s) {
+            return s.starts_with("/") ? std::string() : std::string("an absolute path");
+        });
+
+    // The new image's side of an upgrade (not for people: `clusterd upgrade` runs them).
+    int state_fd = -1;
+    auto* check_upgrade_cmd = app.add_subcommand("upgrade-check", "");
+    check_upgrade_cmd->group("");
+    check_upgrade_cmd->add_option("--state-fd", state_fd)->required();
+    std::string rollback;
+    std::string upgrade_failed;
+    auto* resume_cmd = app.add_subcommand("resume", "");
+    resume_cmd->group("");
+    resume_cmd->add_option("--state-fd", state_fd)->required();
+    resume_cmd->add_option("--rollback", rollback);
+    resume_cmd->add_option("--upgrade-failed", upgrade_failed);
 
     try {
         app.parse(argc, argv);
@@ -325,6 +487,8 @@ int main(int argc, char** argv) {
     }
     if (*run_cmd) return run(config_path, config_opt->count() > 0, log_level, overrides);
     if (*check_cmd) return check(check_path);
+    if (*check_upgrade_cmd) return upgrade_check(state_fd);
+    if (*resume_cmd) return resume(state_fd, rollback, upgrade_failed);
     for (auto* cmd : app.get_subcommands()) {
         std::string name = cmd->get_name();
         // The same typed request the daemon decodes, on the wire.
@@ -335,14 +499,17 @@ int main(int argc, char** argv) {
         typed.workers = workers;
         typed.signal = arg;
         typed.level = arg;
+        typed.binary = binary;
         request = typed.to_json();
         if (name == "version" && !json_output) std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
         if (name == "status" && cmd->count("--watch") > 0)
             return watch_status(control_socket(socket_path, client_config), request,
                                 watch_interval > 0 ? watch_interval : 1.0);
-        int rc = run_client(control_socket(socket_path, client_config), request, json_output);
+        int rc = run_client(control_socket(socket_path, client_config), request, json_output,
+                            name == "upgrade" ? 60 : 0);
         return name == "version" ? 0 : rc;  // our own version was printed either way
     }
     (void)version_cmd;
+    (void)upgrade_cmd;
     return exit_code::usage;
 }

@@ -202,7 +202,8 @@ std::optional<json> ask_daemon(const std::string& socket_path, const json& reque
     }
 }
 
-int run_client(const std::string& socket_path, const json& request, bool json_output) {
+int run_client(const std::string& socket_path, const json& request, bool json_output,
+               int busy_wait_s) {
     std::string error;
     UniqueFd fd = send_request(socket_path, request, 0, error);
     if (!fd) {
@@ -232,6 +233,13 @@ int run_client(const std::string& socket_path, const json& request, bool json_ou
                 continue;
             }
             bool ok = reply.value("ok", false);
+            if (!ok && reply.value("busy", false) && busy_wait_s > 0) {
+                // The daemon is in the middle of something that ends on its own: ask again.
+                std::cerr << reply.value("message", "") << " (asking again, " << busy_wait_s
+                          << " s left)\n";
+                ::sleep(1);
+                return run_client(socket_path, request, json_output, busy_wait_s - 1);
+            }
             if (!json_output) {
                 if (reply.contains("status")) std::cout << format_status(reply["status"]);
                 std::string message = reply.value("message", "");

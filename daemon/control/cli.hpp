@@ -10,7 +10,10 @@ namespace clusterd {
 
 /// Send `request` to the daemon at `socket_path`; print progress and the result (raw JSON
 /// lines with `json_output`). Returns the process exit code: 0 only when the daemon said ok.
-int run_client(const std::string& socket_path, const nlohmann::json& request, bool json_output);
+/// A reply marked "busy" (an operation runs that ends on its own) is asked again once a
+/// second for up to `busy_wait_s` seconds.
+int run_client(const std::string& socket_path, const nlohmann::json& request, bool json_output,
+               int busy_wait_s = 0);
 
 /// `status --watch`: the status table, refreshed every `interval` seconds until interrupted.
 int watch_status(const std::string& socket_path, const nlohmann::json& request, double interval);

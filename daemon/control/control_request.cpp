@@ -19,7 +19,7 @@ struct Spec {
     std::string_view option;  // the command's one other key, if any
 };
 
-constexpr std::array<Spec, 9> kCommands = {{
+constexpr std::array<Spec, 10> kCommands = {{
     {ControlCommand::version, "version", false, false, ""},
     {ControlCommand::status, "status", false, true, ""},
     {ControlCommand::reload, "reload", false, false, ""},
@@ -29,6 +29,7 @@ constexpr std::array<Spec, 9> kCommands = {{
     {ControlCommand::start, "start", true, true, ""},
     {ControlCommand::signal, "signal", true, true, "signal"},
     {ControlCommand::log_level, "log-level", false, false, "level"},
+    {ControlCommand::upgrade, "upgrade", false, false, "binary"},
 }};
 
 std::string known_commands() {
@@ -84,6 +85,7 @@ json ControlRequest::to_json() const {
     if (cmd == ControlCommand::scale) j["workers"] = workers;
     if (cmd == ControlCommand::signal) j["signal"] = signal;
     if (cmd == ControlCommand::log_level) j["level"] = level;
+    if (cmd == ControlCommand::upgrade && !binary.empty()) j["binary"] = binary;
     return j;
 }
 
@@ -169,6 +171,14 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
                 r.level != "warn" && r.level != "error")
                 return error("log-level: \"level\" must be one of trace, debug, info, warn, error" +
                              (r.level.empty() ? std::string() : ", not " + quote_text(r.level)));
+            break;
+        case ControlCommand::upgrade:
+            if (auto e = text("binary", r.binary)) return *e;
+            if (!r.binary.empty() && !r.binary.starts_with("/"))
+                return error("upgrade: \"binary\" must be an absolute path, not " +
+                             quote_text(r.binary));
+            if (r.binary.size() > 4096)
+                return error("upgrade: \"binary\" is longer than 4096 bytes");
             break;
         default:
             break;

@@ -35,7 +35,8 @@ enum class ControlCommand {
     stop,
     start,
     signal,
-    log_level
+    log_level,
+    upgrade
 };
 
 /// "log-level" for ControlCommand::log_level; the wire name of each command.
@@ -56,6 +57,8 @@ struct ControlRequest {
     std::string signal;
     /// log-level.
     std::string level;
+    /// upgrade: the binary to exec ("" = the one the daemon was started from).
+    std::string binary;
 
     /// The request on the wire, as the CLI sends it (only the fields its command takes).
     nlohmann::json to_json() const;

@@ -1,5 +1,6 @@
 #include "daemon/control/control_server.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 #include <system_error>
 #include <variant>
 
+#include "common/fd.hpp"
 #include "daemon/control/control_request.hpp"
 #include "daemon/net/accept_guard.hpp"
 
@@ -73,7 +75,11 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
     ~ControlSession();
 
     void start() { pump(); }
+    /// A connection whose request the previous image of the master took (an upgrade): busy
+    /// until the reporter returned finishes it, then read as any other.
+    std::shared_ptr<Reporter> adopt();
     void send(std::string line);
+    int fd() { return socket_.native_handle(); }
     void finished() {
         busy_ = false;
         pump();
@@ -259,10 +265,17 @@ class SessionReporter : public Reporter {
         session_->finished();
     }
 
+    int connection() const override { return session_->fd(); }
+
   private:
     std::shared_ptr<ControlSession> session_;
     bool done_ = false;
 };
+
+std::shared_ptr<Reporter> ControlSession::adopt() {
+    busy_ = true;
+    return std::make_shared<SessionReporter>(shared_from_this());
+}
 
 ControlSession::ControlSession(std::shared_ptr<ControlServer::Impl> server, stream::socket socket)
     : server_(std::move(server)), socket_(std::move(socket)), timer_(socket_.get_executor()) {
@@ -511,6 +524,43 @@ ControlServer::ControlServer(asio::io_context& io, const std::string& path,
             throw std::system_error(errno, std::system_category(),
                                     "chown/chmod(" + path + ") failed");
     }
+}
+
+ControlServer::ControlServer(asio::io_context& io, int listener, const std::string& path,
+                             const std::string& group, Handler handler,
+                             ControlServerOptions options)
+    : impl_(std::make_shared<Impl>(io, path, std::move(handler), options)) {
+    UniqueFd owned(listener);
+    if (!group.empty()) {
+        struct group* g = ::getgrnam(group.c_str());
+        if (g == nullptr)
+            throw std::runtime_error("control_group: unknown group \"" + group + "\"");
+        impl_->group = g->gr_gid;
+    }
+    ::fcntl(listener, F_SETFD, FD_CLOEXEC);
+    error_code ec;
+    impl_->acceptor.assign(stream(), listener, ec);
+    if (ec)
+        throw std::system_error(ec.value(), std::system_category(),
+                                "cannot take over the control socket " + path);
+    owned.release();
+}
+
+int ControlServer::listener() const {
+    return impl_->acceptor.is_open() ? impl_->acceptor.native_handle() : -1;
+}
+
+std::shared_ptr<Reporter> ControlServer::adopt_connection(int fd) {
+    UniqueFd owned(fd);
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    stream::socket socket(impl_->acceptor.get_executor());
+    error_code ec;
+    socket.assign(stream(), fd, ec);
+    if (ec) return nullptr;
+    owned.release();
+    ++impl_->stats.accepted;
+    auto session = std::make_shared<ControlSession>(impl_, std::move(socket));
+    return session->adopt();
 }
 
 ControlServer::~ControlServer() {

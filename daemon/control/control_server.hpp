@@ -82,7 +82,18 @@ class ControlServer {
     /// std::runtime_error (another daemon answers there, unknown group).
     ControlServer(boost::asio::io_context& io, const std::string& path, const std::string& group,
                   Handler handler, ControlServerOptions options = {});
+    /// Serve on `listener`, the socket at `path` bound already (an upgrade's new image takes
+    /// the old one's); owned from now on. Throws as above.
+    ControlServer(boost::asio::io_context& io, int listener, const std::string& path,
+                  const std::string& group, Handler handler, ControlServerOptions options = {});
     ~ControlServer();
+
+    /// The listening socket (-1 once closed).
+    int listener() const;
+    /// A client connection the previous image was answering (an upgrade): its reply goes
+    /// through the reporter returned, then it is served as any other. nullptr if `fd` cannot
+    /// be watched.
+    std::shared_ptr<Reporter> adopt_connection(int fd);
 
     /// Start accepting.
     void start();

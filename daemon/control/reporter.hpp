@@ -15,6 +15,8 @@ class Reporter {
     virtual void progress(const std::string& line) = 0;
     /// The end: {"ok": bool, "message": text, ...data}. Called once.
     virtual void finish(const nlohmann::json& reply) = 0;
+    /// The client's connection, when there is one (an upgrade hands it to the new image).
+    virtual int connection() const { return -1; }
 };
 
 /// {"ok": ok, "message": message}.

@@ -1,5 +1,7 @@
 #include "daemon/metrics/metrics_server.hpp"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -297,6 +299,30 @@ MetricsServer::MetricsServer(asio::io_context& io, std::string_view address,
     if (ec) fail("bind", ec);
     state_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) fail("listen", ec);
+}
+
+MetricsServer::MetricsServer(asio::io_context& io, int listener, MetricsCallback metrics,
+                             HealthCallback health, MetricsServerOptions options)
+    : state_(std::make_shared<State>(io, std::move(metrics), std::move(health), options)) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+        int e = errno;
+        ::close(listener);
+        throw std::system_error(e, std::system_category(), "getsockname(metrics listener) failed");
+    }
+    ::fcntl(listener, F_SETFD, FD_CLOEXEC);
+    error_code ec;
+    state_->acceptor.assign(addr.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), listener, ec);
+    if (ec) {
+        ::close(listener);
+        throw std::system_error(ec.value(), std::system_category(),
+                                "cannot take over the metrics listener");
+    }
+}
+
+int MetricsServer::listener() const {
+    return state_->acceptor.is_open() ? state_->acceptor.native_handle() : -1;
 }
 
 MetricsServer::~MetricsServer() {

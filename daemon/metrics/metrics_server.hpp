@@ -78,6 +78,10 @@ class MetricsServer {
     /// the call and the address when binding fails.
     MetricsServer(boost::asio::io_context& io, std::string_view address, MetricsCallback metrics,
                   HealthCallback health, MetricsServerOptions options = {});
+    /// Serves on `listener`, a listening TCP socket already bound (an upgrade's new image
+    /// takes the old one's); owned from now on.
+    MetricsServer(boost::asio::io_context& io, int listener, MetricsCallback metrics,
+                  HealthCallback health, MetricsServerOptions options = {});
     /// Closes the listener and every open connection.
     ~MetricsServer();
     MetricsServer(const MetricsServer&) = delete;
@@ -91,6 +95,8 @@ class MetricsServer {
     std::uint16_t port() const;
     /// "127.0.0.1:9464": the bound address, for the log.
     std::string address() const;
+    /// The listening socket (-1 once closed).
+    int listener() const;
     /// Connections open now.
     std::size_t connections() const;
     /// Requests answered since start.

@@ -5,6 +5,7 @@
 #include "daemon/net/listeners_diag.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -180,6 +181,70 @@ SocketTable::SocketTable(const std::vector<ListenConfig>& entries, int slots,
             }
         }
     }
+}
+
+SocketTableFds SocketTable::fds() const {
+    SocketTableFds out;
+    out.shut = shut_;
+    out.activated = activated_;
+    for (std::size_t e = 0; e < entries_.size(); ++e) {
+        out.shared.push_back(shared_[e] ? shared_[e]->get() : -1);
+        out.group_order.push_back(groups_[e] ? groups_[e]->fds : std::vector<int>{});
+        out.sockarray.push_back(groups_[e] && groups_[e]->sockarray ? groups_[e]->sockarray.get()
+                                                                    : -1);
+        out.keys.push_back(groups_[e] ? groups_[e]->keys : std::vector<int>{});
+    }
+    for (const auto& row : per_slot_) {
+        std::vector<int> fds;
+        for (const auto& sock : row) fds.push_back(sock ? sock->get() : -1);
+        out.per_slot.push_back(std::move(fds));
+    }
+    return out;
+}
+
+SocketTable SocketTable::adopt(const std::vector<ListenConfig>& entries, const SocketTableFds& fds,
+                               const std::map<std::string, SocketRef>& activated) {
+    SocketTable t;
+    t.entries_ = entries;
+    for (const auto& entry : t.entries_) {
+        if (!t.names_.empty()) t.names_ += ':';
+        t.names_ += entry.name;
+    }
+    std::size_t n = entries.size();
+    t.shared_.resize(n);
+    t.groups_.resize(n);
+    t.activated_ = fds.activated;
+    t.activated_.resize(n, false);
+    t.slots_ = static_cast<int>(fds.per_slot.size());
+    t.per_slot_.assign(fds.per_slot.size(), std::vector<SocketRef>(n));
+    t.shut_ = fds.shut;
+    for (std::size_t e = 0; e < n; ++e) {
+        if (t.activated_[e]) {
+            t.entries_[e].reuseport = false;
+            auto it = activated.find(t.entries_[e].name);
+            if (it != activated.end()) t.shared_[e] = it->second;
+            continue;
+        }
+        if (!t.entries_[e].reuseport) {
+            if (e < fds.shared.size() && fds.shared[e] >= 0)
+                t.shared_[e] = share(UniqueFd(fds.shared[e]));
+            continue;
+        }
+        t.groups_[e] = group_for(t.entries_[e]);
+        for (std::size_t s = 0; s < fds.per_slot.size(); ++s) {
+            int fd = e < fds.per_slot[s].size() ? fds.per_slot[s][e] : -1;
+            if (fd < 0) continue;
+            t.per_slot_[s][e] = join(t.groups_[e], UniqueFd(fd));
+        }
+        // The kernel's order, as the old image knew it (join() appended in slot order).
+        if (e < fds.group_order.size()) t.groups_[e]->fds = fds.group_order[e];
+        if (e < fds.sockarray.size() && fds.sockarray[e] >= 0 && !t.groups_[e]->sockarray) {
+            ::fcntl(fds.sockarray[e], F_SETFD, FD_CLOEXEC);
+            t.groups_[e]->sockarray = UniqueFd(fds.sockarray[e]);
+            if (e < fds.keys.size()) t.groups_[e]->keys = fds.keys[e];
+        }
+    }
+    return t;
 }
 
 void SocketTable::resize(int slots) {

@@ -70,6 +70,21 @@ struct ForeignCheck {
     int regrouped_reset = -1;
 };
 
+/// A SocketTable as fd numbers, for handing it to a new image of the master (an upgrade):
+/// entry `e` is shared (shared[e] >= 0) or one socket per slot (per_slot[slot][e]);
+/// group_order[e] is our copy of the kernel's array of its reuseport group.
+struct SocketTableFds {
+    std::vector<int> shared;
+    std::vector<std::vector<int>> per_slot;
+    std::vector<std::vector<int>> group_order;
+    /// Identity steering of entry `e`: its sockarray map (-1: none) and the socket under each
+    /// key. A socket sits in one sockarray only, so the map itself is handed over.
+    std::vector<int> sockarray;
+    std::vector<std::vector<int>> keys;
+    std::vector<bool> activated;
+    bool shut = false;
+};
+
 /// socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen. Throws std::system_error whose
 /// message names the call and the address: `bind(127.0.0.1:80) failed: Permission denied`.
 UniqueFd open_listener(const ListenConfig& listen);
@@ -86,6 +101,14 @@ class SocketTable {
     SocketTable(const std::vector<ListenConfig>& entries, int slots,
                 const SocketTable* previous = nullptr,
                 const std::map<std::string, SocketRef>* activated = nullptr);
+
+    /// The table as fd numbers (every socket stays open and owned here).
+    SocketTableFds fds() const;
+    /// A table of sockets that are open already (an upgrade's new image takes over the old
+    /// one's): `entries` as served, each fd owned from now on. Activated entries take the
+    /// socket from `activated` by name.
+    static SocketTable adopt(const std::vector<ListenConfig>& entries, const SocketTableFds& fds,
+                             const std::map<std::string, SocketRef>& activated);
 
     /// Grow or shrink to `slots` slots (new reuseport sockets join the end of each group;
     /// sockets of removed slots are released here, and close with their last holder).

@@ -61,7 +61,7 @@ std::string NotifyDir::for_control(const std::string& control_path) {
     return dir;
 }
 
-NotifyDir::NotifyDir(std::string path) : path_(std::move(path)) {
+NotifyDir::NotifyDir(std::string path, bool keep_sockets) : path_(std::move(path)) {
     if (path_.size() + 1 + kNotifySocketNameMax >= sizeof(sockaddr_un{}.sun_path))
         throw std::runtime_error(notify_dir_problem(path_));
     uid_t me = ::geteuid();
@@ -81,6 +81,7 @@ NotifyDir::NotifyDir(std::string path) : path_(std::move(path)) {
                                  std::to_string(me) + ": refused; remove it");
     if ((st.st_mode & 07777) != 0711 && ::fchmod(dir.get(), 0711) < 0)
         throw sys_error("fchmod(" + path_ + ", 0711) failed");
+    if (keep_sockets) return;
     // A previous run of this daemon (the control socket says none is running now) may have
     // left its sockets behind.
     int fd2 = ::dup(dir.get());
@@ -260,12 +261,34 @@ NotifySocket::NotifySocket(asio::io_context& io, const NotifyDir& dir, const std
     }
 }
 
+NotifySocket::NotifySocket(asio::io_context& io, int fd, std::string path, std::string label,
+                           NotifyCounters& counters, Handler handler)
+    : state_(std::make_shared<State>(io, counters, std::move(handler))) {
+    state_->label = std::move(label);
+    UniqueFd owned(fd);
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        throw sys_error("fcntl(notify socket " + path + ") failed");
+    boost::system::error_code ec;
+    state_->descriptor.assign(fd, ec);
+    if (ec)
+        throw std::system_error(ec.value(), std::system_category(),
+                                "cannot watch the notify socket " + path);
+    owned.release();
+    state_->path = std::move(path);
+}
+
 NotifySocket::~NotifySocket() {
     state_->close();
 }
 
 const std::string& NotifySocket::path() const {
     return state_->path;
+}
+
+int NotifySocket::fd() const {
+    return state_->descriptor.native_handle();
 }
 
 void NotifySocket::start() {

@@ -89,8 +89,9 @@ class NotifyDir {
     /// is closed to other users, "/run/clusterd/notify-<hash of the control path>".
     static std::string for_control(const std::string& control_path);
 
-    /// Throws std::runtime_error naming the path and the problem.
-    explicit NotifyDir(std::string path);
+    /// Throws std::runtime_error naming the path and the problem. `keep_sockets`: an upgrade's
+    /// new image, whose workers' sockets are in it (else what is there is a previous run's).
+    explicit NotifyDir(std::string path, bool keep_sockets = false);
     ~NotifyDir();
     NotifyDir(const NotifyDir&) = delete;
     NotifyDir& operator=(const NotifyDir&) = delete;
@@ -111,12 +112,16 @@ class NotifySocket {
     NotifySocket(boost::asio::io_context& io, const NotifyDir& dir, const std::string& name,
                  std::optional<uid_t> owner, std::optional<gid_t> group, std::string label,
                  NotifyCounters& counters, Handler handler);
+    /// A socket bound already at `path` (an upgrade's new image takes the old one's fd).
+    NotifySocket(boost::asio::io_context& io, int fd, std::string path, std::string label,
+                 NotifyCounters& counters, Handler handler);
     ~NotifySocket();
     NotifySocket(const NotifySocket&) = delete;
     NotifySocket& operator=(const NotifySocket&) = delete;
 
     /// The value for NOTIFY_SOCKET.
     const std::string& path() const;
+    int fd() const;
     /// Start reading on the loop.
     void start();
     /// Read, without blocking, what is queued now and hand it to the handler (before a

@@ -33,6 +33,7 @@ class Pipe : public std::enable_shared_from_this<Pipe> {
     }
 
     bool is_open() const { return sd_.is_open(); }
+    int fd() { return sd_.is_open() ? sd_.native_handle() : -1; }
 
     /// Logs what is buffered and closes the read end.
     void close() {
@@ -147,6 +148,28 @@ UniqueFd OutputCapture::open() {
     impl_->prune();
     impl_->pipes.push_back(pipe);
     return write_end;
+}
+
+void OutputCapture::adopt(int fd, const std::vector<std::string>& tail) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    auto pipe = std::make_shared<Pipe>(impl_->io, fd, impl_->sink);
+    pipe->do_read();
+    impl_->pipes.push_back(pipe);
+    if (impl_->tail->empty())
+        for (const auto& line : tail) {
+            if (impl_->tail->size() == kTailLines) impl_->tail->pop_front();
+            impl_->tail->push_back(line);
+        }
+}
+
+std::vector<int> OutputCapture::fds() const {
+    impl_->prune();
+    std::vector<int> out;
+    for (auto& w : impl_->pipes)
+        if (auto p = w.lock(); p && p->fd() >= 0) out.push_back(p->fd());
+    return out;
 }
 
 std::size_t OutputCapture::open_pipes() const {

@@ -53,6 +53,12 @@ class OutputCapture {
     /// A new pipe for one worker process; returns its write end (close-on-exec, blocking),
     /// for SpawnSpec::output_fd. Throws std::system_error when pipe2 fails.
     UniqueFd open();
+    /// The read ends of the open pipes, for an upgrade (they stay open and owned here; a
+    /// partial line buffered in this image is not handed over).
+    std::vector<int> fds() const;
+    /// Read the pipe `fd` (an upgrade's new image takes the old one's), and start the tail
+    /// from `tail`.
+    void adopt(int fd, const std::vector<std::string>& tail);
     /// Pipes not yet at EOF (the current worker's, and older ones a child still holds).
     std::size_t open_pipes() const;
     /// Stops reading every pipe now (shutdown); partial lines are logged, unread data is not.

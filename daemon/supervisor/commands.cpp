@@ -12,10 +12,6 @@
 #include "daemon/process/logging.hpp"
 #include "daemon/supervisor/supervisor_impl.hpp"
 
-#ifndef CLUSTERD_VERSION
-#define CLUSTERD_VERSION "unknown"
-#endif
-
 namespace clusterd {
 
 using nlohmann::json;
@@ -108,7 +104,9 @@ json Supervisor::Impl::status_json(const std::string& only) const {
     return {
         {"daemon",
          {{"pid", ::getpid()},
-          {"version", CLUSTERD_VERSION},
+          {"version", version},
+          {"binary", self_binary},
+          {"upgrades", upgrades},
           {"uptime_s", to_seconds(now() - started_at)},
           {"config", config_path.empty() ? "<built-in>" : config_path},
           {"config_generation", config_generation},
@@ -141,8 +139,9 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
     const std::map<ControlCommand, Handler> table = {
         {ControlCommand::version,
          [&] {
-             json r = reply(true, std::string("clusterd ") + CLUSTERD_VERSION);
-             r["version"] = CLUSTERD_VERSION;
+             json r = reply(true, "clusterd " + version);
+             r["version"] = version;
+             r["state_format"] = kHandoverFormat;
              reporter->finish(r);
          }},
         {ControlCommand::status,
@@ -237,6 +236,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
              spdlog::info("log level set to {}", level);
              reporter->finish(reply(true, "log level " + level));
          }},
+        {ControlCommand::upgrade, [&] { upgrade(req.binary, reporter); }},
     };
     auto it = table.find(req.cmd);
     if (it == table.end()) return fail("unknown command");  // every command has a handler

@@ -72,16 +72,7 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
             spdlog::critical("{}: kill({}, {}) failed: {}", label(w), target, signal_name(sig->sig),
                              std::strerror(error));
     } else if (auto* arm = std::get_if<action::ArmDeadline>(&a)) {
-        std::uint64_t id = w->id;
-        w->timer->arm(arm->at, [this, id] {
-            // After a stall of the loop, heartbeats may be queued that were sent in time:
-            // this worker's are read before it is judged (its socket only: a crash loop of
-            // many slots must not read every socket at every deadline).
-            auto it = workers.find(id);
-            if (it != workers.end() && it->second->notify) it->second->notify->drain();
-            it = workers.find(id);
-            if (it != workers.end()) on_deadline(it->second.get());
-        });
+        arm_deadline(w, arm->at);
     } else if (std::holds_alternative<action::CancelDeadline>(a)) {
         w->timer->cancel();
     } else if (std::holds_alternative<action::Spawn>(a)) {
@@ -239,6 +230,11 @@ void Supervisor::Impl::drop_worker(Worker* w) {
 void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     auto it = pids.find(pid);
     if (it == pids.end()) {
+        if (auto h = helpers.find(pid); h != helpers.end()) {
+            auto done = std::move(h->second);
+            helpers.erase(h);
+            return done(status);
+        }
         if (auto a = abandoned.find(pid); a != abandoned.end()) {
             exec.kill(-pid, SIGKILL);  // whatever it left in its process group
             spdlog::warn(

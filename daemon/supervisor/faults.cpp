@@ -73,14 +73,8 @@ void Supervisor::Impl::abandon(Worker* w, pid_t pid, int sig, Duration grace) {
     auto a = std::make_unique<Abandoned>(exec);
     a->label = label(w);
     a->since = now();
-    a->timer->arm(a->since + grace, [this, pid] {
-        auto it = abandoned.find(pid);
-        if (it == abandoned.end()) return;
-        spdlog::warn("{}: abandoned pid {} still running after abort_timeout: sending SIGKILL",
-                     it->second->label, pid);
-        if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
-    });
     abandoned[pid] = std::move(a);
+    arm_abandoned(pid, now() + grace);
 }
 
 // ---- replace-then-drain ----

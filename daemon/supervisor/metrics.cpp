@@ -13,10 +13,6 @@
 #include "daemon/process/proc_stats.hpp"
 #include "daemon/supervisor/supervisor_impl.hpp"
 
-#ifndef CLUSTERD_VERSION
-#define CLUSTERD_VERSION "unknown"
-#endif
-
 namespace clusterd {
 
 namespace pm = prometheus;
@@ -109,7 +105,11 @@ void server_families(std::vector<pm::Family>& out, const ControlServerStats* con
 
 std::string Supervisor::Impl::metrics_text() const {
     auto build = pm::gauge("clusterd_build_info", "clusterd's version; always 1");
-    build.add({{"version", CLUSTERD_VERSION}}, 1);
+    build.add({{"version", version}}, 1);
+    auto upgrades_f =
+        pm::counter("clusterd_upgrades_total",
+                    "Upgrades in place (re-exec of a new binary) since the master started");
+    upgrades_f.add({}, static_cast<double>(upgrades));
     auto generation = pm::gauge("clusterd_config_generation", "Config loads so far, 1 at start");
     generation.add({}, static_cast<double>(config_generation));
     auto reloads = pm::counter("clusterd_reloads_total", "Reloads by result");
@@ -218,10 +218,10 @@ std::string Supervisor::Impl::metrics_text() const {
         }
     }
     std::vector<pm::Family> families{
-        build,  generation, reloads,   uptime,   workers_f,  ready_f,  prog_gen,
-        exits,  state,      pid,       wgen,     wup,        restarts, rss,
-        cpu,    heartbeat,  lag,       conns,    requests,   rejected, timeouts,
-        queued, backlog,    accepting, failures, next_try_f, late,     foreign};
+        build,     upgrades_f, generation, reloads,  uptime,   workers_f, ready_f, prog_gen,
+        exits,     state,      pid,        wgen,     wup,      restarts,  rss,     cpu,
+        heartbeat, lag,        conns,      requests, rejected, timeouts,  queued,  backlog,
+        accepting, failures,   next_try_f, late,     foreign};
     server_families(families, control_server_stats(), metrics.get());
     const NotifyCounters& nc = notify_counters;
     families.push_back(

@@ -28,6 +28,9 @@ void Supervisor::Impl::on_signal(int sig) {
             return handle_hup();
         case SIGUSR1:
             return handle_usr1();
+        case SIGUSR2:
+            // An upgrade to the binary at the path this daemon was started from.
+            return upgrade("", log_reporter("upgrade (SIGUSR2)"));
         case SIGTTIN:
             return handle_scale_signal(+1);
         case SIGTTOU:

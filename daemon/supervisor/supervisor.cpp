@@ -218,6 +218,17 @@ void Supervisor::start() {
     impl_->start();
 }
 
+void Supervisor::set_image(std::string version, std::string binary, int control_listener) {
+    impl_->version = std::move(version);
+    impl_->self_binary = std::move(binary);
+    impl_->control_listener = control_listener;
+}
+
+void Supervisor::resume(const HandoverState& state, std::shared_ptr<Reporter> requester,
+                        const std::string& failed) {
+    impl_->resume(state, std::move(requester), failed);
+}
+
 void Supervisor::command(const ControlRequest& request, std::shared_ptr<Reporter> reporter) {
     impl_->command(request, std::move(reporter));
 }

@@ -21,6 +21,7 @@ class io_context;
 namespace clusterd {
 
 class Executor;
+struct HandoverState;
 
 class Supervisor {
   public:
@@ -38,6 +39,17 @@ class Supervisor {
     /// Open every listening socket, then start every worker. Throws on a start-up error
     /// (socket in use, unknown user, executable not found), before any worker runs.
     void start();
+
+    /// This image's version, the binary `upgrade` execs when not told another, and the
+    /// control socket's listening fd (handed over by an upgrade).
+    void set_image(std::string version, std::string binary, int control_listener);
+
+    /// Instead of start(), in the image an upgrade exec'd: take over the workers and fds the
+    /// state names, and answer `requester` (the client that asked, if any). `failed`: this
+    /// is the old image, back because the new one could not resume, and why. Throws when the
+    /// state does not fit.
+    void resume(const HandoverState& state, std::shared_ptr<Reporter> requester,
+                const std::string& failed);
 
     /// Run one control command (see commands.cpp); replies go to `reporter`.
     void command(const ControlRequest& request, std::shared_ptr<Reporter> reporter);

@@ -35,6 +35,7 @@
 #include "daemon/process/launch.hpp"
 #include "daemon/process/output_capture.hpp"
 #include "daemon/supervisor/executor.hpp"
+#include "daemon/supervisor/handover.hpp"
 #include "daemon/supervisor/operation.hpp"
 #include "daemon/supervisor/state_file.hpp"
 #include "daemon/supervisor/supervisor.hpp"
@@ -155,6 +156,7 @@ struct Abandoned {
     explicit Abandoned(Executor& exec) : timer(exec.make_timer()) {}
     std::string label;
     TimePoint since{};
+    TimePoint kill_at{};  // when its process group is killed
     std::unique_ptr<Timer> timer;
 };
 
@@ -168,6 +170,11 @@ struct Drain {
     std::string program;
     std::unique_ptr<Timer> timer;
 };
+
+struct UpgradeCheck;  // upgrade.cpp
+
+/// How long the new binary of an upgrade has to say it reads the state.
+inline constexpr Duration kUpgradeCheckTimeout{10'000};
 
 /// Opens an `output:` file for appending (throws std::system_error naming it).
 UniqueFd open_output(const std::string& path);
@@ -290,6 +297,25 @@ struct Supervisor::Impl {
     /// not in backoff.
     std::optional<TimePoint> next_try(const Worker& w) const;
 
+    // ---- upgrade.cpp: re-exec in place ----
+    /// What keeps an upgrade from being handed over now ("" = nothing).
+    std::string upgrade_busy() const;
+    /// Check `binary` ("" = self_binary), then exec it with the state (upgrade.cpp).
+    void upgrade(const std::string& binary, std::shared_ptr<Reporter> reporter);
+    void exec_upgrade(const std::string& binary, const std::string& to,
+                      std::shared_ptr<Reporter> reporter);
+    /// The state to hand over; `requester_fd`: the client's connection, if any.
+    HandoverState save(int requester_fd) const;
+    /// Instead of start(), in the new image: take over what `state` names. `failed`: this is
+    /// the old image back after the new one could not resume, and why. Throws on a state
+    /// that does not fit (the caller goes back to the old image).
+    void resume(const HandoverState& state, std::shared_ptr<Reporter> requester,
+                const std::string& failed);
+    /// The slot deadline of `w` at `when`.
+    void arm_deadline(Worker* w, TimePoint when);
+    /// SIGKILL to abandoned[pid]'s group at `when`.
+    void arm_abandoned(pid_t pid, TimePoint when);
+
     // ---- metrics.cpp: /metrics and /healthz ----
     std::string metrics_text() const;
     Health health() const;
@@ -333,6 +359,15 @@ struct Supervisor::Impl {
     std::unique_ptr<Timer> memory_timer;  // armed only while some program has a memory_limit
     bool memory_timer_armed = false;
     std::unique_ptr<Timer> listener_timer;  // the periodic look for foreign sockets
+    // The image: its version, the binary `upgrade` execs by default, upgrades so far.
+    std::string version = "unknown";
+    std::string self_binary;
+    std::uint64_t upgrades = 0;
+    int control_listener = -1;  // the control socket (main.cpp owns it), handed over
+    std::shared_ptr<UpgradeCheck> upgrade_check;  // the new binary being checked
+    TimePoint upgrade_asked{};
+    /// Children that are no worker's and whose exit someone waits for (an upgrade check).
+    std::map<pid_t, std::function<void(int wait_status)>> helpers;
 };
 
 }  // namespace clusterd
