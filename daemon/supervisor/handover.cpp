@@ -16,20 +16,21 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverSlot, state, want_up, pid, restarts, 
                                    started_at, ready_at, last_heartbeat, heartbeat_interval, late,
                                    ends, deadline, stop_reason, last_cause, last_signaled,
                                    last_code, last_core_dumped, last_abandoned, last_backoff)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverWorker, id, slot, sm, status, fields, notify_fd,
-                                   capture_fds, capture_tail)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverWorker, id, slot, retiring, replacing, replaces, sm,
+                                   status, fields, notify_fd, capture_fds, capture_tail)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SocketTableFds, shared, per_slot, group_order, sockarray, keys,
                                    activated, shut)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverProgram, name, source, config_text, generation,
                                    runtime_scale, stopped, exits, started_at, all_ready_logged,
-                                   serving, next_probe, probe_at, refusing, sockets, workers)
+                                   serving, next_probe, probe_at, refusing, sockets, workers,
+                                   others)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverAbandoned, pid, label, since, kill_at)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverState, format, version, upgrades, config_path,
                                    config_source, config_text, override_control, override_state_dir,
                                    log_level, started_at, upgrade_started, saved_at, next_worker_id,
                                    config_generation, reloads_ok, reloads_failed, notify_counters,
-                                   programs, abandoned, activated, notify_dir, control_fd,
-                                   requester_fd, metrics_fd, systemd_notify, sent_ready)
+                                   programs, abandoned, replacements, activated, notify_dir,
+                                   control_fd, requester_fd, metrics_fd, systemd_notify, sent_ready)
 
 namespace {
 
@@ -51,10 +52,11 @@ std::vector<int> HandoverState::fds() const {
         for (int fd : p.sockets.sockarray) add(fd);
         for (const auto& row : p.sockets.per_slot)
             for (int fd : row) add(fd);
-        for (const auto& w : p.workers) {
-            add(w.notify_fd);
-            for (int fd : w.capture_fds) add(fd);
-        }
+        for (const auto* list : {&p.workers, &p.others})
+            for (const auto& w : *list) {
+                add(w.notify_fd);
+                for (int fd : w.capture_fds) add(fd);
+            }
     }
     return {all.begin(), all.end()};
 }
@@ -95,6 +97,10 @@ HandoverState decode_handover(const std::string& bytes) {
         for (std::size_t k = 0; k < p.workers.size(); ++k)
             if (p.workers[k].slot != static_cast<int>(k))
                 throw HandoverError("program " + p.name + ": its workers are out of order");
+        for (const auto& w : p.others)
+            if (w.slot < 0 || w.slot >= static_cast<int>(p.workers.size()) || w.replacing < -1 ||
+                w.replacing > 2)
+                throw HandoverError("program " + p.name + ": a worker out of its slots");
     }
     return state;
 }

@@ -65,6 +65,9 @@ struct HandoverSlot {
 struct HandoverWorker {
     std::uint64_t id = 0;
     int slot = 0;
+    bool retiring = false;  // replaced: dropped once stopped
+    int replacing = -1;     // a replacement under way (Replace), or -1
+    std::uint64_t replaces = 0;
     HandoverSlot sm;
     std::string status;
     std::map<std::string, std::string> fields;
@@ -92,6 +95,9 @@ struct HandoverProgram {
     bool refusing = false;
     HandoverSockets sockets;
     std::vector<HandoverWorker> workers;  // one per slot, in slot order
+    /// Workers that hold no slot: a late worker's spare or a memory replacement still
+    /// starting, or the worker they took over from, leaving.
+    std::vector<HandoverWorker> others;
 };
 
 struct HandoverAbandoned {
@@ -125,7 +131,8 @@ struct HandoverState {
     std::map<std::string, std::uint64_t> notify_counters;
     std::vector<HandoverProgram> programs;
     std::vector<HandoverAbandoned> abandoned;
-    std::map<std::string, int> activated;  // systemd's sockets by name
+    std::map<std::string, std::uint64_t> replacements;  // old worker id -> its replacement's
+    std::map<std::string, int> activated;               // systemd's sockets by name
     std::string notify_dir;
     int control_fd = -1;
     int requester_fd = -1;  // the connection `upgrade` came on; -1: SIGUSR2

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <array>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cstring>
@@ -150,11 +151,16 @@ std::string Supervisor::Impl::upgrade_busy() const {
                    (*running == rules::Running::roll_back ? "roll back" : "rolling restart") +
                    " is in progress";
     }
+    // A late worker's spare, a memory replacement and the worker either took over from are
+    // handed over; what belongs to an operation or another generation is not.
     for (const auto& [id, w] : workers) {
-        if (w->replacing || replacements.count(id) > 0)
-            return label(w.get()) + ": a replacement worker is starting";
-        if (w->retiring) return label(w.get()) + " is leaving (scale down or replacement)";
         if (w->waiting || w->on_exit) return label(w.get()) + ": an operation waits for it";
+        if (w->spec != w->program->spec)
+            return label(w.get()) + " of generation " + std::to_string(w->spec->generation) +
+                   " is still stopping";
+        if (w->slot >= static_cast<int>(w->program->slots.size()))
+            return label(w.get()) + " is leaving (scale down)";
+        if (rolling_in(*w)) return label(w.get()) + ": a rolling restart's worker is starting";
     }
     return "";
 }
@@ -372,10 +378,15 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
         p.probe_at = since(prog->pace.probe_at, t);
         p.refusing = prog->refusing;
         p.sockets = prog->sockets.fds();
-        for (const Worker* w : prog->slots) {
+        auto save_worker = [&](const Worker* w) {
             HandoverWorker hw;
             hw.id = w->id;
             hw.slot = w->slot;
+            hw.retiring = w->retiring;
+            if (w->replacing) {
+                hw.replacing = static_cast<int>(w->replacing->why);
+                hw.replaces = w->replacing->old_id;
+            }
             hw.sm = save_slot(w->sm, t);
             hw.status = w->status;
             hw.fields = w->fields;
@@ -384,12 +395,19 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
                 hw.capture_fds = w->capture->fds();
                 hw.capture_tail = w->capture->tail();
             }
-            p.workers.push_back(std::move(hw));
-        }
+            return hw;
+        };
+        for (const Worker* w : prog->slots) p.workers.push_back(save_worker(w));
+        for (const auto& [id, w] : workers)
+            if (w->program == prog.get() &&
+                std::find(prog->slots.begin(), prog->slots.end(), w.get()) == prog->slots.end())
+                p.others.push_back(save_worker(w.get()));
         s.programs.push_back(std::move(p));
     }
     for (const auto& [pid, a] : abandoned)
         s.abandoned.push_back({pid, a->label, since(a->since, t), since(a->kill_at, t)});
+    for (const auto& [old_id, new_id] : replacements)
+        s.replacements[std::to_string(old_id)] = new_id;
     for (const auto& [name, sock] : activated) s.activated[name] = sock->get();
     s.notify_dir = notify_dir ? notify_dir->path() : std::string();
     s.control_fd = control_listener;
@@ -456,13 +474,15 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
         prog.pace.serving = hp.serving;
         prog.pace.next_probe = at(hp.next_probe, t);
         prog.refusing = hp.refusing;
-        for (const HandoverWorker& hw : hp.workers) {
+        auto take = [&](const HandoverWorker& hw) {
             auto w = std::make_unique<Worker>(exec, hw.id, &prog, hw.slot, prog.spec,
                                               prog.sockets.for_slot(hw.slot));
             Worker* raw = w.get();
             workers.emplace(hw.id, std::move(w));
-            prog.slots.push_back(raw);
             raw->sm = load_slot(hw.sm, t);
+            raw->retiring = hw.retiring;
+            if (hw.replacing >= 0)
+                raw->replacing = Replacement{static_cast<Replace>(hw.replacing), hw.replaces};
             raw->status = hw.status;
             raw->fields = hw.fields;
             if (hw.notify_fd >= 0) {
@@ -479,8 +499,12 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
             }
             if (raw->sm.pid != 0) pids[raw->sm.pid] = raw;
             if (raw->sm.deadline) arm_deadline(raw, *raw->sm.deadline);
-        }
+            return raw;
+        };
+        for (const HandoverWorker& hw : hp.workers) prog.slots.push_back(take(hw));
+        for (const HandoverWorker& hw : hp.others) take(hw);
     }
+    for (const auto& [old_id, new_id] : s.replacements) replacements[std::stoull(old_id)] = new_id;
     for (const HandoverAbandoned& ha : s.abandoned) {
         auto a = std::make_unique<Abandoned>(exec);
         a->label = ha.label;
@@ -527,8 +551,10 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
     for (const auto& [pid, w] : pids) pid_list.push_back(pid);
     r["pids"] = pid_list;
     if (systemd_notify) {
+        // The reload systemd was told of (RELOADING=1) is over; a daemon that was not ready
+        // yet says so when it is, as at start.
         last_status.clear();
-        clusterd::notify("READY=1\n");
+        if (sent_ready) clusterd::notify("READY=1\n");
         report_to_systemd();
     }
     if (requester) requester->finish(r);

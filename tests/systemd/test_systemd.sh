@@ -2,12 +2,16 @@
 # The real-systemd test: boot a minimal Debian 12 with systemd-nspawn (private network),
 # install clusterd's .deb there and drive it with systemctl.
 #
-#   tests/systemd/test_systemd.sh DEB
+#   tests/systemd/test_systemd.sh DEB [CLUSTERD_NEXT]
 #
+# CLUSTERD_NEXT (or the environment variable of that name) is a clusterd binary that reports
+# another version: the package upgrade section repacks DEB with it and installs that over the
+# running service, which must be upgraded in place. Without it that section is skipped.
 # Exits 77 (ctest: skipped) with the reason when this machine cannot run it (not root, no
 # systemd-nspawn, no debootstrap cache and no mirror). Ends with "N passed, N failed".
 set -uo pipefail
-deb=${1:?usage: test_systemd.sh DEB}
+deb=${1:?usage: test_systemd.sh DEB [CLUSTERD_NEXT]}
+next=${2:-${CLUSTERD_NEXT:-}}
 here=$(cd "$(dirname "$0")" && pwd)
 
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -15,6 +19,7 @@ skip() { echo "SKIPPED: $*"; exit 77; }
 command -v systemd-nspawn >/dev/null || skip "systemd-nspawn not installed (apt-get install systemd-container)"
 command -v nsenter >/dev/null || skip "nsenter not installed"
 [ -f "$deb" ] || { echo "no package at $deb"; exit 1; }
+[ -z "$next" ] || [ -f "$next" ] || { echo "no clusterd binary at $next"; exit 1; }
 
 name=clusterd-test-$$
 work=$(mktemp -d /var/tmp/clusterd-systemd.XXXXXX)
@@ -195,6 +200,64 @@ ct sh -c 'curl -fsS -m 20 -o /dev/null -w "%{http_code}" http://127.0.0.1:8080/ 
 curl_pid=$!
 check "a connection made while no master runs is served by the next one" wait $curl_pid
 check "with 200" test "$(ct cat /tmp/queued.out)" = 200
+
+# ---- package upgrade in place: same master pid, same workers, no failed request ----
+# Package B is package A with clusterd-next as /usr/bin/clusterd and version 0.1.0+next: its
+# postinst (this tree's) runs `clusterd upgrade` on the active service instead of restarting it.
+if [ -z "$next" ]; then
+    echo "package upgrade: skipped (no clusterd-next)"
+else
+    pkg=$work/next
+    dpkg-deb -R "$deb" "$pkg"
+    if command -v strip >/dev/null; then
+        strip -o "$pkg/usr/bin/clusterd" "$next"
+    else
+        cp "$next" "$pkg/usr/bin/clusterd"
+    fi
+    sed -i 's/^Version: .*/Version: 0.1.0+next/' "$pkg/DEBIAN/control"
+    sum=$(cd "$pkg" && md5sum usr/bin/clusterd)
+    sed -i "s|^[0-9a-f]*  usr/bin/clusterd\$|$sum|" "$pkg/DEBIAN/md5sums"
+    dpkg-deb -b "$pkg" "$root/opt/clusterd-next.deb" >/dev/null
+    rm -rf "$pkg"
+
+    master=$(main_pid)
+    before=$(workers)
+    # Requests during the whole dpkg run (at most 3000, one at a time); counts in /tmp/load.out.
+    ct rm -f /tmp/dpkg.done
+    ct sh -c 'ok=0; bad=0; while [ ! -e /tmp/dpkg.done ] && [ $((ok + bad)) -lt 3000 ]; do
+        if curl -fsS -m 5 -o /dev/null http://127.0.0.1:8080/ 2>>/tmp/load.err; then
+            ok=$((ok + 1)); else bad=$((bad + 1)); fi
+        done; echo "$ok $bad" > /tmp/load.out' &
+    load_pid=$!
+    t0=$(date +%s%N)
+    ct dpkg -i /opt/clusterd-next.deb >"$work/dpkg-next.log" 2>&1
+    dpkg_rc=$?
+    t1=$(date +%s%N)
+    ct touch /tmp/dpkg.done
+    wait $load_pid
+    echo "package upgrade: dpkg -i took $(((t1 - t0) / 1000000)) ms;" \
+        "$(grep -h 'upgraded from' "$work/dpkg-next.log" | head -1)"
+    check "dpkg -i of version 0.1.0+next succeeds" test "$dpkg_rc" -eq 0
+    [ "$dpkg_rc" -eq 0 ] || cat "$work/dpkg-next.log"
+    check "its postinst upgraded in place (no restart)" \
+        bash -c "! grep -q 'in-place upgrade failed' '$work/dpkg-next.log'"
+    check "the master keeps its pid ($master -> $(main_pid))" test "$(main_pid)" = "$master"
+    check "the workers keep theirs" test "$(workers)" = "$before"
+    daemon=$(ct clusterd status --json | tail -1 | grep -o '"daemon":{[^}]*}')
+    check "status: the daemon runs 0.1.0+next" grep -q '"version":"0.1.0+next"' <<<"$daemon"
+    check "status: after one upgrade" grep -q '"upgrades":1[,}]' <<<"$daemon"
+    check "the service is active" test "$(ct systemctl is-active clusterd.service)" = active
+    state=$(ct systemctl show -P ActiveState clusterd.service)/$(ct systemctl show -P SubState \
+        clusterd.service)
+    check "and running, not reloading ($state)" test "$state" = active/running
+    check "it serves HTTP" http_ok
+    check "clusterd version: the daemon says 0.1.0+next" \
+        test "$(ct clusterd version | tail -1)" = "clusterd 0.1.0+next"
+    read -r load_ok load_bad < <(ct cat /tmp/load.out)
+    check "no request failed during the upgrade ($load_ok ok, $load_bad failed)" \
+        test "${load_ok:-0}" -gt 0 -a "${load_bad:-1}" -eq 0
+    [ "${load_bad:-1}" -eq 0 ] || ct head -5 /tmp/load.err
+fi
 
 # ---- stop leaves nothing ----
 ct systemctl stop clusterd.socket clusterd.service
