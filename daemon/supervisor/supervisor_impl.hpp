@@ -7,6 +7,7 @@
 //   reload.cpp       reload
 //   rollout.cpp      rolling restarts and roll backs; admit() applies policy/operation_rules.hpp
 //   commands.cpp     the control commands      metrics.cpp   /metrics and /healthz
+//   upgrade.cpp      `upgrade`: the state handed to a new binary exec'd in place (handover.hpp)
 // Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
