@@ -11,6 +11,8 @@
 // Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
+#include <signal.h>
+
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
 #include <deque>
@@ -303,8 +305,13 @@ struct Supervisor::Impl {
     std::string upgrade_busy() const;
     /// Check `binary` ("" = self_binary), then exec it with the state (upgrade.cpp).
     void upgrade(const std::string& binary, std::shared_ptr<Reporter> reporter);
+    /// Blocks every signal, lets the loop handle what it received already, then do_exec().
     void exec_upgrade(const std::string& binary, const std::string& to,
                       std::shared_ptr<Reporter> reporter);
+    /// Saves the state and execs `binary`; returns (signals as `old_mask` had them, the
+    /// client told why) only if that fails.
+    void do_exec(const std::string& binary, const std::string& to,
+                 std::shared_ptr<Reporter> reporter, const sigset_t& old_mask);
     /// The state to hand over; `requester_fd`: the client's connection, if any.
     HandoverState save(int requester_fd) const;
     /// Instead of start(), in the new image: take over what `state` names. `failed`: this is
@@ -366,6 +373,7 @@ struct Supervisor::Impl {
     std::uint64_t upgrades = 0;
     int control_listener = -1;  // the control socket (main.cpp owns it), handed over
     std::shared_ptr<UpgradeCheck> upgrade_check;  // the new binary being checked
+    std::unique_ptr<Timer> upgrade_timer;         // the loop's last turns before the exec
     TimePoint upgrade_asked{};
     /// Children that are no worker's and whose exit someone waits for (an upgrade check).
     std::map<pid_t, std::function<void(int wait_status)>> helpers;

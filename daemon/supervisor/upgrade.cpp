@@ -171,7 +171,7 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
         if (busy) r["busy"] = true;
         reporter->finish(r);
     };
-    if (upgrade_check) return refuse("an upgrade is being checked already", true);
+    if (upgrade_check || upgrade_timer) return refuse("an upgrade is under way already", true);
     if (std::string busy = upgrade_busy(); !busy.empty()) return refuse(busy, true);
     std::string path = binary.empty() ? self_binary : binary;
     if (path.empty()) return refuse("the daemon's own binary is not known: name one (--binary)");
@@ -287,11 +287,37 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
 
 void Supervisor::Impl::exec_upgrade(const std::string& binary, const std::string& to,
                                     std::shared_ptr<Reporter> reporter) {
+    // From here on every signal waits, pending, for whichever image runs next. One the loop
+    // received before (its handler has not run yet) would die with this image: two turns of
+    // the loop first let every such handler run, and then what they did is looked at again.
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::sigprocmask(SIG_BLOCK, &all, &old);
+    upgrade_timer = exec.make_timer();
+    upgrade_timer->arm(now() + Duration{1}, [this, binary, to, reporter, old] {
+        upgrade_timer = exec.make_timer();
+        upgrade_timer->arm(now() + Duration{1}, [this, binary, to, reporter, old] {
+            upgrade_timer.reset();
+            sigset_t mask = old;
+            do_exec(binary, to, reporter, mask);
+        });
+    });
+}
+
+void Supervisor::Impl::do_exec(const std::string& binary, const std::string& to,
+                               std::shared_ptr<Reporter> reporter, const sigset_t& old_mask) {
+    // Signals back as they were on every way out but the exec.
+    struct Unblock {
+        const sigset_t& mask;
+        ~Unblock() { ::sigprocmask(SIG_SETMASK, &mask, nullptr); }
+    } unblock{old_mask};
     auto fail = [&](const std::string& why) {
         spdlog::error("upgrade to {} failed: {}; still running {}", binary, why, version);
         reporter->finish(reply(
             false, "upgrade failed: " + why + "; still running " + version + " (nothing changed)"));
     };
+    if (stopping) return fail("clusterd is shutting down");
+    if (std::string busy = upgrade_busy(); !busy.empty()) return fail("meanwhile, " + busy);
     HandoverState state = save(reporter->connection());
     UniqueFd memfd;
     try {
@@ -324,12 +350,8 @@ void Supervisor::Impl::exec_upgrade(const std::string& binary, const std::string
     argv.push_back(nullptr);
 
     set_inherited(fds, true);
-    sigset_t all, old;
-    ::sigfillset(&all);
-    ::sigprocmask(SIG_BLOCK, &all, &old);
     ::execve(binary.c_str(), argv.data(), environ);
     int error = errno;
-    ::sigprocmask(SIG_SETMASK, &old, nullptr);
     set_inherited(fds, false);
     if (systemd_notify) clusterd::notify("READY=1\nSTATUS=" + last_status + "\n");
     fail("execve(" + binary + ") failed: " + std::strerror(error));

@@ -193,6 +193,28 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
         self.assertFalse(os.path.exists(f"/proc/{victim}"))  # reaped, not a zombie
         self.assertEqual(self.daemon_status()["daemon"]["version"], self.version(NEXT))
 
+    def test_sigterm_during_the_exec_is_not_lost(self):
+        self.start()
+        before = self.d.workers()
+        slow = os.path.join(self.d.dir, "slow-next")
+        with open(slow, "w") as f:
+            f.write(f"""#!{sys.executable}
+import os, sys, time
+if sys.argv[1:2] == ["resume"]:
+    time.sleep(0.5)
+os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
+""")
+        os.chmod(slow, 0o755)
+        client = subprocess.Popen([CLUSTERD, "upgrade", "--binary", slow, "-s", self.sock],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: "exec " + slow in self.d.log_text(), 10, what="the exec")
+        self.d.signal(signal.SIGTERM)  # pending across the exec, for the new image
+        self.assertEqual(self.d.wait_exit(20), 0, self.d.log_text()[-2000:])
+        client.communicate(timeout=10)
+        self.assertIn("upgraded from", self.d.log_text())
+        for pid in before.values():
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 5, what=f"worker {pid} gone")
+
     def test_bad_binaries_leave_the_daemon_running(self):
         self.start()
         before = self.d.workers()
