@@ -120,7 +120,18 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     // What the previous process of this slot reported is not this one's.
     w->status.clear();
     w->fields.clear();
-    Started r = exec.spawn(make_spawn_spec(spec.config, spec.plan, ctx), label(w), spec.plan.path);
+    const LaunchPlan* plan = &spec.plan;
+    std::optional<LaunchPlan> resolved;
+    if (!spec.unresolved.empty()) {
+        try {
+            resolved = LaunchPlan::resolve(spec.config, builtin_worker, environment);
+            plan = &*resolved;
+        } catch (const std::exception& e) {
+            spdlog::critical("{}: cannot start a worker: {}", label(w), e.what());
+            return event::SpawnFailed{ENOENT};
+        }
+    }
+    Started r = exec.spawn(make_spawn_spec(spec.config, *plan, ctx), label(w), plan->path);
     if (r.pid < 0) {
         spdlog::critical("{}: cannot start a worker: {}() failed: {}", label(w), r.call,
                          std::strerror(r.error));

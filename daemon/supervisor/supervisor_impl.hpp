@@ -55,6 +55,10 @@ struct ProgramSpec {
     SlotPolicy policy;
     LaunchPlan plan;
     std::uint64_t generation = 1;
+    /// Why `plan` could not be made when an upgrade's new image took the program over (its
+    /// executable or user gone since it started): each start tries again, and fails like a
+    /// failed exec until it can. "" = `plan` is good.
+    std::string unresolved;
     /// The workers' stdout/stderr for `output: <file>` (reopened in place on USR1).
     std::shared_ptr<UniqueFd> output = std::make_shared<UniqueFd>();
 };

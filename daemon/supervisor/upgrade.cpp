@@ -258,13 +258,14 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
         }
         fail(check->binary + " " + st.describe() + " before confirming it reads the state: " + why);
     };
-    helpers[started.pid] = [check, settle](int status) {
+    helpers[started.pid] = [this, check, settle](int status) {
         check->status = status;
+        exec.kill(-check->pid, SIGKILL);  // whatever it left holding its pipe
         settle();
     };
     check->timer->arm(now() + kUpgradeCheckTimeout, [this, check, settle] {
         check->timed_out = true;
-        exec.kill(check->pid, SIGKILL);
+        if (exec.kill(-check->pid, SIGKILL) != 0) exec.kill(check->pid, SIGKILL);
         settle();  // once it is reaped
     });
     // Read what it says, up to 64 KiB.
@@ -295,11 +296,14 @@ void Supervisor::Impl::exec_upgrade(const std::string& binary, const std::string
     ::sigprocmask(SIG_BLOCK, &all, &old);
     upgrade_timer = exec.make_timer();
     upgrade_timer->arm(now() + Duration{1}, [this, binary, to, reporter, old] {
+        // (A timer's callback belongs to the loop, not to the Timer: replacing it here is safe.)
         upgrade_timer = exec.make_timer();
         upgrade_timer->arm(now() + Duration{1}, [this, binary, to, reporter, old] {
-            upgrade_timer.reset();
+            std::string b = binary, t = to;
+            auto r = reporter;
             sigset_t mask = old;
-            do_exec(binary, to, reporter, mask);
+            upgrade_timer.reset();
+            do_exec(b, t, r, mask);
         });
     });
 }
@@ -485,7 +489,27 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
         Program& prog = *owned;
         programs.push_back(std::move(owned));
         prog.name = hp.name;
-        prog.spec = make_spec(*pc, hp.generation);
+        try {
+            prog.spec = make_spec(*pc, hp.generation);
+        } catch (const std::exception& e) {
+            // The machine changed under a running program (its executable or user is gone):
+            // its workers keep running; a new one fails to start, as it would have in the
+            // old image, and is paced like any failure.
+            spdlog::error("{}: its workers are kept, but a new one cannot start: {}", hp.name,
+                          e.what());
+            auto spec = std::make_shared<ProgramSpec>();
+            spec->config = *pc;
+            spec->policy = SlotPolicy::from(*pc);
+            spec->generation = hp.generation;
+            spec->unresolved = e.what();
+            if (pc->output.is_file()) {
+                try {
+                    *spec->output = open_output(pc->output.path);
+                } catch (const std::exception&) {
+                }
+            }
+            prog.spec = spec;
+        }
         prog.sockets = SocketTable::adopt(pc->listen, hp.sockets, activated);
         if (hp.runtime_scale > 0) prog.runtime_scale = hp.runtime_scale;
         prog.stopped = hp.stopped;

@@ -272,6 +272,29 @@ os.execv("{NEXT}", ["{NEXT}"] + a)
         self.assertFalse([t for t in targets if "clusterd" in t and "/bin/" in t], targets)
         self.assertFalse([t for t in targets if "memfd" in t], targets)
 
+    def test_a_program_whose_executable_is_gone_keeps_its_workers(self):
+        # The program's executable was removed since it started (a half-done deploy): the new
+        # image cannot resolve it, keeps the running workers, and a new one fails to start
+        # as it would have in the old image, until the executable is back.
+        d = tempfile.mkdtemp(prefix="clusterd-e2e-exe-")
+        self.addCleanup(shutil.rmtree, d, True)
+        server = os.path.join(d, "server.py")
+        shutil.copy(PY_SERVER, server)
+        os.chmod(server, 0o755)
+        self.start(f'    command: ["{server}"]\n    cores: 2\n    backoff: {{initial: 100ms, max: 500ms}}')
+        before = self.d.workers()
+        os.rename(server, server + ".away")
+        reply = self.upgrade(NEXT)
+        self.assertEqual(sorted(reply["pids"]), sorted(before.values()))
+        self.d.wait_log(r"web: its workers are kept, but a new one cannot start: .*server\.py")
+        self.assertEqual(http_get(self.port)[0], 200)
+        os.kill(before[0], signal.SIGKILL)
+        self.d.wait_log(r"web\[0\]: cannot start a worker: .*server\.py", timeout=10)
+        self.assertEqual(self.d.proc.poll(), None)
+        self.assertEqual(self.d.workers()[1], before[1])
+        os.rename(server + ".away", server)
+        wait_for(lambda: len(self.d.workers()) == 2, 10, what="slot 0 back with its executable")
+
     def test_a_binary_that_never_answers_is_killed_and_refused(self):
         self.start()
         hang = os.path.join(self.d.dir, "hang")

@@ -63,7 +63,8 @@ expect() {  # expect LINE EXPECTED
 }
 
 # ---- without a daemon ----
-expect "clusterd " "--help --version -h check log-level reload restart run scale signal start status stop version"
+expect "clusterd " "--help --version -h check log-level reload restart run scale signal start status stop upgrade version"
+expect "clusterd upgrade --" "--binary --config --help --json --socket"
 expect "clusterd st" "start status stop"
 expect "clusterd restart --r" "--rolling"
 expect "clusterd run --" "--config --control --help --log-level --state-dir"
