@@ -30,7 +30,7 @@ namespace {
 
 using namespace clusterd;
 
-// The binary this process runs, by the path it was started from ("" if unknown): what
+// The binary this process runs, by the path it was exec'd from ("" if unknown): what
 // `upgrade` execs when not told another (a package upgrade replaces the file there).
 std::string self_binary_path() {
     std::error_code ec;
@@ -155,7 +155,7 @@ ControlServer::Handler control_handler(Supervisor& supervisor) {
 }
 
 int run(const std::string& config_path, bool explicit_path, const std::string& log_level,
-        const DaemonOverrides& overrides) {
+        const DaemonOverrides& overrides, const std::vector<std::string>& run_args) {
     auto config = load(config_path, explicit_path, overrides);
     if (!config) return exit_code::invalid_config;
     try {
@@ -211,7 +211,7 @@ int run(const std::string& config_path, bool explicit_path, const std::string& l
             e.what());
         return exit_code::system_error;
     }
-    supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener());
+    supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener(), run_args);
     try {
         supervisor.start();
     } catch (const std::exception& e) {
@@ -258,7 +258,8 @@ int upgrade_check(int state_fd) {
 
 // Back to the image the state came from (`rollback` = "BINARY_FD:STATE_FD"), which then
 // answers that the upgrade failed and why. Returns only if that exec fails.
-int go_back(const std::string& rollback, const std::string& why, const HandoverState* state) {
+int go_back(const std::string& rollback, const std::string& why, const HandoverState* state,
+            const std::vector<std::string>& run_args) {
     spdlog::critical("upgrade: cannot resume here: {}", why);
     std::cerr << "clusterd: cannot resume: " << why << "\n";
     auto colon = rollback.find(':');
@@ -270,8 +271,9 @@ int go_back(const std::string& rollback, const std::string& why, const HandoverS
     std::string state_fd = rollback.substr(colon + 1);
     if (state)  // what was taken over got close-on-exec back
         for (int fd : state->fds()) ::fcntl(fd, F_SETFD, 0);
-    std::vector<std::string> args = {"clusterd", "resume",           "--state-fd",
-                                     state_fd,   "--upgrade-failed", why};
+    std::vector<std::string> args = {"clusterd", "run"};
+    args.insert(args.end(), run_args.begin(), run_args.end());
+    args.insert(args.end(), {"--resume-state-fd", state_fd, "--upgrade-failed", why});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -285,15 +287,17 @@ int go_back(const std::string& rollback, const std::string& why, const HandoverS
     return exit_code::system_error;
 }
 
-// `resume --state-fd N [--rollback B:N | --upgrade-failed WHY]`: the image an upgrade exec'd.
-int resume(int state_fd, const std::string& rollback, const std::string& failed) {
+// `run ... --resume-state-fd N [--rollback B:N | --upgrade-failed WHY]`: the image an upgrade
+// exec'd. `run_args`: its own arguments to `run`, without those three.
+int resume(int state_fd, const std::string& rollback, const std::string& failed,
+           const std::vector<std::string>& run_args) {
     ::signal(SIGPIPE, SIG_IGN);
     HandoverState state;
     try {
         state = decode_handover(read_handover_fd(state_fd));
         check_handover_fds(state);
     } catch (const std::exception& e) {
-        return go_back(rollback, e.what(), nullptr);
+        return go_back(rollback, e.what(), nullptr, run_args);
     }
     if (state.saved_at != kNoTime)
         state.exec_gap = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -311,9 +315,9 @@ int resume(int state_fd, const std::string& rollback, const std::string& failed)
         return go_back(
             rollback,
             "its config does not load: " + (d.empty() ? std::string("?") : d.front().to_string()),
-            &state);
+            &state, state.run_args);
     } catch (const std::exception& e) {
-        return go_back(rollback, e.what(), &state);
+        return go_back(rollback, e.what(), &state, state.run_args);
     }
     boost::asio::io_context io(1);
     std::string control_path = config->daemon.control;
@@ -324,12 +328,13 @@ int resume(int state_fd, const std::string& rollback, const std::string& failed)
     try {
         control = std::make_unique<ControlServer>(io, state.control_fd, control_path, control_group,
                                                   control_handler(supervisor));
-        supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener());
+        supervisor.set_image(CLUSTERD_VERSION, self_binary_path(), control->listener(),
+                             state.run_args);
         std::shared_ptr<Reporter> requester;
         if (state.requester_fd >= 0) requester = control->adopt_connection(state.requester_fd);
         supervisor.resume(state, requester, failed);
     } catch (const std::exception& e) {
-        return go_back(rollback, e.what(), &state);
+        return go_back(rollback, e.what(), &state, state.run_args);
     }
     ::close(state_fd);
     if (auto colon = rollback.find(':'); colon != std::string::npos)
@@ -461,7 +466,7 @@ int main(int argc, char** argv) {
         client("upgrade", "Re-exec the daemon in place from a new binary; workers keep running");
     upgrade_cmd
         ->add_option("--binary", binary,
-                     "The binary to exec (default: the path the daemon was started from)")
+                     "The binary to exec (default: the path of the binary the daemon runs)")
         ->check([](const std::string& s) {
             return s.starts_with("/") ? std::string() : std::string("an absolute path");
         });
@@ -471,13 +476,13 @@ int main(int argc, char** argv) {
     auto* check_upgrade_cmd = app.add_subcommand("upgrade-check", "");
     check_upgrade_cmd->group("");
     check_upgrade_cmd->add_option("--state-fd", state_fd)->required();
+    // `run` as an upgrade execs it: the same arguments, and where the state is.
+    int resume_fd = -1;
     std::string rollback;
     std::string upgrade_failed;
-    auto* resume_cmd = app.add_subcommand("resume", "");
-    resume_cmd->group("");
-    resume_cmd->add_option("--state-fd", state_fd)->required();
-    resume_cmd->add_option("--rollback", rollback);
-    resume_cmd->add_option("--upgrade-failed", upgrade_failed);
+    run_cmd->add_option("--resume-state-fd", resume_fd)->group("");
+    run_cmd->add_option("--rollback", rollback)->group("");
+    run_cmd->add_option("--upgrade-failed", upgrade_failed)->group("");
 
     try {
         app.parse(argc, argv);
@@ -485,10 +490,25 @@ int main(int argc, char** argv) {
         int rc = app.exit(e);
         return rc == 0 ? 0 : exit_code::usage;
     }
-    if (*run_cmd) return run(config_path, config_opt->count() > 0, log_level, overrides);
+    if (*run_cmd) {
+        // Its arguments as given, for the image an upgrade execs (without the upgrade's own).
+        std::vector<std::string> run_args;
+        for (int i = 2; i < argc; ++i) {
+            std::string a = argv[i];
+            if (a == "--resume-state-fd" || a == "--rollback" || a == "--upgrade-failed") {
+                ++i;
+                continue;
+            }
+            if (a.starts_with("--resume-state-fd=") || a.starts_with("--rollback=") ||
+                a.starts_with("--upgrade-failed="))
+                continue;
+            run_args.push_back(a);
+        }
+        if (resume_fd >= 0) return resume(resume_fd, rollback, upgrade_failed, run_args);
+        return run(config_path, config_opt->count() > 0, log_level, overrides, run_args);
+    }
     if (*check_cmd) return check(check_path);
     if (*check_upgrade_cmd) return upgrade_check(state_fd);
-    if (*resume_cmd) return resume(state_fd, rollback, upgrade_failed);
     for (auto* cmd : app.get_subcommands()) {
         std::string name = cmd->get_name();
         // The same typed request the daemon decodes, on the wire.

@@ -25,7 +25,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverProgram, name, source, config_text, g
                                    serving, next_probe, probe_at, refusing, sockets, workers,
                                    others)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverAbandoned, pid, label, since, kill_at)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverState, format, version, upgrades, config_path,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverState, format, version, run_args, upgrades, config_path,
                                    config_source, config_text, override_control, override_state_dir,
                                    log_level, started_at, upgrade_started, saved_at, next_worker_id,
                                    config_generation, reloads_ok, reloads_failed, notify_counters,

@@ -1,11 +1,11 @@
 // The master's state as one image hands it to the next (`clusterd upgrade`, SIGUSR2).
 //
 // The old image writes it into a sealed memfd and execs the new binary in the same pid with
-// `resume --state-fd N --rollback FD:N`; the new image reads it, rebuilds its tables around
-// the same worker processes (still its children) and the same file descriptors (the listening
-// sockets, notify sockets, output pipes, the control socket and the connection of the client
-// that asked), and carries on. Before any of that, `upgrade-check --state-fd 3` runs the new
-// binary as a child on the same bytes: an image that cannot read them is never exec'd.
+// `run <its own arguments> --resume-state-fd N --rollback FD:N`; the new image reads it, rebuilds
+// its tables around the same worker processes (still its children) and the same file descriptors
+// (the listening sockets, notify sockets, output pipes, the control socket and the connection of
+// the client that asked), and carries on. Before any of that, `upgrade-check --state-fd 3` runs the
+// new binary as a child on the same bytes: an image that cannot read them is never exec'd.
 //
 // The bytes: the line "clusterd-state <format>\n", then one JSON object. Times are
 // nanoseconds relative to the moment of saving ("deadline in 1.2 s", "started 3 h ago"), so
@@ -109,7 +109,8 @@ struct HandoverAbandoned {
 
 struct HandoverState {
     int format = kHandoverFormat;
-    std::string version;  // of the image that wrote it
+    std::string version;                // of the image that wrote it
+    std::vector<std::string> run_args;  // what `run` was given (the new image gets them too)
     std::uint64_t upgrades = 0;
     std::string config_path;
     std::string config_source;

@@ -29,7 +29,7 @@ void Supervisor::Impl::on_signal(int sig) {
         case SIGUSR1:
             return handle_usr1();
         case SIGUSR2:
-            // An upgrade to the binary at the path this daemon was started from.
+            // An upgrade to the file at the path of the binary this daemon runs.
             return upgrade("", log_reporter("upgrade (SIGUSR2)"));
         case SIGTTIN:
             return handle_scale_signal(+1);

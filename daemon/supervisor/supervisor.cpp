@@ -218,7 +218,9 @@ void Supervisor::start() {
     impl_->start();
 }
 
-void Supervisor::set_image(std::string version, std::string binary, int control_listener) {
+void Supervisor::set_image(std::string version, std::string binary, int control_listener,
+                           std::vector<std::string> run_args) {
+    impl_->run_args = std::move(run_args);
     impl_->version = std::move(version);
     impl_->self_binary = std::move(binary);
     impl_->control_listener = control_listener;

@@ -40,9 +40,11 @@ class Supervisor {
     /// (socket in use, unknown user, executable not found), before any worker runs.
     void start();
 
-    /// This image's version, the binary `upgrade` execs when not told another, and the
-    /// control socket's listening fd (handed over by an upgrade).
-    void set_image(std::string version, std::string binary, int control_listener);
+    /// This image's version, the binary `upgrade` execs when not told another, the control
+    /// socket's listening fd (handed over by an upgrade), and the arguments `run` was given
+    /// (the new image is exec'd with them, so it looks the same in `ps`).
+    void set_image(std::string version, std::string binary, int control_listener,
+                   std::vector<std::string> run_args);
 
     /// Instead of start(), in the image an upgrade exec'd: take over the workers and fds the
     /// state names, and answer `requester` (the client that asked, if any). `failed`: this

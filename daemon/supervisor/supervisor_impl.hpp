@@ -374,6 +374,7 @@ struct Supervisor::Impl {
     // The image: its version, the binary `upgrade` execs by default, upgrades so far.
     std::string version = "unknown";
     std::string self_binary;
+    std::vector<std::string> run_args;  // `run`'s arguments, for the image an upgrade execs
     std::uint64_t upgrades = 0;
     int control_listener = -1;  // the control socket (main.cpp owns it), handed over
     std::shared_ptr<UpgradeCheck> upgrade_check;  // the new binary being checked

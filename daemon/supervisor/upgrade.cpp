@@ -347,8 +347,9 @@ void Supervisor::Impl::do_exec(const std::string& binary, const std::string& to,
 
     std::string state_fd = std::to_string(memfd.get());
     std::string rollback = std::to_string(self.get()) + ":" + state_fd;
-    std::vector<std::string> args = {binary,   "resume",     "--state-fd",
-                                     state_fd, "--rollback", rollback};
+    std::vector<std::string> args = {binary, "run"};
+    args.insert(args.end(), run_args.begin(), run_args.end());
+    args.insert(args.end(), {"--resume-state-fd", state_fd, "--rollback", rollback});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -365,6 +366,7 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
     TimePoint t = now();
     HandoverState s;
     s.version = version;
+    s.run_args = run_args;
     s.upgrades = upgrades;
     s.config_path = config_path;
     s.config_source = config.source;

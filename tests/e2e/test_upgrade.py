@@ -134,6 +134,10 @@ class UpgradeTest(unittest.TestCase):
         self.assertGreater(requests, 1000, out)
         self.assertEqual(errors, 0, out)
         self.assertEqual(self.d.proc.poll(), None)  # the same pid all along
+        # It still looks like what was started: `run` and its arguments (then the state's fd).
+        with open(f"/proc/{self.d.pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")[:-1]
+        self.assertEqual(cmdline[1:4], [b"run", b"-c", self.d.config.encode()], cmdline)
         self.assertEqual(self.fd_count(), fds, os.listdir(f"/proc/{self.d.pid}/fd"))
         status = self.daemon_status()
         self.assertEqual(status["daemon"]["upgrades"], 4)
@@ -172,7 +176,7 @@ class UpgradeTest(unittest.TestCase):
         with open(slow, "w") as f:
             f.write(f"""#!{sys.executable}
 import os, sys, time
-if sys.argv[1:2] == ["resume"]:
+if "--resume-state-fd" in sys.argv:
     time.sleep(0.5)
 os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
 """)
@@ -200,7 +204,7 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
         with open(slow, "w") as f:
             f.write(f"""#!{sys.executable}
 import os, sys, time
-if sys.argv[1:2] == ["resume"]:
+if "--resume-state-fd" in sys.argv:
     time.sleep(0.5)
 os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
 """)
@@ -240,10 +244,10 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
         cannot_read = script("cannot-read", f"""#!{sys.executable}
 import os, sys
 a = sys.argv[1:]
-if a[:1] == ["resume"]:
+if "--resume-state-fd" in a:
     fd = os.open("{garbage}", os.O_RDONLY)
     os.set_inheritable(fd, True)
-    a[a.index("--state-fd") + 1] = str(fd)
+    a[a.index("--resume-state-fd") + 1] = str(fd)
 os.execv("{NEXT}", ["{NEXT}"] + a)
 """)
         not_exec = os.path.join(d, "clusterd.yaml")
