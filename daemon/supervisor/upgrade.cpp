@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,11 +174,27 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
     };
     if (upgrade_check || upgrade_timer) return refuse("an upgrade is under way already", true);
     if (std::string busy = upgrade_busy(); !busy.empty()) return refuse(busy, true);
+    // Naming the binary is running code as the daemon's user: only that user and root may.
+    // (`control_group` members may upgrade to the daemon's own binary.)
+    if (!binary.empty()) {
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        int fd = reporter->connection();
+        if (fd >= 0 && (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+                        (cred.uid != 0 && cred.uid != ::geteuid())))
+            return refuse("only root or the daemon's own user may name the binary (--binary)");
+    }
     std::string path = binary.empty() ? self_binary : binary;
     if (path.empty()) return refuse("the daemon's own binary is not known: name one (--binary)");
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return refuse(path + ": " + std::strerror(errno));
     if (!S_ISREG(st.st_mode)) return refuse(path + " is not a regular file");
+    // The daemon runs it: a file someone else could have written is not run.
+    if (st.st_uid != 0 && st.st_uid != ::geteuid())
+        return refuse(path + " is owned by uid " + std::to_string(st.st_uid) +
+                      ", not root or the daemon's user");
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return refuse(path + " is writable by its group or others");
     if (::access(path.c_str(), X_OK) != 0)
         return refuse(path + " is not executable: " + std::strerror(errno));
 

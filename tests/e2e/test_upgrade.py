@@ -2,8 +2,10 @@
 with the built-in worker and with a foreign (Python) one. clusterd-next is the same master
 built as version X.Y.Z+next (daemon/CMakeLists.txt)."""
 
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -22,12 +24,13 @@ NEXT = os.path.join(BIN, "clusterd-next")
 PY_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", "py_server.py")
 
 
-def config(d, port, metrics, program):
+def config(d, port, metrics, program, daemon=""):
     return f"""
 daemon:
   control: {d}/control.sock
   state_dir: {d}/state
   metrics: 127.0.0.1:{metrics}
+{daemon}
 programs:
   web:
 {program}
@@ -65,12 +68,12 @@ class Wrk:
 
 @unittest.skipUnless(os.path.exists(NEXT), "clusterd-next is built with BUILD_TESTING")
 class UpgradeTest(unittest.TestCase):
-    def start(self, program=BUILTIN, ready=r"web: all 2 workers ready"):
+    def start(self, program=BUILTIN, ready=r"web: all 2 workers ready", daemon=""):
         self.port = free_port()
         self.metrics = free_port()
         self.d = Daemon()
         self.addCleanup(self.d.close)
-        self.d.write_config(config(self.d.dir, self.port, self.metrics, program))
+        self.d.write_config(config(self.d.dir, self.port, self.metrics, program, daemon))
         self.d.launch()
         self.d.wait_log(ready)
         wait_for(lambda: os.path.exists(self.sock), 5, what="control socket")
@@ -298,6 +301,33 @@ os.execv("{NEXT}", ["{NEXT}"] + a)
         self.assertEqual(self.d.workers()[1], before[1])
         os.rename(server + ".away", server)
         wait_for(lambda: len(self.d.workers()) == 2, 10, what="slot 0 back with its executable")
+
+    def test_only_root_or_the_daemons_user_names_the_binary(self):
+        # control_group members may upgrade to the daemon's own binary, not run another one
+        # as the daemon's user; and no file others could have written is run.
+        nobody = pwd.getpwnam("nobody")
+        group = grp.getgrgid(nobody.pw_gid).gr_name
+        self.start(daemon=f"  control_group: {group}")
+        os.chmod(self.d.dir, 0o755)
+
+        def as_nobody(*args):
+            return subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}",
+                                   f"--regid={nobody.pw_gid}", "--clear-groups", CLUSTERD,
+                                   *args, "-s", self.sock], capture_output=True, text=True,
+                                  timeout=60)
+
+        r = as_nobody("upgrade", "--binary", NEXT)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("only root or the daemon's own user may name the binary", r.stderr)
+        r = as_nobody("upgrade")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("upgraded from", r.stdout)
+        writable = os.path.join(self.d.dir, "next-writable")
+        shutil.copy(NEXT, writable)
+        os.chmod(writable, 0o777)
+        reply = self.upgrade(writable, ok=False)
+        self.assertRegex(reply["message"], r"is writable by its group or others")
+        self.assertEqual(self.daemon_status()["daemon"]["upgrades"], 1)
 
     def test_a_binary_that_never_answers_is_killed_and_refused(self):
         self.start()
