@@ -41,6 +41,8 @@ TEST_CASE("control request: every command the CLI sends decodes, and re-encodes 
         R"({"cmd":"start","program":"web"})",
         R"({"cmd":"signal","program":"web","signal":"HUP"})",
         R"({"cmd":"log-level","level":"debug"})",
+        R"({"cmd":"upgrade"})",
+        R"({"cmd":"upgrade","binary":"/usr/bin/clusterd"})",
     };
     for (const char* line : lines) {
         CAPTURE(line);
@@ -89,6 +91,11 @@ TEST_CASE("control request: errors say where and what") {
           "signal: \"signal\" is required, e.g. HUP or USR1");
     CHECK(error(R"({"cmd":"log-level","level":"loud"})") ==
           "log-level: \"level\" must be one of trace, debug, info, warn, error, not \"loud\"");
+    CHECK(error(R"({"cmd":"upgrade","binary":"clusterd"})") ==
+          "upgrade: \"binary\" must be an absolute path, not \"clusterd\"");
+    CHECK(error(R"({"cmd":"upgrade","binary":7})") ==
+          "upgrade: \"binary\" is a number: expected a string");
+    CHECK(error(R"({"cmd":"upgrade","program":"web"})") == "upgrade: unknown key \"program\"");
     // A client's text comes back escaped and cut short.
     std::string junk = error(R"({"cmd":"\u0001)" + std::string(200, 'x') + "\"}");
     CHECK(junk.starts_with("unknown command \"\\u0001xxx"));
