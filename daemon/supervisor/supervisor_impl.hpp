@@ -7,7 +7,8 @@
 //   reload.cpp       reload
 //   rollout.cpp      rolling restarts and roll backs; admit() applies policy/operation_rules.hpp
 //   commands.cpp     the control commands      metrics.cpp   /metrics and /healthz
-//   upgrade.cpp      `upgrade`: the state handed to a new binary exec'd in place (handover.hpp)
+//   upgrade.cpp      `upgrade`: the check of the new binary and the exec in place
+//   resume.cpp       the state it hands over (handover.hpp): saved here, resumed there
 // Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
@@ -304,7 +305,7 @@ struct Supervisor::Impl {
     /// not in backoff.
     std::optional<TimePoint> next_try(const Worker& w) const;
 
-    // ---- upgrade.cpp: re-exec in place ----
+    // ---- upgrade.cpp, resume.cpp: re-exec in place ----
     /// What keeps an upgrade from being handed over now ("" = nothing).
     std::string upgrade_busy() const;
     /// Check `binary` ("" = self_binary), then exec it with the state (upgrade.cpp).
