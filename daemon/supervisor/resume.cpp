@@ -9,7 +9,6 @@
 
 #include "common/duration.hpp"
 #include "common/notify.hpp"
-#include "daemon/process/systemd.hpp"
 #include "daemon/supervisor/supervisor_impl.hpp"
 
 namespace clusterd {
@@ -301,12 +300,7 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
         metrics->start();
     }
     // Children that exited while the image changed are reaped here, as exits of their slots.
-    exec.start([this](pid_t pid, int status) { on_child_exit(pid, status); },
-               [this](int sig) { on_signal(sig); });
-    arm_memory_check();
-    arm_listener_check();
-    if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
-        do_systemd_watchdog(interval / 2);
+    start_loop();
     for (auto& prog : programs) {
         resteer(*prog);
         pace(*prog);

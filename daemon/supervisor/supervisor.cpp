@@ -106,18 +106,22 @@ void Supervisor::Impl::start() {
         metrics->start();
         spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());
     }
-    exec.start([this](pid_t pid, int status) { on_child_exit(pid, status); },
-               [this](int sig) { on_signal(sig); });
-    arm_memory_check();
-    arm_listener_check();
-    if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
-        do_systemd_watchdog(interval / 2);
+    start_loop();
     for (auto& prog : programs) {
         spdlog::info("{}: starting {} worker{} ({})", prog->name, prog->slots.size(),
                      prog->slots.size() == 1 ? "" : "s", prog->spec->plan.path);
         prog->started_at = now();
         for (Worker* w : prog->slots) dispatch(w, event::Start{});
     }
+}
+
+void Supervisor::Impl::start_loop() {
+    exec.start([this](pid_t pid, int status) { on_child_exit(pid, status); },
+               [this](int sig) { on_signal(sig); });
+    arm_memory_check();
+    arm_listener_check();
+    if (auto interval = systemd_watchdog_interval(); interval.count() > 0)
+        do_systemd_watchdog(interval / 2);
 }
 
 std::shared_ptr<const ProgramSpec> Supervisor::Impl::make_spec(const ProgramConfig& pc,

@@ -201,6 +201,9 @@ struct Supervisor::Impl {
 
     // ---- supervisor.cpp, dispatch.cpp, faults.cpp, signals.cpp ----
     void start();
+    /// Child exits and signals delivered, the periodic checks and systemd's watchdog armed:
+    /// what start() and resume() both begin with once the tables are built.
+    void start_loop();
     /// Throws when `new_workers` more workers of `pc` would leave too few file descriptors.
     void check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const;
     std::unique_ptr<Program> make_program(const ProgramConfig& pc, int workers);

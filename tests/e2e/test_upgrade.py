@@ -107,6 +107,23 @@ class UpgradeTest(unittest.TestCase):
         out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         return out.split()[-1]
 
+    def script(self, name, body):
+        """An executable file in the daemon's directory."""
+        path = os.path.join(self.d.dir, name)
+        with open(path, "w") as f:
+            f.write(body)
+        os.chmod(path, 0o755)
+        return path
+
+    def slow_next(self):
+        """clusterd-next behind a wrapper that sleeps 0.5 s after the exec, before it resumes."""
+        return self.script("slow-next", f"""#!{sys.executable}
+import os, sys, time
+if "--resume-state-fd" in sys.argv:
+    time.sleep(0.5)
+os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
+""")
+
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.d.pid}/fd"))
 
@@ -224,15 +241,7 @@ class UpgradeTest(unittest.TestCase):
         before = self.d.workers()
         victim = before[0]
         # A new binary that takes its time before it runs: the worker dies during the exec.
-        slow = os.path.join(self.d.dir, "slow-next")
-        with open(slow, "w") as f:
-            f.write(f"""#!{sys.executable}
-import os, sys, time
-if "--resume-state-fd" in sys.argv:
-    time.sleep(0.5)
-os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
-""")
-        os.chmod(slow, 0o755)
+        slow = self.slow_next()
         t0 = time.monotonic()
         result = {}
         thread = threading.Thread(target=lambda: result.update(r=self.upgrade(slow)))
@@ -252,15 +261,7 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
     def test_sigterm_during_the_exec_is_not_lost(self):
         self.start()
         before = self.d.workers()
-        slow = os.path.join(self.d.dir, "slow-next")
-        with open(slow, "w") as f:
-            f.write(f"""#!{sys.executable}
-import os, sys, time
-if "--resume-state-fd" in sys.argv:
-    time.sleep(0.5)
-os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
-""")
-        os.chmod(slow, 0o755)
+        slow = self.slow_next()
         client = subprocess.Popen([CLUSTERD, "upgrade", "--binary", slow, "-s", self.sock],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for(lambda: "exec " + slow in self.d.log_text(), 10, what="the exec")
@@ -277,15 +278,8 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
         version = self.version(CLUSTERD)
         d = self.d.dir
 
-        def script(name, body):
-            path = os.path.join(d, name)
-            with open(path, "w") as f:
-                f.write(body)
-            os.chmod(path, 0o755)
-            return path
-
-        exits = script("exits", "#!/bin/sh\nexit 0\n")
-        old_format = script("old-format", "#!/bin/sh\n"
+        exits = self.script("exits", "#!/bin/sh\nexit 0\n")
+        old_format = self.script("old-format", "#!/bin/sh\n"
                             "echo '{\"ok\":false,\"message\":\"state format 1 is not one this "
                             "clusterd reads (it reads 2)\"}'\nexit 4\n")
         # Passes the check, then cannot read what it is handed after the exec: the old image
@@ -293,7 +287,7 @@ os.execv("{NEXT}", ["{NEXT}"] + sys.argv[1:])
         garbage = os.path.join(d, "garbage")
         with open(garbage, "w") as f:
             f.write("clusterd-state 1\n{not json")
-        cannot_read = script("cannot-read", f"""#!{sys.executable}
+        cannot_read = self.script("cannot-read", f"""#!{sys.executable}
 import os, sys
 a = sys.argv[1:]
 if "--resume-state-fd" in a:
@@ -380,10 +374,7 @@ os.execv("{NEXT}", ["{NEXT}"] + a)
 
     def test_a_binary_that_never_answers_is_killed_and_refused(self):
         self.start()
-        hang = os.path.join(self.d.dir, "hang")
-        with open(hang, "w") as f:
-            f.write("#!/bin/sh\nexec sleep 60\n")
-        os.chmod(hang, 0o755)
+        hang = self.script("hang", "#!/bin/sh\nexec sleep 60\n")
         t0 = time.monotonic()
         reply = self.upgrade(hang, ok=False)
         self.assertRegex(reply["message"], r"did not confirm within 10s")
