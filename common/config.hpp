@@ -42,11 +42,17 @@ class ConfigError : public std::runtime_error {
     std::vector<Diagnostic> diagnostics_;
 };
 
-enum class ReadyMode { notify, started };
+/// When a started worker counts as ready: its READY=1 (or Node's `process.send('ready')`), a
+/// time up, or (`ipc: node` only) the Node cluster worker's report that it listens.
+enum class ReadyMode { notify, started, listening };
 /// Who may send a worker's notify messages: its main pid, or any process that can reach its
 /// socket (its descendants). As systemd's NotifyAccess=main / all.
 enum class NotifyAccess { main, all };
 enum class RestartMode { always, on_failure, never };
+/// The channel a worker gets beside NOTIFY_SOCKET: none, or Node's IPC channel
+/// (NODE_CHANNEL_FD), on which clusterd plays the Node cluster primary
+/// (daemon/net/node_channel.hpp).
+enum class IpcMode { none, node };
 
 /// One listening socket of a program ("listen:" entry).
 struct ListenConfig {
@@ -121,8 +127,14 @@ struct ProgramConfig {
     std::optional<unsigned> umask;
     /// Resource limits, in file order, at most one per resource.
     std::vector<RLimit> rlimits;
+    /// Not set: `listening` with `ipc: node`, else `notify`.
     ReadyMode ready = ReadyMode::notify;
-    NotifyAccess notify_access = NotifyAccess::main;
+    NotifyAccess notify_access = NotifyAccess::all;
+    /// Not set: `node` when command[0] is `node` or `nodejs` (by its base name), else `none`.
+    IpcMode ipc = IpcMode::none;
+    /// `ipc: node`: stopping sends the message 'shutdown' on the channel instead of
+    /// stop_signal (PM2's shutdown_with_message); SIGKILL still follows stop_timeout.
+    bool shutdown_message = false;
     Duration start_time{std::chrono::seconds(1)};
     Duration start_timeout{std::chrono::seconds(30)};
     Duration watchdog{0};  // 0 = off

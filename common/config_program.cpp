@@ -16,9 +16,12 @@
 namespace clusterd {
 
 bool is_reserved_env(std::string_view name) {
-    static constexpr std::array<std::string_view, 6> kReserved = {"LISTEN_FDS",     "LISTEN_PID",
-                                                                  "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-                                                                  "WATCHDOG_USEC",  "WATCHDOG_PID"};
+    // NODE_CHANNEL_*, NODE_UNIQUE_ID: a worker handed them by mistake (inherited) would
+    // take a stray fd for its IPC channel, or act as a Node cluster worker of nobody.
+    static constexpr std::array<std::string_view, 9> kReserved = {
+        "LISTEN_FDS",      "LISTEN_PID",     "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",   "WATCHDOG_USEC",  "WATCHDOG_PID",
+        "NODE_CHANNEL_FD", "NODE_UNIQUE_ID", "NODE_CHANNEL_SERIALIZATION_MODE"};
     return name.starts_with("CLUSTERD_") ||
            std::find(kReserved.begin(), kReserved.end(), name) != kReserved.end();
 }
@@ -229,14 +232,18 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                     "\": expected up to 64 letters, digits, '_', '.' or '-'");
     }
     std::optional<YAML::Mark> start_time_mark;
+    std::optional<YAML::Mark> ready_mark;
+    std::optional<YAML::Mark> ipc_mark;
+    std::optional<YAML::Mark> shutdown_message_mark;
     std::optional<YAML::Mark> rlimits_mark;
     std::vector<Item> command_args;
     r.fields(value,
-             {"command",     "cores",         "listen",       "env",           "inherit_env",
-              "user",        "group",         "cwd",          "umask",         "ready",
-              "start_time",  "start_timeout", "watchdog",     "restart",       "backoff",
-              "stop_signal", "stop_timeout",  "cpu_affinity", "output",        "max_surge",
-              "rlimits",     "memory_limit",  "min_uptime",   "abort_timeout", "notify_access"},
+             {"command",     "cores",           "listen",       "env",           "inherit_env",
+              "user",        "group",           "cwd",          "umask",         "ready",
+              "start_time",  "start_timeout",   "watchdog",     "restart",       "backoff",
+              "stop_signal", "stop_timeout",    "cpu_affinity", "output",        "max_surge",
+              "rlimits",     "memory_limit",    "min_uptime",   "abort_timeout", "notify_access",
+              "ipc",         "shutdown_message"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p, command_args);
@@ -260,9 +267,19 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                  } else if (k == "umask") {
                      read_umask(r, v, p);
                  } else if (k == "ready") {
-                     auto mode = r.choice<ReadyMode>(
-                         v, {{"notify", ReadyMode::notify}, {"started", ReadyMode::started}});
+                     auto mode = r.choice<ReadyMode>(v, {{"notify", ReadyMode::notify},
+                                                         {"started", ReadyMode::started},
+                                                         {"listening", ReadyMode::listening}});
                      if (mode) p.ready = *mode;
+                     ready_mark = v.mark;
+                 } else if (k == "ipc") {
+                     auto mode =
+                         r.choice<IpcMode>(v, {{"none", IpcMode::none}, {"node", IpcMode::node}});
+                     if (mode) p.ipc = *mode;
+                     ipc_mark = v.mark;
+                 } else if (k == "shutdown_message") {
+                     if (auto b = r.boolean(v)) p.shutdown_message = *b;
+                     shutdown_message_mark = v.mark;
                  } else if (k == "notify_access") {
                      auto access = r.choice<NotifyAccess>(
                          v, {{"main", NotifyAccess::main}, {"all", NotifyAccess::all}});
@@ -319,6 +336,21 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      }
                  }
              });
+    // A Node program gets Node's IPC channel unless it says otherwise: then an unmodified app
+    // listens on clusterd's sockets, and is ready once it does.
+    if (!ipc_mark && !p.command.empty()) {
+        std::string_view exe = p.command[0];
+        exe = exe.substr(exe.rfind('/') == std::string_view::npos ? 0 : exe.rfind('/') + 1);
+        if (exe == "node" || exe == "nodejs") p.ipc = IpcMode::node;
+    }
+    if (!ready_mark && p.ipc == IpcMode::node) p.ready = ReadyMode::listening;
+    if (p.ipc != IpcMode::node && p.ready == ReadyMode::listening)
+        r.error(
+            *ready_mark, value.path + ".ready",
+            "\"listening\" needs ipc: node (the Node cluster worker reports it on that channel)");
+    if (p.ipc != IpcMode::node && p.shutdown_message)
+        r.error(*shutdown_message_mark, value.path + ".shutdown_message",
+                "needs ipc: node (the message goes on Node's IPC channel)");
     if (p.ready == ReadyMode::started && p.start_time >= p.start_timeout) {
         r.error(start_time_mark.value_or(value.mark), value.path + ".start_time",
                 "must be less than start_timeout (" + format_duration(p.start_timeout) +

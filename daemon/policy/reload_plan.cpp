@@ -44,6 +44,7 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     worker_visible(a.output != b.output, "output");
     worker_visible(a.cpu_affinity != b.cpu_affinity, "cpu_affinity");
     worker_visible(a.notify_access != b.notify_access, "notify_access");
+    worker_visible(a.ipc != b.ipc, "ipc");
     if (a.watchdog != b.watchdog) {
         bool workers_ping_often_enough =
             b.watchdog.count() == 0 || (a.watchdog.count() > 0 && b.watchdog > a.watchdog);
@@ -63,6 +64,7 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     master_only(a.abort_timeout != b.abort_timeout, "abort_timeout");
     master_only(a.stop_signal != b.stop_signal, "stop_signal");
     master_only(a.stop_timeout != b.stop_timeout, "stop_timeout");
+    master_only(a.shutdown_message != b.shutdown_message, "shutdown_message");
     master_only(a.max_surge != b.max_surge, "max_surge");
     master_only(a.memory_limit != b.memory_limit, "memory_limit");
     if (a.workers != b.workers || a.cores_auto != b.cores_auto) {

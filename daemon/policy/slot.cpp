@@ -484,7 +484,8 @@ std::string ExitStatus::describe() const {
 SlotPolicy SlotPolicy::from(const ProgramConfig& p) {
     SlotPolicy policy;
     policy.restart = p.restart;
-    policy.ready = p.ready;
+    // `listening` is a READY the master derives from the Node channel: the same wait.
+    policy.ready = p.ready == ReadyMode::listening ? ReadyMode::notify : p.ready;
     policy.start_time = p.start_time;
     policy.start_timeout = p.start_timeout;
     policy.watchdog = p.watchdog;

@@ -140,14 +140,28 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
     spec.env.push_back("CLUSTERD_WORKERS=" + std::to_string(slot.workers));
     spec.env.push_back("CLUSTERD_GENERATION=" + std::to_string(slot.generation));
     spec.env.push_back("NOTIFY_SOCKET=" + slot.notify_socket);
-    if (program.watchdog.count() > 0)
+    if (program.watchdog.count() > 0) {
         spec.env.push_back("WATCHDOG_USEC=" + std::to_string(program.watchdog.count() * 1000));
+        // sd_watchdog_enabled() then answers yes in the worker only, not in its children.
+        spec.env.push_back("WATCHDOG_PID=");  // the spawner writes the child's pid here
+    }
     if (!slot.listen_fds.empty()) {
         spec.env.push_back("LISTEN_FDS=" + std::to_string(slot.listen_fds.size()));
         spec.env.push_back("LISTEN_FDNAMES=" + slot.listen_names);
         spec.env.push_back("LISTEN_PID=");  // the spawner writes the child's pid here
     }
     spec.pass_fds = slot.listen_fds;
+    if (slot.ipc_fd >= 0) {
+        // Node's IPC channel, as child_process.fork() gives it: one JSON value per line.
+        spec.env.push_back("NODE_CHANNEL_FD=" + std::to_string(3 + slot.listen_fds.size()));
+        spec.env.push_back("NODE_CHANNEL_SERIALIZATION_MODE=json");
+        // The Node cluster worker's id: stable per slot (1-based), unlike the Node primary's
+        // count of forks, so `cluster.worker.id === 1` names one worker across restarts.
+        spec.env.push_back("NODE_UNIQUE_ID=" + std::to_string(slot.slot + 1));
+        if (!program.env.contains("NODE_APP_INSTANCE"))  // PM2's (node-config reads it)
+            spec.env.push_back("NODE_APP_INSTANCE=" + std::to_string(slot.slot));
+        spec.pass_fds.push_back(slot.ipc_fd);
+    }
     spec.cwd = program.cwd;
     spec.umask = program.umask;
     spec.uid = plan.uid;

@@ -56,6 +56,8 @@ struct SlotContext {
     std::string listen_names;
     int output_fd = -1;
     int cpu = -1;
+    /// `ipc: node`: the worker's end of its Node IPC channel (placed after the listeners).
+    int ipc_fd = -1;
 };
 
 /// The complete spawn request for one slot of a program.

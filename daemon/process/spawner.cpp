@@ -65,7 +65,7 @@ constexpr const char* kStepNames[kStepCount] = {
 
 // Everything here runs between fork and execve: async-signal-safe calls only, no malloc.
 [[noreturn]] void child(const SpawnSpec& spec, char* const* argv, char* const* envp,
-                        char* listen_pid, int pipe_fd, pid_t master) {
+                        char* const* pid_slots, int pipe_fd, pid_t master) {
     sigset_t all;
     sigemptyset(&all);
     for (int sig = 1; sig < NSIG; ++sig) {
@@ -87,8 +87,8 @@ constexpr const char* kStepNames[kStepCount] = {
     int high_pipe = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 3 + n);
     if (high_pipe < 0) child_fail(pipe_fd, kMoveFds, errno);
     pipe_fd = high_pipe;
-    int moved[limits::kMaxListeners];
-    if (n > limits::kMaxListeners) child_fail(pipe_fd, kMoveFds, E2BIG);
+    int moved[limits::kMaxListeners + 1];  // the listeners and a Node IPC channel
+    if (n > limits::kMaxListeners + 1) child_fail(pipe_fd, kMoveFds, E2BIG);
     for (int i = 0; i < n; ++i) {
         moved[i] = ::fcntl(spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n);
         if (moved[i] < 0) child_fail(pipe_fd, kMoveFds, errno);
@@ -123,12 +123,12 @@ constexpr const char* kStepNames[kStepCount] = {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(pipe_fd, kPdeathsig, errno);
     if (::getppid() != master) child_fail(pipe_fd, kOrphaned, ESRCH);
 
-    if (listen_pid != nullptr) {
-        char digits[16];
-        int len = 0;
-        for (pid_t p = ::getpid(); p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
-        for (int i = 0; i < len; ++i) listen_pid[i] = digits[len - 1 - i];
-        listen_pid[len] = '\0';
+    char digits[16];
+    int len = 0;
+    for (pid_t p = ::getpid(); p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
+    for (char* const* slot = pid_slots; *slot != nullptr; ++slot) {
+        for (int i = 0; i < len; ++i) (*slot)[i] = digits[len - 1 - i];
+        (*slot)[len] = '\0';
     }
     ::execve(spec.path.c_str(), argv, envp);
     child_fail(pipe_fd, kExecve, errno);
@@ -144,13 +144,15 @@ SpawnResult spawn(const SpawnSpec& spec) {
     SpawnResult result;
     // Everything the child needs is built before fork: it must not allocate.
     std::vector<std::string> env = spec.env;
-    char* listen_pid = nullptr;
-    for (auto& e : env) {
-        if (e == "LISTEN_PID=") {
-            e.resize(e.size() + 16, '\0');
-            listen_pid = e.data() + 11;
-        }
+    std::vector<std::size_t> to_fill;
+    for (std::size_t i = 0; i < env.size(); ++i) {
+        if (env[i] != "LISTEN_PID=" && env[i] != "WATCHDOG_PID=") continue;
+        env[i].resize(env[i].size() + 16, '\0');
+        to_fill.push_back(i);
     }
+    std::vector<char*> pid_slots;  // where the child writes its pid, after the '='
+    for (std::size_t i : to_fill) pid_slots.push_back(env[i].data() + env[i].find('=') + 1);
+    pid_slots.push_back(nullptr);
     std::vector<char*> argv;
     for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -174,7 +176,7 @@ SpawnResult spawn(const SpawnSpec& spec) {
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &saved);
     pid_t pid = ::fork();
-    if (pid == 0) child(spec, argv.data(), envp.data(), listen_pid, write_end.get(), master);
+    if (pid == 0) child(spec, argv.data(), envp.data(), pid_slots.data(), write_end.get(), master);
     int fork_errno = errno;
     if (pid > 0) ::setpgid(pid, pid);  // also here, so a KILL to the group can never miss it
     ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);

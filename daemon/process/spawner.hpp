@@ -10,7 +10,8 @@
 // close_range; cwd, umask, CPU affinity; resource limits (setrlimit, while still privileged,
 // so a hard limit may be raised); groups, gid, uid; PR_SET_PDEATHSIG(SIGKILL) (after
 // the uid change, which clears it) and a check that the master is still its parent; the
-// digits of its own pid written into the reserved "LISTEN_PID=" entry; execve. A failure
+// digits of its own pid written into the reserved "LISTEN_PID=" and "WATCHDOG_PID=" entries;
+// execve. A failure
 // at any step writes {step, errno} to an O_CLOEXEC pipe and exits with
 // exit_code::worker_exec_failed; EOF on that pipe means execve succeeded.
 #pragma once
@@ -29,7 +30,8 @@ namespace clusterd {
 struct SpawnSpec {
     std::string path;               // absolute or relative path to execve (no PATH search)
     std::vector<std::string> argv;  // argv[0] included
-    /// "KEY=VALUE" entries. An entry exactly "LISTEN_PID=" is completed with the child's pid.
+    /// "KEY=VALUE" entries. Entries exactly "LISTEN_PID=" and "WATCHDOG_PID=" are completed
+    /// with the child's pid.
     std::vector<std::string> env;
     std::vector<int> pass_fds;  // become fds 3, 4, ... in the child
     std::optional<std::string> cwd;

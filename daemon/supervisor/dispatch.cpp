@@ -64,6 +64,14 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         abandon(w, old_pid, ab->sig, ab->grace);
     } else if (auto* sig = std::get_if<action::Signal>(&a)) {
         pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
+        // PM2's shutdown_with_message: the message instead of the stop signal; stop_timeout's
+        // SIGKILL still follows. A worker whose channel is closed gets the signal.
+        if (sig->sig == w->spec->config.stop_signal && w->spec->config.shutdown_message && w->ipc &&
+            w->ipc->connected() && pid == w->sm.pid) {
+            w->ipc->send_message("\"shutdown\"");
+            spdlog::debug("{}: sent 'shutdown' to pid {} on its Node channel", label(w), pid);
+            return;
+        }
         // KILL takes the worker's whole process group, so no grandchild outlives it.
         pid_t target = sig->sig == SIGKILL ? -pid : pid;
         int error = pid > 0 ? exec.kill(target, sig->sig) : 0;
@@ -97,6 +105,16 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     }
     ctx.notify_socket = w->notify->path();
     for (const auto& s : w->sockets) ctx.listen_fds.push_back(s->get());
+    UniqueFd ipc_end;  // the worker's end of its Node channel: the master's copy closes here
+    if (spec.config.ipc == IpcMode::node) {
+        try {
+            ipc_end = open_ipc(w);
+        } catch (const std::system_error& e) {
+            spdlog::critical("{}: {}", label(w), e.what());
+            return event::SpawnFailed{e.code().value()};
+        }
+        ctx.ipc_fd = ipc_end.get();
+    }
     ctx.listen_names = w->program->sockets.names();
     UniqueFd pipe;  // the master's copy of the write end closes when this returns
     if (w->capture) {
@@ -270,6 +288,7 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     // Its figures (loop lag, connections...) described a live process; its last STATUS text
     // stays, as its last words, until the slot's next process starts.
     w->fields.clear();
+    w->ipc.reset();
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
 }
 
@@ -306,6 +325,11 @@ void Supervisor::Impl::on_notify(std::uint64_t id, pid_t pid, const NotifyMessag
             return;
         }
     }
+    apply_notify(w, pid, m);
+}
+
+void Supervisor::Impl::apply_notify(Worker* w, pid_t pid, const NotifyMessage& m) {
+    std::uint64_t id = w->id;
     if (m.status) w->status = *m.status;
     std::size_t dropped = m.fields_dropped + merge_notify_fields(w->fields, m.fields);
     if (m.status_truncated) ++notify_counters.status_truncated;

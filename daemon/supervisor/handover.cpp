@@ -16,8 +16,25 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverSlot, state, want_up, pid, restarts, 
                                    started_at, ready_at, last_heartbeat, heartbeat_interval, late,
                                    ends, deadline, stop_reason, last_cause, last_signaled,
                                    last_code, last_core_dumped, last_abandoned, last_backoff)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverWorker, id, slot, retiring, replacing, replaces, sm,
-                                   status, fields, notify_fd, capture_fds, capture_tail)
+// As NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE, plus the optional Node channel (see HandoverWorker).
+#define CLUSTERD_HANDOVER_WORKER_FIELDS                                                  \
+    id, slot, retiring, replacing, replaces, sm, status, fields, notify_fd, capture_fds, \
+        capture_tail
+void to_json(nlohmann::json& nlohmann_json_j, const HandoverWorker& nlohmann_json_t) {
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_TO, CLUSTERD_HANDOVER_WORKER_FIELDS))
+    if (nlohmann_json_t.ipc_fd >= 0) {
+        nlohmann_json_j["ipc_fd"] = nlohmann_json_t.ipc_fd;
+        nlohmann_json_j["ipc_input"] = nlohmann_json_t.ipc_input;
+    }
+}
+void from_json(const nlohmann::json& nlohmann_json_j, HandoverWorker& nlohmann_json_t) {
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_FROM, CLUSTERD_HANDOVER_WORKER_FIELDS))
+    if (nlohmann_json_j.contains("ipc_fd")) {
+        nlohmann_json_j.at("ipc_fd").get_to(nlohmann_json_t.ipc_fd);
+        nlohmann_json_j.at("ipc_input").get_to(nlohmann_json_t.ipc_input);
+    }
+}
+#undef CLUSTERD_HANDOVER_WORKER_FIELDS
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SocketTableFds, shared, per_slot, group_order, sockarray, keys,
                                    activated, shut)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverProgram, name, source, config_text, generation,
@@ -55,6 +72,7 @@ std::vector<int> HandoverState::fds() const {
         for (const auto* list : {&p.workers, &p.others})
             for (const auto& w : *list) {
                 add(w.notify_fd);
+                add(w.ipc_fd);
                 for (int fd : w.capture_fds) add(fd);
             }
     }

@@ -74,6 +74,11 @@ struct HandoverWorker {
     int notify_fd = -1;  // -1: never spawned
     std::vector<int> capture_fds;
     std::vector<std::string> capture_tail;
+    /// `ipc: node`: the master's end of the worker's Node channel, and what of its input was
+    /// read but not yet a whole line. Optional in the bytes (an image from before Node
+    /// channels writes none), so these two are the only fields a read may miss.
+    int ipc_fd = -1;
+    std::string ipc_input;
 };
 
 /// A program's SocketTable (daemon/net/listeners.hpp).

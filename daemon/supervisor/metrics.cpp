@@ -236,6 +236,19 @@ std::string Supervisor::Impl::metrics_text() const {
     families.push_back(pm::counter("clusterd_notify_warnings_suppressed_total",
                                    "Notify warnings not logged, over a worker's log budget")
                            .add({}, static_cast<double>(nc.warnings_suppressed)));
+    const NodeChannelCounters& node = node_counters;
+    families.push_back(
+        pm::counter("clusterd_node_channel_total",
+                    "Node IPC channels (ipc: node): messages read, sockets given to and refused "
+                    "to listen() calls, and what was dropped (limits: clusterd(8), \"Node "
+                    "programs\")")
+            .add({{"event", "message"}}, static_cast<double>(node.messages))
+            .add({{"event", "server_given"}}, static_cast<double>(node.servers_given))
+            .add({{"event", "server_refused"}}, static_cast<double>(node.servers_refused))
+            .add({{"event", "malformed"}}, static_cast<double>(node.malformed))
+            .add({{"event", "handle_closed"}}, static_cast<double>(node.handles_closed))
+            .add({{"event", "write_dropped"}}, static_cast<double>(node.writes_dropped))
+            .add({{"event", "warning_suppressed"}}, static_cast<double>(node.warnings_suppressed)));
     if (auto drops = read_listen_drops()) {
         families.push_back(pm::counter("clusterd_tcp_listen_overflows_total",
                                        "Host-wide: connections dropped for a full accept queue")

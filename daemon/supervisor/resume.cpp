@@ -153,6 +153,10 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
             hw.status = w->status;
             hw.fields = w->fields;
             hw.notify_fd = w->notify ? w->notify->fd() : -1;
+            if (w->ipc) {
+                hw.ipc_fd = w->ipc->fd();
+                hw.ipc_input = w->ipc->pending_input();
+            }
             if (w->capture) {
                 hw.capture_fds = w->capture->fds();
                 hw.capture_tail = w->capture->tail();
@@ -274,6 +278,11 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
                     notify_counters,
                     [this, id](pid_t pid, const NotifyMessage& m) { on_notify(id, pid, m); });
                 raw->notify->start();
+            }
+            if (hw.ipc_fd >= 0) {
+                raw->ipc = std::make_unique<NodeChannel>(io, hw.ipc_fd, hw.ipc_input, label(raw),
+                                                         node_counters, node_handlers(hw.id));
+                raw->ipc->start();
             }
             if (prog.spec->config.output.kind == Output::Kind::capture) {
                 raw->capture = std::make_unique<OutputCapture>(io, prog.name, hw.slot);

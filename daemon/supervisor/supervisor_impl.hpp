@@ -9,6 +9,7 @@
 //   commands.cpp     the control commands      metrics.cpp   /metrics and /healthz
 //   upgrade.cpp      `upgrade`: the check of the new binary and the exec in place
 //   resume.cpp       the state it hands over (handover.hpp): saved here, resumed there
+//   node.cpp         `ipc: node`: the Node channel, and the cluster primary's side of it
 // Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
@@ -32,6 +33,7 @@
 #include "daemon/metrics/metrics_server.hpp"
 #include "daemon/net/listen_queue.hpp"
 #include "daemon/net/listeners.hpp"
+#include "daemon/net/node_channel.hpp"
 #include "daemon/net/notify_receiver.hpp"
 #include "daemon/policy/operation_rules.hpp"
 #include "daemon/policy/pacing.hpp"
@@ -99,6 +101,8 @@ struct Worker {
     std::map<std::string, std::string> fields;  // last X_CLUSTERD_*
     /// Its notify socket (NOTIFY_SOCKET), for all its processes; unlinked when it is dropped.
     std::unique_ptr<NotifySocket> notify;
+    /// `ipc: node`: its process's Node channel (a new one per process, closed at its exit).
+    std::unique_ptr<NodeChannel> ipc;
     bool retiring = false;  // replaced or scaled away: dropped once stopped
     /// Set while this worker starts as another's replacement (replace-then-drain).
     std::optional<Replacement> replacing;
@@ -252,6 +256,14 @@ struct Supervisor::Impl {
     void replacement_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
     void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
+    /// A notify message known to be the worker's (its socket's checks passed, or its channel).
+    void apply_notify(Worker* w, pid_t pid, const NotifyMessage& m);
+    // ---- node.cpp ----
+    NodeChannel::Handlers node_handlers(std::uint64_t id);
+    /// A new Node channel for `w`'s next process: returns the worker's end (throws).
+    UniqueFd open_ipc(Worker* w);
+    void on_node_query(std::uint64_t id, const NodeServerQuery& q);
+    void on_node_listening(std::uint64_t id, const NodeServerQuery& q);
     /// Worker `w`'s notify socket, made on its first spawn (throws std::system_error).
     void open_notify(Worker* w);
     void on_signal(int sig);
@@ -351,6 +363,7 @@ struct Supervisor::Impl {
     /// Destroyed after `workers`, whose sockets are in it.
     std::unique_ptr<NotifyDir> notify_dir;
     NotifyCounters notify_counters;
+    NodeChannelCounters node_counters;
     std::vector<std::unique_ptr<Program>> programs;
     std::map<std::uint64_t, std::unique_ptr<Worker>> workers;
     std::unordered_map<std::uint64_t, std::uint64_t> replacements;  // old id -> new (memory, late)
