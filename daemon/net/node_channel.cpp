@@ -121,6 +121,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         }
         if (eof) {
             spdlog::debug("{}: its Node channel was closed by the worker", label);
+            if (auto then = std::exchange(on_closed, nullptr)) then();
             return;
         }
         if (!closed) wait_read();
@@ -371,6 +372,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
     std::int64_t seq = 0;
     // The last socket sent, kept until acknowledged (for a NACK's resend).
     std::optional<std::pair<std::string, int>> last_handle;
+    std::function<void()> on_closed;
     int handle_retries = 0;
     WarnLimiter limiter;
 };
@@ -429,6 +431,13 @@ void NodeChannel::send_message(const std::string& text) {
     json value = json::parse(text, nullptr, false);
     if (value.is_discarded()) return;  // never write what the worker could choke on
     state_->write(line_of(value));
+}
+
+void NodeChannel::disconnect(std::function<void()> closed) {
+    if (!connected()) return closed();
+    state_->on_closed = std::move(closed);
+    state_->write(
+        line_of(json{{"cmd", "NODE_CLUSTER"}, {"act", "disconnect"}, {"seq", state_->seq++}}));
 }
 
 bool NodeChannel::connected() const {

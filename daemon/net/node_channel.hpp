@@ -106,6 +106,10 @@ class NodeChannel {
     void refuse_server(const NodeServerQuery& query, int uv_errno);
     /// A message for the app's process.on('message'): `json` must be one JSON value.
     void send_message(const std::string& json);
+    /// The Node cluster primary's graceful stop (`worker.disconnect()`): the worker closes its
+    /// servers, lets its connections finish, and closes the channel; `closed` runs then (at
+    /// once if it is closed already), unless the channel is destroyed first.
+    void disconnect(std::function<void()> closed);
     /// The worker has not closed its end.
     bool connected() const;
     /// Its Node cluster worker said `online`.

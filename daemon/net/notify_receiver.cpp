@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <cerrno>
@@ -32,6 +33,26 @@ std::system_error sys_error(const std::string& what) {
 }
 
 }  // namespace
+
+bool read_proc_parent(pid_t pid, pid_t& ppid, pid_t& pgid) {
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd) return false;
+    char buf[512];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    // "pid (comm) state ppid pgrp ...": comm may hold anything, so parse after its last ')'.
+    const char* close = std::strrchr(buf, ')');
+    char state = 0;
+    int parent = 0, group = 0;
+    if (close == nullptr || std::sscanf(close + 1, " %c %d %d", &state, &parent, &group) != 3)
+        return false;
+    ppid = parent;
+    pgid = group;
+    return true;
+}
 
 // ---- WarnLimiter ----
 
@@ -129,7 +150,7 @@ struct NotifySocket::State : std::enable_shared_from_this<State> {
 
     void drain() {
         // Read first, deliver after: a delivered message may end the worker and this socket.
-        std::vector<std::pair<pid_t, NotifyMessage>> got;
+        std::vector<std::pair<NotifySender, NotifyMessage>> got;
         char buf[kNotifyMaxDatagram + 1];
         alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 16)];
         for (int i = 0; i < kNotifyDrainBatch && !closed; ++i) {
@@ -148,40 +169,58 @@ struct NotifySocket::State : std::enable_shared_from_this<State> {
                                      std::strerror(errno));
                 break;
             }
-            pid_t sender = 0;
+            NotifySender sender;
+            std::vector<int> passed;
             for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
                 if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
                     ucred cred{};
                     std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-                    sender = cred.pid;
+                    sender.pid = cred.pid;
                 } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                    // Nobody may park fds in the master: close any that were sent.
                     auto count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
                     for (std::size_t k = 0; k < count; ++k) {
                         int fd;
                         std::memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-                        ::close(fd);
+                        passed.push_back(fd);
                     }
                 }
             }
+            // Who sent it, while it still waits for its fds to close (a barrier).
+            if (sender.pid > 0 && sender.pid != main_pid) identify(sender);
+            // Nobody may park fds in the master: close any that were sent (this ends a
+            // sender's sd_notify_barrier()).
+            for (int fd : passed) ::close(fd);
+            std::string_view text(buf, std::min(static_cast<std::size_t>(n), sizeof buf));
             if (static_cast<std::size_t>(n) > kNotifyMaxDatagram) {
                 ++counters.oversized;
                 warn("notify datagram of " + std::to_string(n) + " bytes from pid " +
-                     std::to_string(sender) + " dropped (limit " +
+                     std::to_string(sender.pid) + " dropped (limit " +
                      std::to_string(kNotifyMaxDatagram) + ")");
                 continue;
             }
-            if (sender <= 0) {
+            if (sender.pid <= 0) {
                 ++counters.no_credentials;
+                if (parse_notify(text).ready)
+                    warn("READY=1 dropped: the datagram came without the sender's credentials");
                 continue;
             }
-            got.emplace_back(sender,
-                             parse_notify(std::string_view(buf, static_cast<std::size_t>(n))));
+            if (sender.pid == main_pid) sender.known = true;
+            got.emplace_back(std::move(sender), parse_notify(text));
         }
         auto keep = shared_from_this();  // the handler may destroy the NotifySocket
         for (const auto& [sender, message] : got) {
             if (closed) return;
             handler(sender, message);
+        }
+    }
+
+    static void identify(NotifySender& sender) {
+        pid_t ppid = 0;
+        sender.known = read_proc_parent(sender.pid, ppid, sender.pgid);
+        for (int depth = 0; sender.known && ppid > 1 && depth < kNotifyAncestors; ++depth) {
+            sender.ancestors.push_back(ppid);
+            pid_t ignored = 0;
+            if (!read_proc_parent(ppid, ppid, ignored)) break;
         }
     }
 
@@ -214,6 +253,7 @@ struct NotifySocket::State : std::enable_shared_from_this<State> {
     std::string label;
     WarnLimiter limiter;
     bool closed = false;
+    pid_t main_pid = 0;
 };
 
 NotifySocket::NotifySocket(asio::io_context& io, const NotifyDir& dir, const std::string& name,
@@ -301,6 +341,10 @@ void NotifySocket::drain() {
 
 void NotifySocket::warn(const std::string& message) {
     state_->warn(message);
+}
+
+void NotifySocket::set_main_pid(pid_t pid) {
+    state_->main_pid = pid;
 }
 
 }  // namespace clusterd

@@ -6,8 +6,10 @@
 // or create anything there. Each socket file is owned by the uid its worker runs as (the daemon's
 // own uid when the program sets no `user`), mode 0600: connecting to it needs write permission on
 // it, so no other uid can even reach it. Of what arrives, SO_PASSCRED gives the sender's pid: with
-// `notify_access: main` (the default) only the worker's own pid counts, with `all` any
-// process that can reach the socket (the worker's descendants, which run as its uid).
+// `notify_access: main` only the worker's own pid counts; with `all` (the default) also its
+// descendants, told by relations the kernel keeps (see NotifySender), read from /proc the moment
+// the datagram is read: before any fd that came with it is closed, so a sender that waits for
+// that (sd_notify_barrier(), which systemd-notify does by default) is still there to be read.
 //
 // Why one socket per worker: a unix datagram queue holds net.unix.max_dgram_qlen messages
 // (10 by default) per receiving socket. With one shared socket, any sender (a worker's
@@ -74,7 +76,7 @@ class WarnLimiter {
 struct NotifyCounters {
     std::uint64_t oversized = 0;         // datagrams over kNotifyMaxDatagram, dropped
     std::uint64_t no_credentials = 0;    // datagrams without a sender pid, dropped
-    std::uint64_t foreign_sender = 0;    // not the worker's pid under notify_access: main
+    std::uint64_t foreign_sender = 0;    // not the worker (nor below it, under notify_access: all)
     std::uint64_t fields_dropped = 0;    // X_CLUSTERD_ fields over a size or count cap
     std::uint64_t status_truncated = 0;  // STATUS texts cut at kNotifyMaxStatus
     std::uint64_t warnings_suppressed = 0;
@@ -102,11 +104,33 @@ class NotifyDir {
     std::string path_;
 };
 
+/// How deep NotifySender::ancestors goes.
+inline constexpr int kNotifyAncestors = 16;
+
+/// A datagram's sender, as the kernel tells it when the datagram is read. A process other than
+/// the worker belongs to it when it is in the worker's process group (the worker leads its own;
+/// a process can join a group of its own session only, and leaves it by setsid() or setpgid()),
+/// or when the worker is among its ancestors (a child that made its own group or session, while
+/// its parents live: an orphan is re-parented and loses the link).
+struct NotifySender {
+    pid_t pid = 0;
+    /// False when /proc had no entry for it: it exited (and was reaped) before its datagram
+    /// was read, so nothing tells whose it was.
+    bool known = false;
+    pid_t pgid = 0;
+    /// Its parent, the parent's parent... up to kNotifyAncestors or pid 1. Read only for a
+    /// sender that is not the socket's main pid (see NotifySocket::set_main_pid()).
+    std::vector<pid_t> ancestors;
+};
+
+/// /proc/<pid>/stat's parent and process group; false if there is no such process.
+bool read_proc_parent(pid_t pid, pid_t& ppid, pid_t& pgid);
+
 /// One worker's notify socket: bound at `<dir>/<name>`, unlinked and closed when destroyed.
 class NotifySocket {
   public:
     /// A datagram that passed the checks here (size, credentials), parsed.
-    using Handler = std::function<void(pid_t sender, const NotifyMessage& message)>;
+    using Handler = std::function<void(const NotifySender& sender, const NotifyMessage& message)>;
 
     /// Bind it, then give the file to `owner` (uid, gid) if set. Throws std::system_error.
     NotifySocket(boost::asio::io_context& io, const NotifyDir& dir, const std::string& name,
@@ -129,6 +153,8 @@ class NotifySocket {
     void drain();
     /// Log a warning about this worker's messages, within the socket's WarnLimiter.
     void warn(const std::string& message);
+    /// The worker's pid now (0: none): its datagrams need no look into /proc.
+    void set_main_pid(pid_t pid);
 
   private:
     struct State;

@@ -64,13 +64,26 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
         abandon(w, old_pid, ab->sig, ab->grace);
     } else if (auto* sig = std::get_if<action::Signal>(&a)) {
         pid_t pid = w->sm.pid != 0 ? w->sm.pid : old_pid;
-        // PM2's shutdown_with_message: the message instead of the stop signal; stop_timeout's
-        // SIGKILL still follows. A worker whose channel is closed gets the signal.
-        if (sig->sig == w->spec->config.stop_signal && w->spec->config.shutdown_message && w->ipc &&
-            w->ipc->connected() && pid == w->sm.pid) {
-            w->ipc->send_message("\"shutdown\"");
-            spdlog::debug("{}: sent 'shutdown' to pid {} on its Node channel", label(w), pid);
-            return;
+        if (sig->sig == w->spec->config.stop_signal && pid == w->sm.pid && w->ipc &&
+            w->ipc->connected()) {
+            // PM2's shutdown_with_message: the message instead of the stop signal.
+            if (w->spec->config.shutdown_message) {
+                w->ipc->send_message("\"shutdown\"");
+                spdlog::debug("{}: sent 'shutdown' to pid {} on its Node channel", label(w), pid);
+                return;
+            }
+            // A Node cluster worker stops as its own primary would stop it: disconnect first
+            // (its servers close, what they serve finishes, it closes the channel), then the
+            // signal. stop_timeout's SIGKILL still bounds it all.
+            if (w->ipc->online()) {
+                std::uint64_t id = w->id;
+                int s = sig->sig;
+                w->ipc->disconnect([this, id, pid, s] {
+                    auto it = workers.find(id);
+                    if (it != workers.end() && it->second->sm.pid == pid) exec.kill(pid, s);
+                });
+                return;
+            }
         }
         // KILL takes the worker's whole process group, so no grandchild outlives it.
         pid_t target = sig->sig == SIGKILL ? -pid : pid;
@@ -156,6 +169,7 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
         return event::SpawnFailed{r.error};
     }
     pids[r.pid] = w;
+    w->notify->set_main_pid(r.pid);
     return event::Spawned{r.pid};
 }
 
@@ -297,31 +311,47 @@ void Supervisor::Impl::open_notify(Worker* w) {
     const LaunchPlan& plan = w->spec->plan;
     w->notify = std::make_unique<NotifySocket>(
         io, *notify_dir, std::to_string(id), plan.uid, plan.uid ? plan.gid : std::nullopt, label(w),
-        notify_counters, [this, id](pid_t pid, const NotifyMessage& m) { on_notify(id, pid, m); });
+        notify_counters,
+        [this, id](const NotifySender& s, const NotifyMessage& m) { on_notify(id, s, m); });
     w->notify->start();
 }
 
-void Supervisor::Impl::on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m) {
+void Supervisor::Impl::on_notify(std::uint64_t id, const NotifySender& sender,
+                                 const NotifyMessage& m) {
     auto wit = workers.find(id);
     if (wit == workers.end()) return;
     Worker* w = wit->second.get();
-    if (pid != w->sm.pid || w->sm.pid == 0) {
-        auto it = pids.find(pid);
+    const pid_t pid = sender.pid;
+    const pid_t main = w->sm.pid;
+    if (pid != main || main == 0) {
         // A process given up on (abandoned after a watchdog or start timeout, still running
         // until abort_timeout) keeps this slot's NOTIFY_SOCKET, as do its children (its
         // process group): it must not speak for the worker that replaced it.
-        pid_t group = ::getpgid(pid);
-        bool given_up = abandoned.count(pid) > 0 || (group > 0 && abandoned.count(group) > 0);
-        if (it != pids.end() || given_up || w->spec->config.notify_access == NotifyAccess::main ||
-            w->sm.pid == 0) {
-            // Another worker's pid (its descendants sharing the uid), a process of this
-            // slot's previous run, or a child under notify_access: main.
+        auto of = [&](auto&& is) {
+            if (is(pid) || (sender.pgid > 0 && is(sender.pgid))) return true;
+            return std::any_of(sender.ancestors.begin(), sender.ancestors.end(), is);
+        };
+        bool another = pids.count(pid) > 0;
+        bool given_up = of([&](pid_t p) { return abandoned.count(p) > 0; });
+        bool below = main != 0 && (sender.pgid == main ||
+                                   std::find(sender.ancestors.begin(), sender.ancestors.end(),
+                                             main) != sender.ancestors.end());
+        bool all = w->spec->config.notify_access == NotifyAccess::all;
+        std::string why =
+            another     ? "it is another worker"
+            : given_up  ? "it is a process of the slot's previous run"
+            : main == 0 ? "the slot has no process now"
+            : !all ? "it is not the worker's pid " + std::to_string(main) + " (notify_access: main)"
+            : !sender.known ? "it exited before its message was read, so nothing tells whose "
+                              "it was (send from a process that outlives the send, or use "
+                              "sd_notify_barrier())"
+            : !below ? "it is neither in the worker's process group (" + std::to_string(main) +
+                           ") nor below pid " + std::to_string(main)
+                     : "";
+        if (!why.empty()) {
             ++notify_counters.foreign_sender;
-            w->notify->warn("notify message from pid " + std::to_string(pid) + " ignored: " +
-                            (it != pids.end() ? "another worker"
-                             : given_up       ? "a process of the slot's previous run"
-                                        : "not the worker's pid " + std::to_string(w->sm.pid) +
-                                              " (notify_access: main)"));
+            w->notify->warn(std::string(m.ready ? "READY=1" : "notify message") + " from pid " +
+                            std::to_string(pid) + " dropped: " + why);
             return;
         }
     }

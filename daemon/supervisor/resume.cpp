@@ -275,8 +275,10 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
                 std::uint64_t id = hw.id;
                 raw->notify = std::make_unique<NotifySocket>(
                     io, hw.notify_fd, notify_dir->path() + "/" + std::to_string(id), label(raw),
-                    notify_counters,
-                    [this, id](pid_t pid, const NotifyMessage& m) { on_notify(id, pid, m); });
+                    notify_counters, [this, id](const NotifySender& s, const NotifyMessage& m) {
+                        on_notify(id, s, m);
+                    });
+                raw->notify->set_main_pid(raw->sm.pid);
                 raw->notify->start();
             }
             if (hw.ipc_fd >= 0) {

@@ -255,7 +255,8 @@ struct Supervisor::Impl {
     /// A memory or late replacement came up, or did not.
     void replacement_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
-    void on_notify(std::uint64_t id, pid_t pid, const NotifyMessage& m);
+    /// A datagram on worker `id`'s notify socket: its, by notify_access, or dropped and said why.
+    void on_notify(std::uint64_t id, const NotifySender& sender, const NotifyMessage& m);
     /// A notify message known to be the worker's (its socket's checks passed, or its channel).
     void apply_notify(Worker* w, pid_t pid, const NotifyMessage& m);
     // ---- node.cpp ----

@@ -45,7 +45,9 @@ struct TempDir {
 struct Got {
     std::vector<std::pair<pid_t, NotifyMessage>> messages;
     NotifySocket::Handler handler() {
-        return [this](pid_t pid, const NotifyMessage& m) { messages.emplace_back(pid, m); };
+        return [this](const NotifySender& s, const NotifyMessage& m) {
+            messages.emplace_back(s.pid, m);
+        };
     }
 };
 

@@ -156,7 +156,7 @@ class Rig {
             ex.at(p.started + *b.ready_after, [this, id, pid, alive] {
                 NotifyMessage m;
                 m.ready = true;
-                if (alive()) sup->on_notify(id, pid, m);
+                if (alive()) sup->on_notify(id, NotifySender{pid, true, pid, {}}, m);
             });
         if (std::string usec = p.env_value("WATCHDOG_USEC"); !usec.empty() && b.ready_after) {
             Duration every = std::chrono::duration_cast<Duration>(
@@ -174,7 +174,7 @@ class Rig {
             if (!q || q->exited || q->hung) return;
             NotifyMessage m;
             m.watchdog = true;
-            sup->on_notify(id, pid, m);
+            sup->on_notify(id, NotifySender{pid, true, pid, {}}, m);
             heartbeat(id, pid, at + every, every, stop);
         });
     }
