@@ -21,8 +21,11 @@ PACKAGE_PACKAGES=(python3 file dpkg-dev)
 # harness puts keep-alive load on the workers with wrk and counts each killed worker's
 # connections with ss (iproute2).
 # The fuzz targets are built by clang with libFuzzer (libclang-rt-dev).
+# Workers written for other supervisors: Node apps (nodejs), and sd_notify clients from
+# libsystemd (libsystemd-dev), python3-systemd and systemd's systemd-notify (systemd).
 TEST_PACKAGES=(doctest-dev "${PACKAGE_PACKAGES[@]}" systemd-container debootstrap zstd wrk
-               iproute2 lintian man-db clang libclang-rt-dev)
+               iproute2 lintian man-db clang libclang-rt-dev nodejs libsystemd-dev
+               python3-systemd systemd)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {

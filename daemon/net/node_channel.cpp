@@ -32,6 +32,14 @@ std::string line_of(const json& value) {
     return value.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
+// The start of a worker's line, fit for the log: control and non-ASCII bytes become '.'.
+std::string excerpt(std::string_view line) {
+    std::string out(line.substr(0, 80));
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '.';
+    return line.size() > 80 ? out + "..." : out;
+}
+
 // Bytes read per wakeup at most: a worker that floods its channel cannot hold the loop.
 constexpr int kReadsPerWakeup = 4;
 constexpr std::size_t kReadChunk = 64 * 1024;
@@ -159,15 +167,14 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         json value = json::parse(line, nullptr, false);
         if (value.is_discarded()) {
             ++counters.malformed;
-            warn("a Node channel line that is not JSON dropped: " + line.substr(0, 80) +
-                 (line.size() > 80 ? "..." : ""));
+            warn("a Node channel line that is not JSON dropped: " + excerpt(line));
             return;
         }
         if (value.is_string()) {
             const auto& text = value.get_ref<const std::string&>();
             if (text == "ready") return notify("READY=1");
             if (text == "heartbeat") return notify("WATCHDOG=1");
-            spdlog::debug("{}: Node message {} ignored", label, line.substr(0, 80));
+            spdlog::debug("{}: Node message {} ignored", label, excerpt(line));
             return;
         }
         if (!value.is_object()) return;
@@ -185,7 +192,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
             }
             return notify(text);
         }
-        spdlog::debug("{}: Node message {} ignored", label, line.substr(0, 80));
+        spdlog::debug("{}: Node message {} ignored", label, excerpt(line));
     }
 
     void notify(std::string_view text) {
@@ -257,7 +264,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
             write(line_of(
                 json{{"cmd", "NODE_CLUSTER"}, {"ack", m.value("seq", -1)}, {"seq", seq++}}));
         } else {
-            warn("unknown Node cluster message act \"" + act.substr(0, 40) +
+            warn("unknown Node cluster message act \"" + excerpt(act.substr(0, 40)) +
                  "\" ignored: this Node's cluster protocol is newer than clusterd's");
         }
     }

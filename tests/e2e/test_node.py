@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -178,8 +179,9 @@ class NodeAppTest(unittest.TestCase):
         self.assertEqual(d.workers(), workers)
         self.assertEqual(environ_of(workers[0])["WATCHDOG_PID"], str(workers[0]))
         # Block one worker's loop: a request handler that never returns.
-        blocker = subprocess.Popen(["curl", "-s", "-m", "30", f"http://127.0.0.1:{port}/block"])
-        self.addCleanup(blocker.kill)
+        blocker = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(blocker.close)
+        blocker.sendall(b"GET /block HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         t0 = time.monotonic()
         changed = wait_for(lambda: (w := d.workers()) and len(w) == 2 and
                            set(w.values()) != set(workers.values()) and w, 10,

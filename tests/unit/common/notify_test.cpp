@@ -66,12 +66,47 @@ TEST_CASE("a worker keeps at most kNotifyMaxFields names across messages") {
     CHECK(kept.size() == kNotifyMaxFields + 1);
 }
 
-TEST_CASE("notify_access: main by default, all on request, anything else an error") {
+TEST_CASE("notify_access: all by default, main on request, anything else an error") {
     Config c = load_config_string("programs: {web: {cores: 1}}", "inline");
-    CHECK(c.programs.at(0).notify_access == NotifyAccess::main);
-    c = load_config_string("programs: {web: {cores: 1, notify_access: all}}", "inline");
     CHECK(c.programs.at(0).notify_access == NotifyAccess::all);
+    c = load_config_string("programs: {web: {cores: 1, notify_access: main}}", "inline");
+    CHECK(c.programs.at(0).notify_access == NotifyAccess::main);
     CHECK_THROWS_WITH_AS(
         load_config_string("programs:\n  web:\n    notify_access: none\n", "inline"),
         doctest::Contains("inline:3"), ConfigError);
+}
+
+TEST_CASE("ipc: node for a node command unless said otherwise; ready: listening by default then") {
+    auto program = [](const std::string& yaml) {
+        return load_config_string("programs:\n  web:\n" + yaml, "inline").programs.at(0);
+    };
+    ProgramConfig p = program("    command: [node, app.js]\n");
+    CHECK(p.ipc == IpcMode::node);
+    CHECK(p.ready == ReadyMode::listening);
+    CHECK_FALSE(p.shutdown_message);
+    CHECK(program("    command: [/usr/local/bin/nodejs, app.js]\n").ipc == IpcMode::node);
+    p = program("    command: [node, app.js]\n    ready: notify\n    shutdown_message: true\n");
+    CHECK(p.ready == ReadyMode::notify);
+    CHECK(p.shutdown_message);
+    p = program("    command: [node, app.js]\n    ipc: none\n");
+    CHECK(p.ipc == IpcMode::none);
+    CHECK(p.ready == ReadyMode::notify);
+    p = program("    command: [/usr/bin/env, node, app.js]\n    ipc: node\n");
+    CHECK(p.ipc == IpcMode::node);
+    CHECK(program("    command: [python3, app.py]\n").ipc == IpcMode::none);
+    CHECK(program("    command: [nodes]\n").ipc == IpcMode::none);
+    // What needs the channel, without it, is an error at its place.
+    CHECK_THROWS_WITH_AS(program("    command: [python3]\n    ready: listening\n"),
+                         doctest::Contains("inline:4:12: programs.web.ready: \"listening\" "
+                                           "needs ipc: node"),
+                         ConfigError);
+    CHECK_THROWS_WITH_AS(program("    command: [node]\n    ipc: none\n    shutdown_message: yes\n"),
+                         doctest::Contains("inline:5:23: programs.web.shutdown_message: needs "
+                                           "ipc: node"),
+                         ConfigError);
+    CHECK_THROWS_WITH_AS(program("    command: [node]\n    ipc: deno\n"),
+                         doctest::Contains("inline:4:10"), ConfigError);
+    // Node's channel variables are clusterd's to set.
+    CHECK_THROWS_WITH_AS(program("    command: [node]\n    env: {NODE_CHANNEL_FD: \"3\"}\n"),
+                         doctest::Contains("NODE_CHANNEL_FD"), ConfigError);
 }

@@ -261,3 +261,65 @@ TEST_CASE("warnings from one flooding sender are limited, the rest counted") {
     CHECK(lines == static_cast<std::size_t>(kNotifyWarnBurst) + 1);  // + the closing summary
     CHECK(text.find("more notify warnings suppressed") != std::string::npos);
 }
+
+TEST_CASE("NotifySocket: a sender other than the main pid is identified while it waits") {
+    TempDir tmp;
+    boost::asio::io_context io;
+    NotifyDir dir(tmp.path + "/d");
+    NotifyCounters counters;
+    std::vector<NotifySender> senders;
+    NotifySocket s(io, dir, "1", std::nullopt, std::nullopt, "p[0]", counters,
+                   [&](const NotifySender& who, const NotifyMessage&) { senders.push_back(who); });
+    s.set_main_pid(::getpid());
+    const std::string path = s.path();
+    // From the main pid: no look into /proc.
+    REQUIRE(send_to(path, "STATUS=main") == 0);
+    // From a grandchild that waits (as sd_notify_barrier() does) until the master has read it.
+    int go[2];
+    REQUIRE(::pipe(go) == 0);
+    pid_t child = ::fork();
+    if (child == 0) {
+        pid_t grandchild = ::fork();
+        if (grandchild == 0) {
+            send_to(path, "STATUS=below");
+            char c;
+            ssize_t ignored = ::read(go[0], &c, 1);
+            (void)ignored;
+            ::_exit(0);
+        }
+        ::waitpid(grandchild, nullptr, 0);
+        ::_exit(0);
+    }
+    // From a child that is gone (exited and reaped) before its datagram is read.
+    pid_t gone = ::fork();
+    if (gone == 0) {
+        send_to(path, "STATUS=gone");
+        ::_exit(0);
+    }
+    REQUIRE(::waitpid(gone, nullptr, 0) == gone);
+    // Both datagrams are queued once the gone one is; the grandchild's may come first.
+    for (int i = 0; i < 200 && senders.size() < 3; ++i) {
+        s.drain();
+        if (senders.size() < 3) ::usleep(10'000);
+    }
+    REQUIRE(::write(go[1], "x", 1) == 1);
+    ::close(go[0]);
+    ::close(go[1]);
+    ::waitpid(child, nullptr, 0);
+    REQUIRE(senders.size() == 3);
+    CHECK(senders[0].pid == ::getpid());
+    CHECK(senders[0].known);
+    CHECK(senders[0].ancestors.empty());
+    for (const auto& who : senders) {
+        if (who.pid == ::getpid()) continue;
+        if (who.pid == gone) {
+            CHECK_FALSE(who.known);
+            continue;
+        }
+        CHECK(who.known);
+        CHECK(who.pgid == ::getpgrp());
+        REQUIRE(who.ancestors.size() >= 2);
+        CHECK(who.ancestors[0] == child);
+        CHECK(who.ancestors[1] == ::getpid());
+    }
+}
