@@ -337,13 +337,15 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                  }
              });
     // A Node program gets Node's IPC channel unless it says otherwise: then an unmodified app
-    // listens on clusterd's sockets, and is ready once it does.
+    // listens on clusterd's sockets, and is ready once it does (one that listens on nothing,
+    // a queue consumer say, once it has stayed up for start_time, as PM2 has it).
     if (!ipc_mark && !p.command.empty()) {
         std::string_view exe = p.command[0];
         exe = exe.substr(exe.rfind('/') == std::string_view::npos ? 0 : exe.rfind('/') + 1);
         if (exe == "node" || exe == "nodejs") p.ipc = IpcMode::node;
     }
-    if (!ready_mark && p.ipc == IpcMode::node) p.ready = ReadyMode::listening;
+    if (!ready_mark && p.ipc == IpcMode::node)
+        p.ready = p.listen.empty() ? ReadyMode::started : ReadyMode::listening;
     if (p.ipc != IpcMode::node && p.ready == ReadyMode::listening)
         r.error(
             *ready_mark, value.path + ".ready",

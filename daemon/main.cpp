@@ -58,6 +58,12 @@ std::string describe_program(const ProgramConfig& p) {
     } else {
         for (std::size_t i = 0; i < p.command.size(); ++i) line += (i ? " " : "") + p.command[i];
     }
+    if (p.ipc == IpcMode::node)
+        line += std::string(", ipc: node (ready: ") +
+                (p.ready == ReadyMode::listening ? "listening"
+                 : p.ready == ReadyMode::notify  ? "notify"
+                                                 : "started") +
+                ")";
     for (const auto& l : p.listen)
         line += ", " + l.name + "=" + l.address() + (l.reuseport ? " (reuseport)" : " (shared)");
     return line;

@@ -22,18 +22,18 @@ using nlohmann::json;
 
 namespace {
 
-std::system_error channel_error(const std::string& what) {
+std::system_error node_channel_error(const std::string& what) {
     return std::system_error(errno, std::system_category(), what);
 }
 
 // One JSON value on one line: invalid UTF-8 (from a worker's address string, say) is replaced,
 // never thrown on; dump() escapes every control character, so no newline gets inside.
-std::string line_of(const json& value) {
+std::string node_line(const json& value) {
     return value.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 // The start of a worker's line, fit for the log: control and non-ASCII bytes become '.'.
-std::string excerpt(std::string_view line) {
+std::string node_excerpt(std::string_view line) {
     std::string out(line.substr(0, 80));
     for (char& c : out)
         if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '.';
@@ -41,10 +41,10 @@ std::string excerpt(std::string_view line) {
 }
 
 // Bytes read per wakeup at most: a worker that floods its channel cannot hold the loop.
-constexpr int kReadsPerWakeup = 4;
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr int kNodeReadsPerWakeup = 4;
+constexpr std::size_t kNodeReadChunk = 64 * 1024;
 // Node resends a handle that did not arrive (NODE_HANDLE_NACK) at most this often.
-constexpr int kHandleRetransmissions = 3;
+constexpr int kNodeHandleRetransmissions = 3;
 
 }  // namespace
 
@@ -71,7 +71,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         int flags = ::fcntl(fd, F_GETFL);
         if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
             ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-            throw channel_error("fcntl(Node channel) failed");
+            throw node_channel_error("fcntl(Node channel) failed");
         boost::system::error_code ec;
         descriptor.assign(fd, ec);  // registers it with the reactor: may fail
         if (ec)
@@ -90,9 +90,9 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
 
     void on_readable() {
         auto keep = shared_from_this();  // a handler may destroy the NodeChannel
-        char buf[kReadChunk];
+        char buf[kNodeReadChunk];
         alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-        for (int i = 0; i < kReadsPerWakeup && !closed && !eof; ++i) {
+        for (int i = 0; i < kNodeReadsPerWakeup && !closed && !eof; ++i) {
             iovec iov{buf, sizeof buf};
             msghdr msg{};
             msg.msg_iov = &iov;
@@ -167,14 +167,14 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         json value = json::parse(line, nullptr, false);
         if (value.is_discarded()) {
             ++counters.malformed;
-            warn("a Node channel line that is not JSON dropped: " + excerpt(line));
+            warn("a Node channel line that is not JSON dropped: " + node_excerpt(line));
             return;
         }
         if (value.is_string()) {
             const auto& text = value.get_ref<const std::string&>();
             if (text == "ready") return notify("READY=1");
             if (text == "heartbeat") return notify("WATCHDOG=1");
-            spdlog::debug("{}: Node message {} ignored", label, excerpt(line));
+            spdlog::debug("{}: Node message {} ignored", label, node_excerpt(line));
             return;
         }
         if (!value.is_object()) return;
@@ -192,7 +192,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
             }
             return notify(text);
         }
-        spdlog::debug("{}: Node message {} ignored", label, excerpt(line));
+        spdlog::debug("{}: Node message {} ignored", label, node_excerpt(line));
     }
 
     void notify(std::string_view text) {
@@ -225,7 +225,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         if (cmd == "NODE_HANDLE") {
             // Its fd was closed on arrival; the ack lets the worker send what it queued behind it.
             warn("the worker sent a handle to the cluster primary: closed (clusterd takes none)");
-            return write(line_of(json{{"cmd", "NODE_HANDLE_ACK"}}));
+            return write(node_line(json{{"cmd", "NODE_HANDLE_ACK"}}));
         }
         if (cmd == "NODE_HANDLE_ACK") {
             last_handle.reset();
@@ -233,7 +233,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
         }
         if (cmd == "NODE_HANDLE_NACK") {
             // The worker got the line without its fd (its read cut the control data): resend.
-            if (last_handle && handle_retries < kHandleRetransmissions) {
+            if (last_handle && handle_retries < kNodeHandleRetransmissions) {
                 ++handle_retries;
                 auto [text, fd] = *last_handle;
                 return write(text, fd);
@@ -261,10 +261,10 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
                           query_of(m).describe());
         } else if (act == "exitedAfterDisconnect") {
             // cluster.worker.disconnect(): acknowledged, so that the worker disconnects and ends.
-            write(line_of(
+            write(node_line(
                 json{{"cmd", "NODE_CLUSTER"}, {"ack", m.value("seq", -1)}, {"seq", seq++}}));
         } else {
-            warn("unknown Node cluster message act \"" + excerpt(act.substr(0, 40)) +
+            warn("unknown Node cluster message act \"" + node_excerpt(act.substr(0, 40)) +
                  "\" ignored: this Node's cluster protocol is newer than clusterd's");
         }
     }
@@ -390,7 +390,7 @@ std::pair<std::unique_ptr<NodeChannel>, UniqueFd> NodeChannel::open(asio::io_con
                                                                     Handlers handlers) {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
-        throw channel_error("socketpair() for the Node channel failed");
+        throw node_channel_error("socketpair() for the Node channel failed");
     UniqueFd theirs(fds[1]);
     auto channel = std::unique_ptr<NodeChannel>(new NodeChannel(
         io, fds[0], std::string(), std::move(label), counters, std::move(handlers)));
@@ -418,7 +418,7 @@ void NodeChannel::give_server(const NodeServerQuery& query, int fd) {
     json reply{{"cmd", "NODE_CLUSTER"}, {"errno", 0},      {"key", query.key},
                {"ack", query.seq},      {"data", nullptr}, {"seq", state_->seq++}};
     std::string text =
-        line_of(json{{"cmd", "NODE_HANDLE"}, {"type", "net.Native"}, {"msg", reply}});
+        node_line(json{{"cmd", "NODE_HANDLE"}, {"type", "net.Native"}, {"msg", reply}});
     state_->last_handle.emplace(text, fd);
     state_->handle_retries = 0;
     state_->write(text, fd);
@@ -426,25 +426,25 @@ void NodeChannel::give_server(const NodeServerQuery& query, int fd) {
 
 void NodeChannel::refuse_server(const NodeServerQuery& query, int uv_errno) {
     ++state_->counters.servers_refused;
-    state_->write(line_of(json{{"cmd", "NODE_CLUSTER"},
-                               {"errno", uv_errno},
-                               {"key", query.key},
-                               {"ack", query.seq},
-                               {"data", nullptr},
-                               {"seq", state_->seq++}}));
+    state_->write(node_line(json{{"cmd", "NODE_CLUSTER"},
+                                 {"errno", uv_errno},
+                                 {"key", query.key},
+                                 {"ack", query.seq},
+                                 {"data", nullptr},
+                                 {"seq", state_->seq++}}));
 }
 
 void NodeChannel::send_message(const std::string& text) {
     json value = json::parse(text, nullptr, false);
     if (value.is_discarded()) return;  // never write what the worker could choke on
-    state_->write(line_of(value));
+    state_->write(node_line(value));
 }
 
 void NodeChannel::disconnect(std::function<void()> closed) {
     if (!connected()) return closed();
     state_->on_closed = std::move(closed);
     state_->write(
-        line_of(json{{"cmd", "NODE_CLUSTER"}, {"act", "disconnect"}, {"seq", state_->seq++}}));
+        node_line(json{{"cmd", "NODE_CLUSTER"}, {"act", "disconnect"}, {"seq", state_->seq++}}));
 }
 
 bool NodeChannel::connected() const {

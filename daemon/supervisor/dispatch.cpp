@@ -80,7 +80,15 @@ void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<
                 int s = sig->sig;
                 w->ipc->disconnect([this, id, pid, s] {
                     auto it = workers.find(id);
-                    if (it != workers.end() && it->second->sm.pid == pid) exec.kill(pid, s);
+                    if (it == workers.end() || it->second->sm.pid != pid) return;
+                    Worker* w = it->second.get();
+                    // Served out and disconnected: most exit now by themselves (their loop
+                    // is empty); one that has timers or its own handles left gets the signal.
+                    if (!w->ipc_timer) w->ipc_timer = exec.make_timer();
+                    w->ipc_timer->arm(now() + kNodeExitGrace, [this, id, pid, s] {
+                        auto it = workers.find(id);
+                        if (it != workers.end() && it->second->sm.pid == pid) exec.kill(pid, s);
+                    });
                 });
                 return;
             }
@@ -303,6 +311,7 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     // stays, as its last words, until the slot's next process starts.
     w->fields.clear();
     w->ipc.reset();
+    if (w->ipc_timer) w->ipc_timer->cancel();
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
 }
 

@@ -24,7 +24,7 @@ namespace {
 /// libuv's errno for "address not available" (negative errno on Linux).
 constexpr int kUvEaddrnotavail = -EADDRNOTAVAIL;
 
-bool same_host(const std::string& a, const std::string& b) {
+bool node_same_host(const std::string& a, const std::string& b) {
     unsigned char x[16], y[16];
     for (int family : {AF_INET, AF_INET6})
         if (::inet_pton(family, a.c_str(), x) == 1 && ::inet_pton(family, b.c_str(), y) == 1)
@@ -33,8 +33,8 @@ bool same_host(const std::string& a, const std::string& b) {
 }
 
 /// The `listen:` entry that `q` asks for, or why none.
-std::optional<std::size_t> match_entry(const std::vector<ListenConfig>& entries,
-                                       const NodeServerQuery& q, std::string& why) {
+std::optional<std::size_t> node_match_entry(const std::vector<ListenConfig>& entries,
+                                            const NodeServerQuery& q, std::string& why) {
     if (q.fd) {
         auto e = static_cast<std::size_t>(*q.fd - 3);
         if (*q.fd >= 3 && e < entries.size()) return e;
@@ -51,7 +51,7 @@ std::optional<std::size_t> match_entry(const std::vector<ListenConfig>& entries,
         if (entries[e].port == q.port) by_port.push_back(e);
     if (q.address)
         for (std::size_t e : by_port)
-            if (same_host(entries[e].host, *q.address)) return e;
+            if (node_same_host(entries[e].host, *q.address)) return e;
     if (by_port.size() == 1) return by_port[0];
     why = by_port.empty() ? "no listen entry has port " + std::to_string(q.port)
                           : "several listen entries have port " + std::to_string(q.port) +
@@ -59,7 +59,7 @@ std::optional<std::size_t> match_entry(const std::vector<ListenConfig>& entries,
     return std::nullopt;
 }
 
-std::string addresses(const std::vector<ListenConfig>& entries) {
+std::string node_addresses(const std::vector<ListenConfig>& entries) {
     std::string s;
     for (const auto& e : entries) s += (s.empty() ? "" : ", ") + e.address();
     return s.empty() ? "none" : s;
@@ -92,10 +92,10 @@ void Supervisor::Impl::on_node_query(std::uint64_t id, const NodeServerQuery& q)
     Worker* w = it->second.get();
     const auto& entries = w->spec->config.listen;
     std::string why;
-    auto e = match_entry(entries, q, why);
+    auto e = node_match_entry(entries, q, why);
     if (!e || *e >= w->sockets.size()) {
         w->ipc->warn("the Node worker's listen(" + q.describe() + ") refused with EADDRNOTAVAIL: " +
-                     why + " (the program listens on " + addresses(entries) + ")");
+                     why + " (the program listens on " + node_addresses(entries) + ")");
         w->ipc->refuse_server(q, kUvEaddrnotavail);
         return;
     }
@@ -110,7 +110,7 @@ void Supervisor::Impl::on_node_listening(std::uint64_t id, const NodeServerQuery
     Worker* w = it->second.get();
     const auto& entries = w->spec->config.listen;
     std::string why;
-    auto e = match_entry(entries, q, why);
+    auto e = node_match_entry(entries, q, why);
     // Node's listen() on the socket it was given set the socket's backlog to its own (511 by
     // default): the configured one is set again.
     if (e && *e < w->sockets.size() && !w->program->sockets.is_shut())

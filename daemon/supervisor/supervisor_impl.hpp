@@ -103,6 +103,8 @@ struct Worker {
     std::unique_ptr<NotifySocket> notify;
     /// `ipc: node`: its process's Node channel (a new one per process, closed at its exit).
     std::unique_ptr<NodeChannel> ipc;
+    /// After a Node worker disconnected on a stop: its stop signal, unless it exits first.
+    std::unique_ptr<Timer> ipc_timer;
     bool retiring = false;  // replaced or scaled away: dropped once stopped
     /// Set while this worker starts as another's replacement (replace-then-drain).
     std::optional<Replacement> replacing;
@@ -184,6 +186,10 @@ struct Drain {
 };
 
 struct UpgradeCheck;  // upgrade.cpp
+
+/// How long a Node cluster worker that disconnected on a stop may take to exit by itself
+/// before it gets its stop signal.
+inline constexpr Duration kNodeExitGrace{250};
 
 /// How long the new binary of an upgrade has to say it reads the state.
 inline constexpr Duration kUpgradeCheckTimeout{10'000};

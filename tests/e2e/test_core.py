@@ -59,12 +59,13 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(env["CLUSTERD_WORKERS"], "2")
             self.assertEqual(env["CLUSTERD_GENERATION"], "1")
             self.assertEqual(env["WATCHDOG_USEC"], "5000000")
+            self.assertEqual(env["WATCHDOG_PID"], str(pid))  # sd_watchdog_enabled() reads it
             # Its own socket, which only its uid may reach (see test_notify_hostile).
             self.assertRegex(env["NOTIFY_SOCKET"], r"^/.*\.notify/\d+$|^/run/clusterd/notify-")
             self.assertEqual(os.stat(env["NOTIFY_SOCKET"]).st_mode & 0o777, 0o600)
             expected = {"PATH", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "CLUSTERD_PROGRAM",
                         "CLUSTERD_WORKER_ID", "CLUSTERD_WORKERS", "CLUSTERD_GENERATION",
-                        "NOTIFY_SOCKET", "WATCHDOG_USEC"}
+                        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
             self.assertEqual(set(env), expected)
 
     def test_kill9_replaces_the_worker_in_its_slot_without_losing_requests(self):

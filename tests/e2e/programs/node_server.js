@@ -1,7 +1,8 @@
 // A Node.js HTTP worker for clusterd (node's http module only): takes its listening socket
 // from fd 3 (systemd socket activation: LISTEN_PID, LISTEN_FDS) and stops gracefully on
-// SIGTERM (exit 0). Node has no unix datagram sockets without a native module, so it cannot
-// send READY=1 to NOTIFY_SOCKET: run it with `ready: started` (ready once up for start_time).
+// SIGTERM (exit 0). Under clusterd's `ipc: node` (its default for a node command) a
+// listen({fd: 3}) is a cluster worker's query for fd 3, answered with the same socket; an app
+// that just calls listen(PORT) works too (programs/node/app.js, tests/e2e/test_node.py).
 "use strict";
 const http = require("http");
 

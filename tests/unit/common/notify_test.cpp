@@ -80,9 +80,11 @@ TEST_CASE("ipc: node for a node command unless said otherwise; ready: listening 
     auto program = [](const std::string& yaml) {
         return load_config_string("programs:\n  web:\n" + yaml, "inline").programs.at(0);
     };
-    ProgramConfig p = program("    command: [node, app.js]\n");
+    ProgramConfig p =
+        program("    command: [node, app.js]\n    listen: [{address: \"127.0.0.1:8080\"}]\n");
     CHECK(p.ipc == IpcMode::node);
     CHECK(p.ready == ReadyMode::listening);
+    CHECK(program("    command: [node, consumer.js]\n").ready == ReadyMode::started);
     CHECK_FALSE(p.shutdown_message);
     CHECK(program("    command: [/usr/local/bin/nodejs, app.js]\n").ipc == IpcMode::node);
     p = program("    command: [node, app.js]\n    ready: notify\n    shutdown_message: true\n");
