@@ -10,7 +10,7 @@ cluster, app.js runs in workers forked by a primary that only does setupPrimary(
 cluster_app.js is its own primary; both with Node's default scheduling (round-robin: the
 primary accepts and hands each connection to a worker).
 
-    python3 tests/bench/node_apps.py [--seconds 5] [--workers 2] [--blocks 5]
+    python3 tests/bench/node_apps.py [--seconds 5] [--rounds 3] [--workers 2] [--blocks 5]
 
 Exits 1 if wrk saw an error, or a blocked worker was not replaced."""
 
@@ -36,7 +36,7 @@ NODE = shutil.which("node") or "/usr/bin/node"
 
 NODE_PRIMARY = """
 const cluster = require('cluster');
-cluster.setupPrimary({ exec: process.argv[1] });
+cluster.setupPrimary({ exec: process.argv[1], execArgv: [] });
 for (let i = 0; i < Number(process.env.WORKERS); i++) cluster.fork();
 cluster.on('exit', () => cluster.fork());
 """
@@ -134,28 +134,36 @@ class NodeCluster:
 
 
 def throughput(args):
+    """Each app under each, --rounds times, in alternating order; medians."""
     rows, failed = [], False
+    makers = [("clusterd", lambda app, p: Clusterd(app, p, args.workers)),
+              ("node cluster", lambda app, p: NodeCluster(app, p, args.workers))]
     for name in ("app.js", "cluster_app.js"):
         app = os.path.join(APPS, name)
-        got = {}
-        for who, make in (("clusterd", lambda p: Clusterd(app, p, args.workers)),
-                          ("node cluster", lambda p: NodeCluster(app, p, args.workers))):
-            port = free_port()
-            server = make(port)
-            try:
-                wait_serving(port)
-                wrk(port, 1)  # warm up (JIT, connections)
-                got[who] = wrk(port, args.seconds)
-            finally:
-                server.close()
-        failed |= any(e for _, e in got.values())
-        rows.append((name, got))
-    print(f"\nNode {subprocess.run([NODE, '--version'], capture_output=True, text=True).stdout.strip()}"
-          f", {args.workers} workers, wrk -t2 -c64 -d{args.seconds}s keep-alive, one run:")
+        rates = {who: [] for who, _ in makers}
+        errors = {who: 0 for who, _ in makers}
+        for r in range(args.rounds):
+            for who, make in (makers if r % 2 == 0 else makers[::-1]):
+                port = free_port()
+                server = make(app, port)
+                try:
+                    wait_serving(port)
+                    wrk(port, 1)  # warm up (JIT, connections)
+                    rate, errs = wrk(port, args.seconds)
+                finally:
+                    server.close()
+                rates[who].append(rate)
+                errors[who] += errs
+        failed |= any(errors.values())
+        rows.append((name, rates, errors))
+    version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"\nNode {version}, {args.workers} workers, wrk -t2 -c64 -d{args.seconds}s keep-alive, "
+          f"median of {args.rounds} rounds (alternating order), one run:")
     print(f"{'app':<16} {'clusterd req/s':>15} {'node cluster req/s':>19} {'ratio':>6}  errors")
-    for name, got in rows:
-        (c, ce), (n, ne) = got["clusterd"], got["node cluster"]
-        print(f"{name:<16} {c:>15.0f} {n:>19.0f} {c / n:>6.2f}  {ce} / {ne}")
+    for name, rates, errors in rows:
+        c, n = statistics.median(rates["clusterd"]), statistics.median(rates["node cluster"])
+        print(f"{name:<16} {c:>15.0f} {n:>19.0f} {c / n:>6.2f}  "
+              f"{errors['clusterd']} / {errors['node cluster']}")
     return failed
 
 
@@ -201,6 +209,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     for tool in ("wrk", NODE, CLUSTERD):
         if not shutil.which(tool) and not os.path.exists(tool):
