@@ -156,7 +156,10 @@ void read_env(ConfigReader& r, const Item& item, ProgramConfig& p) {
                         "(expected [A-Za-z_][A-Za-z0-9_]*)");
         } else if (is_reserved_env(name)) {
             r.error(key.Mark(), item.path,
-                    name + " is reserved: clusterd sets it for every worker");
+                    name +
+                        " is reserved: clusterd sets it for the workers (LISTEN_*, "
+                        "NOTIFY_SOCKET, WATCHDOG_*, NODE_CHANNEL_*, NODE_UNIQUE_ID, "
+                        "CLUSTERD_*)");
         } else if (auto value = r.string(v)) {
             p.env[name] = *value;
         }
