@@ -235,8 +235,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
             // The worker got the line without its fd (its read cut the control data): resend.
             if (last_handle && handle_retries < kNodeHandleRetransmissions) {
                 ++handle_retries;
-                auto [text, fd] = *last_handle;
-                return write(text, fd);
+                return write(last_handle->first, last_handle->second.get());
             }
             warn("the worker did not receive the socket it was sent; it cannot listen");
             return;
@@ -377,8 +376,9 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
     bool closed = false;
     bool is_online = false;
     std::int64_t seq = 0;
-    // The last socket sent, kept until acknowledged (for a NACK's resend).
-    std::optional<std::pair<std::string, int>> last_handle;
+    // The last socket sent, kept until acknowledged (for a NACK's resend): a copy of its fd,
+    // so that a resend can never send whatever took the original's number since.
+    std::optional<std::pair<std::string, UniqueFd>> last_handle;
     std::function<void()> on_closed;
     int handle_retries = 0;
     WarnLimiter limiter;
@@ -419,7 +419,8 @@ void NodeChannel::give_server(const NodeServerQuery& query, int fd) {
                {"ack", query.seq},      {"data", nullptr}, {"seq", state_->seq++}};
     std::string text =
         node_line(json{{"cmd", "NODE_HANDLE"}, {"type", "net.Native"}, {"msg", reply}});
-    state_->last_handle.emplace(text, fd);
+    UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    if (copy) state_->last_handle.emplace(text, std::move(copy));
     state_->handle_retries = 0;
     state_->write(text, fd);
 }

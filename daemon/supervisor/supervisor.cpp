@@ -145,7 +145,9 @@ constexpr std::size_t kFdHeadroom = 16;
 }  // namespace
 
 void Supervisor::Impl::check_fd_headroom(const ProgramConfig& pc, std::size_t new_workers) const {
-    std::size_t per_worker = 1 + (pc.output.kind == Output::Kind::capture ? 1 : 0);
+    // Its notify socket, its output pipe, its Node channel.
+    std::size_t per_worker =
+        1 + (pc.output.kind == Output::Kind::capture ? 1 : 0) + (pc.ipc == IpcMode::node ? 1 : 0);
     std::size_t need = new_workers * per_worker + pc.listen.size() + kFdHeadroom;
     auto available = free_fds();
     if (!available || *available >= need) return;
