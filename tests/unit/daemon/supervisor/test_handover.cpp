@@ -1,8 +1,10 @@
 // The state an upgrade hands from one image of the master to the next (handover.hpp): its
 // format, and a round trip of a supervisor in the middle of faults, on simulated time.
 #include <doctest/doctest.h>
+
 #include <fcntl.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "tests/unit/daemon/supervisor/rig.hpp"
@@ -94,6 +96,32 @@ TEST_CASE("the state's format is checked before anything is read") {
     s.programs = {p};
     CHECK_THROWS_WITH_AS(decode_handover(encode_handover(s)),
                          "program web: its socket table does not match", HandoverError);
+}
+
+TEST_CASE("a worker's Node channel travels in the state; a state from before it still reads") {
+    HandoverState s;
+    HandoverProgram p;
+    p.name = "web";
+    p.sockets.per_slot = {{}, {}};
+    p.workers.resize(2);
+    p.workers[0].ipc_fd = 7;
+    p.workers[0].ipc_input = R"({"cmd":"NODE_CLUSTER","act":"list)";  // a line begun
+    p.workers[1].slot = 1;
+    s.programs = {p};
+    std::string bytes = encode_handover(s);
+    HandoverState back = decode_handover(bytes);
+    REQUIRE(back.programs.at(0).workers.size() == 2);
+    CHECK(back.programs[0].workers[0].ipc_fd == 7);
+    CHECK(back.programs[0].workers[0].ipc_input == p.workers[0].ipc_input);
+    CHECK(back.programs[0].workers[1].ipc_fd == -1);
+    auto fds = back.fds();
+    CHECK(std::find(fds.begin(), fds.end(), 7) != fds.end());  // kept open across the exec
+    // A worker without a channel writes no such keys (worker 1 read back above without them,
+    // as every worker of an image from before Node channels is), and an image from before
+    // reads past them.
+    auto first = bytes.find("\"ipc_fd\"");
+    REQUIRE(first != std::string::npos);
+    CHECK(bytes.find("\"ipc_fd\"", first + 1) == std::string::npos);
 }
 
 TEST_CASE("the state travels through a sealed memfd, read from offset 0") {
