@@ -10,6 +10,7 @@
 // which addresses the program has.
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
@@ -101,7 +102,13 @@ void Supervisor::Impl::on_node_query(std::uint64_t id, const NodeServerQuery& q)
     }
     spdlog::debug("{}: the Node worker's listen({}) gets {}", label(w), q.describe(),
                   entries[*e].address());
-    w->ipc->give_server(q, w->sockets[*e]->get());
+    // Node 18 (Debian 12's, on libuv 1.44) takes a received listening socket as it comes, and
+    // blocks its loop in accept() on a blocking one; Node 20 sets O_NONBLOCK itself. The flag
+    // is the socket's, shared by every holder: the master and this program's Node workers.
+    int fd = w->sockets[*e]->get();
+    if (int flags = ::fcntl(fd, F_GETFL); flags >= 0 && (flags & O_NONBLOCK) == 0)
+        ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    w->ipc->give_server(q, fd);
 }
 
 void Supervisor::Impl::on_node_listening(std::uint64_t id, const NodeServerQuery& q) {

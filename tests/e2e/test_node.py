@@ -17,7 +17,8 @@ import unittest
 from harness import (CLUSTERD, Daemon, Load, environ_of, free_port, http_get, pid_alive, sample,
                      wait_for)
 
-NODE = "/usr/bin/node"
+# Another Node to check the protocol against (a `node` wrapper around another install).
+NODE = os.environ.get("CLUSTERD_TEST_NODE", "/usr/bin/node")
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", "node")
 APP = os.path.join(APPS, "app.js")
 CLUSTER_APP = os.path.join(APPS, "cluster_app.js")
