@@ -12,7 +12,8 @@ primary accepts and hands each connection to a worker).
 
     python3 tests/bench/node_apps.py [--seconds 5] [--rounds 3] [--workers 2] [--blocks 5]
 
-Exits 1 if wrk saw an error, or a blocked worker was not replaced."""
+CLUSTERD_TEST_NODE names another `node` to run (as in tests/e2e/test_node.py). Exits 1 if wrk
+saw an error, or a blocked worker was not replaced."""
 
 import argparse
 import os
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 APPS = os.path.join(ROOT, "tests", "e2e", "programs", "node")
 BIN = os.environ.get("CLUSTERD_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 CLUSTERD = os.path.join(BIN, "clusterd")
-NODE = shutil.which("node") or "/usr/bin/node"
+NODE = os.environ.get("CLUSTERD_TEST_NODE") or shutil.which("node") or "/usr/bin/node"
 
 NODE_PRIMARY = """
 const cluster = require('cluster');
