@@ -345,14 +345,7 @@ struct NodeChannel::State : std::enable_shared_from_this<State> {
     }
 
     void warn(const std::string& message) {
-        auto v = limiter.allow(WarnLimiter::Clock::now());
-        if (v.suppressed_before > 0)
-            spdlog::warn("{}: {} more Node channel warnings suppressed (at most {} per {}s)", label,
-                         v.suppressed_before, kNotifyWarnBurst, kNotifyWarnWindow.count());
-        if (v.log)
-            spdlog::warn("{}: {}", label, message);
-        else
-            ++counters.warnings_suppressed;
+        warn_limited(limiter, label, "Node channel", message, counters.warnings_suppressed);
     }
 
     void close() {
@@ -392,8 +385,8 @@ std::pair<std::unique_ptr<NodeChannel>, UniqueFd> NodeChannel::open(asio::io_con
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
         throw node_channel_error("socketpair() for the Node channel failed");
     UniqueFd theirs(fds[1]);
-    auto channel = std::unique_ptr<NodeChannel>(new NodeChannel(
-        io, fds[0], std::string(), std::move(label), counters, std::move(handlers)));
+    auto channel = std::make_unique<NodeChannel>(io, fds[0], std::string(), std::move(label),
+                                                 counters, std::move(handlers));
     return {std::move(channel), std::move(theirs)};
 }
 

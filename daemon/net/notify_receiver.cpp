@@ -72,6 +72,18 @@ WarnLimiter::Verdict WarnLimiter::allow(Clock::time_point now) {
     return v;
 }
 
+void warn_limited(WarnLimiter& limiter, const std::string& label, const char* kind,
+                  const std::string& message, std::uint64_t& suppressed) {
+    auto v = limiter.allow(WarnLimiter::Clock::now());
+    if (v.suppressed_before > 0)
+        spdlog::warn("{}: {} more {} warnings suppressed (at most {} per {}s)", label,
+                     v.suppressed_before, kind, kNotifyWarnBurst, kNotifyWarnWindow.count());
+    if (v.log)
+        spdlog::warn("{}: {}", label, message);
+    else
+        ++suppressed;
+}
+
 // ---- NotifyDir ----
 
 std::string NotifyDir::for_control(const std::string& control_path) {
@@ -225,14 +237,7 @@ struct NotifySocket::State : std::enable_shared_from_this<State> {
     }
 
     void warn(const std::string& message) {
-        auto v = limiter.allow(WarnLimiter::Clock::now());
-        if (v.suppressed_before > 0)
-            spdlog::warn("{}: {} more notify warnings suppressed (at most {} per {}s)", label,
-                         v.suppressed_before, kNotifyWarnBurst, kNotifyWarnWindow.count());
-        if (v.log)
-            spdlog::warn("{}: {}", label, message);
-        else
-            ++counters.warnings_suppressed;
+        warn_limited(limiter, label, "notify", message, counters.warnings_suppressed);
     }
 
     void close() {

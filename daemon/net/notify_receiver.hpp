@@ -72,6 +72,11 @@ class WarnLimiter {
     std::uint64_t suppressed_ = 0;
 };
 
+/// Logs `label: message` at warn within `limiter`, first saying how many `kind` warnings
+/// ("notify", "Node channel") it held back before; one held back now is added to `suppressed`.
+void warn_limited(WarnLimiter& limiter, const std::string& label, const char* kind,
+                  const std::string& message, std::uint64_t& suppressed);
+
 /// What the notify sockets rejected or cut since the master started (for /metrics).
 struct NotifyCounters {
     std::uint64_t oversized = 0;         // datagrams over kNotifyMaxDatagram, dropped

@@ -24,15 +24,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 APPS = os.path.join(ROOT, "tests", "e2e", "programs", "node")
-BIN = os.environ.get("CLUSTERD_BIN_DIR", os.path.join(ROOT, "build", "bin"))
-CLUSTERD = os.path.join(BIN, "clusterd")
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from harness import CLUSTERD, Daemon, free_port  # noqa: E402
+
 NODE = os.environ.get("CLUSTERD_TEST_NODE") or shutil.which("node") or "/usr/bin/node"
 
 NODE_PRIMARY = """
@@ -41,12 +41,6 @@ cluster.setupPrimary({ exec: process.argv[1], execArgv: [] });
 for (let i = 0; i < Number(process.env.WORKERS); i++) cluster.fork();
 cluster.on('exit', () => cluster.fork());
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port, path="/", timeout=2):
@@ -80,42 +74,22 @@ def wrk(port, seconds):
     return rate, errors + (int(m.group(1)) if m else 0)
 
 
-class Clusterd:
-    def __init__(self, app, port, workers, extra="", env=None):
-        self.dir = tempfile.mkdtemp(prefix="clusterd-bench-node-")
-        env_lines = "".join(f'      {k}: "{v}"\n' for k, v in {"PORT": port, **(env or {})}.items())
-        with open(os.path.join(self.dir, "c.yaml"), "w") as f:
-            f.write(f"""
-daemon:
-  control: {self.dir}/control.sock
-  state_dir: {self.dir}/state
+def clusterd(app, port, workers, extra="", env=None):
+    """A daemon (tests/e2e/harness.py) running `app` on `workers` workers at 127.0.0.1:port."""
+    d = Daemon()
+    env_lines = "".join(f'      {k}: "{v}"\n' for k, v in {"PORT": port, **(env or {})}.items())
+    d.write_config(f"""
 programs:
   web:
     command: ["{NODE}", "{app}"]
     cores: {workers}
-    output: {self.dir}/app.log
+    output: {d.dir}/app.log
     env:
 {env_lines}    listen:
       - {{name: http, address: "127.0.0.1:{port}"}}
 {extra}""")
-        self.log = open(os.path.join(self.dir, "clusterd.log"), "w")
-        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", os.path.join(self.dir, "c.yaml")],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-
-    def log_text(self):
-        with open(os.path.join(self.dir, "clusterd.log")) as f:
-            return f.read()
-
-    def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    d.launch()
+    return d
 
 
 class NodeCluster:
@@ -137,7 +111,7 @@ class NodeCluster:
 def throughput(args):
     """Each app under each, --rounds times, in alternating order; medians."""
     rows, failed = [], False
-    makers = [("clusterd", lambda app, p: Clusterd(app, p, args.workers)),
+    makers = [("clusterd", lambda app, p: clusterd(app, p, args.workers)),
               ("node cluster", lambda app, p: NodeCluster(app, p, args.workers))]
     for name in ("app.js", "cluster_app.js"):
         app = os.path.join(APPS, name)
@@ -170,7 +144,7 @@ def throughput(args):
 
 def blocked_loop(args):
     port = free_port()
-    server = Clusterd(os.path.join(APPS, "app.js"), port, args.workers, extra="    watchdog: 1s\n",
+    server = clusterd(os.path.join(APPS, "app.js"), port, args.workers, extra="    watchdog: 1s\n",
                       env={"HEARTBEAT_MS": "200"})
     times, failed = [], False
     try:
