@@ -1,15 +1,23 @@
 #include "common/config.hpp"
 
 #include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <deque>
+#include <filesystem>
+#include <optional>
+#include <set>
 #include <system_error>
+#include <tuple>
 
 #include "common/config_reader.hpp"
+#include "common/env_file.hpp"
 #include "common/fd.hpp"
 #include "common/limits.hpp"
 
@@ -29,13 +37,14 @@ std::string join(const std::vector<Diagnostic>& diagnostics) {
     return text;
 }
 
-/// A socket the config binds, for the whole-file overlap check.
+/// A socket the config binds, for the whole-config overlap check.
 struct Endpoint {
     std::string host;
     std::uint16_t port;
     YAML::Mark mark;
-    std::string path;   // "programs.web.listen[0].address", where a conflict is reported
-    std::string owner;  // "programs.web.listen[0]", how the other side names it
+    std::string path;      // "programs.web.listen[0].address", where a conflict is reported
+    std::string owner;     // "programs.web.listen[0]", how the other side names it
+    ConfigReader* reader;  // of the file it is in
 };
 
 bool is_wildcard(const std::string& host) {
@@ -59,7 +68,7 @@ std::string address_of(const Endpoint& e) {
     return ListenConfig{.name = {}, .host = e.host, .port = e.port}.address();
 }
 
-void check_endpoints(ConfigReader& r, const std::vector<Endpoint>& endpoints) {
+void check_endpoints(const std::vector<Endpoint>& endpoints) {
     for (std::size_t i = 0; i < endpoints.size(); ++i) {
         for (std::size_t j = 0; j < i; ++j) {
             const Endpoint& later = endpoints[i];
@@ -68,8 +77,9 @@ void check_endpoints(ConfigReader& r, const std::vector<Endpoint>& endpoints) {
             std::string what = address_of(later) == address_of(earlier)
                                    ? " is already used by "
                                    : " overlaps " + address_of(earlier) + " of ";
-            r.error(later.mark, later.path,
-                    address_of(later) + what + earlier.owner + " at " + r.position(earlier.mark));
+            later.reader->error(later.mark, later.path,
+                                address_of(later) + what + earlier.owner + " at " +
+                                    earlier.reader->position(earlier.mark));
             break;
         }
     }
@@ -113,7 +123,7 @@ void read_daemon(ConfigReader& r, const Item& item, DaemonConfig& d,
                          if (s) d.metrics.clear();
                          return;
                      }
-                     Endpoint e{{}, 0, v.mark, v.path, v.path};
+                     Endpoint e{{}, 0, v.mark, v.path, v.path, &r};
                      std::string problem;
                      if (!detail::parse_host_port(*s, e.host, e.port, problem)) {
                          r.error(v.mark, v.path,
@@ -129,47 +139,12 @@ void read_daemon(ConfigReader& r, const Item& item, DaemonConfig& d,
              });
 }
 
-void read_programs(ConfigReader& r, const Item& item, Config& config,
-                   std::vector<Endpoint>& endpoints) {
-    bool is_map = r.entries(item, [&](const YAML::Node& key, const Item& value) {
-        detail::ParsedProgram parsed = detail::read_program(r, key, value);
-        for (std::size_t i = 0; i < parsed.config.listen.size(); ++i) {
-            const ListenConfig& l = parsed.config.listen[i];
-            std::string owner = value.path + ".listen[" + std::to_string(i) + "]";
-            endpoints.push_back(
-                {l.host, l.port, parsed.listen_marks[i], owner + ".address", owner});
-        }
-        config.programs.push_back(std::move(parsed.config));
-    });
-    if (is_map && config.programs.empty()) {
-        r.error(item.mark, item.path, "expected at least one program");
-    }
-}
-
 [[noreturn]] void fail(const std::string& file, int line, int column, const std::string& what) {
     throw ConfigError({Diagnostic{file, line, column, what}});
 }
 
 std::string system_message(int error) {
     return std::error_code(error, std::system_category()).message();
-}
-
-/// The length of the UTF-8 sequence that starts `text` at `i`, or 0 when it is not valid
-/// (overlong forms, surrogates and code points above U+10FFFF included).
-std::size_t utf8_length(std::string_view text, std::size_t i) {
-    auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
-    unsigned char c = byte(i);
-    if (c < 0x80) return 1;
-    std::size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-    if (n == 0 || c > 0xF4 || i + n > text.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k)
-        if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    unsigned char c1 = byte(i + 1);
-    if (c == 0xE0 && c1 < 0xA0) return 0;   // overlong
-    if (c == 0xED && c1 >= 0xA0) return 0;  // UTF-16 surrogate
-    if (c == 0xF0 && c1 < 0x90) return 0;   // overlong
-    if (c == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
-    return n;
 }
 
 /// Refuses what YAML cannot hold or yaml-cpp would misreport: more than the size limit, a NUL
@@ -186,7 +161,7 @@ void check_text(const std::string& text, const std::string& source) {
             fail(source, line, column,
                  "contains a NUL byte at " + std::to_string(line) + ":" + std::to_string(column) +
                      " (a config is UTF-8 text)");
-        std::size_t n = utf8_length(text, i);
+        std::size_t n = detail::utf8_length(text, i);
         if (n == 0)
             fail(source, line, column,
                  "invalid UTF-8 at " + std::to_string(line) + ":" + std::to_string(column) +
@@ -261,14 +236,16 @@ DocumentLines scan_lines(std::string_view text) {
     return out;
 }
 
-/// Records the position of every value down to the depth the config's keys go.
-void record_positions(const YAML::Node& root, std::map<std::string, Position>& out) {
+/// Records the position of every value down to the depth the config's keys go (a hook's
+/// programs.NAME.hooks[I].command[J] is the deepest). `file`: "" for the main config file.
+void record_positions(const YAML::Node& root, const std::string& file,
+                      std::map<std::string, Position>& out) {
     std::vector<std::pair<Item, int>> stack{{Item{root, root.Mark(), ""}, 0}};
     while (!stack.empty()) {
         auto [item, depth] = stack.back();
         stack.pop_back();
-        if (!item.path.empty()) out[item.path] = {item.mark.line + 1, item.mark.column + 1};
-        if (depth >= 5) continue;
+        if (!item.path.empty()) out[item.path] = {item.mark.line + 1, item.mark.column + 1, file};
+        if (depth >= 6) continue;
         if (item.node.IsMap()) {
             for (auto it = item.node.begin(); it != item.node.end(); ++it) {
                 const YAML::Node key = it->first;
@@ -283,13 +260,415 @@ void record_positions(const YAML::Node& root, std::map<std::string, Position>& o
     }
 }
 
+/// The document of one config file, checked (size, encoding, one document, depth), or nullopt
+/// with the problems in `r`. `included`: a file `include:` matched, which may be empty.
+std::optional<YAML::Node> parse_document(ConfigReader& r, const std::string& text, bool included) {
+    try {
+        check_text(text, r.file());
+    } catch (const ConfigError& e) {
+        for (const Diagnostic& d : e.diagnostics()) r.diagnostics().push_back(d);
+        return std::nullopt;
+    }
+    // One document only, read with YAML::Load: yaml-cpp 0.7's LoadAll loops for ever (and
+    // grows without bound) on inputs as short as ", *a". A second document is found below.
+    YAML::Node document;
+    try {
+        document = YAML::Load(text);
+    } catch (const YAML::DeepRecursion& e) {
+        r.error(e.mark, "",
+                "nesting deeper than " + std::to_string(limits::kMaxConfigDepth) + " levels at " +
+                    std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1));
+        return std::nullopt;
+    } catch (const YAML::ParserException& e) {
+        r.error(e.mark, "", "invalid YAML: " + e.msg);
+        return std::nullopt;
+    }
+    DocumentLines lines = scan_lines(text);
+    if (document.IsNull() && !(included && lines.first_content < 0)) {
+        YAML::Mark at;
+        at.line = std::max(lines.first_content, 0);
+        at.column = 0;
+        r.error(at, "",
+                lines.first_content < 0
+                    ? "the config is empty: expected a map with a \"programs\" key"
+                    : "expected a map with a \"programs\" key, found no value");
+        return std::nullopt;
+    }
+    if (lines.second_document >= 0) {
+        YAML::Mark at;
+        at.line = lines.second_document;
+        at.column = 0;
+        r.error(at, "", "expected one YAML document, found another");
+    }
+    check_depth(r, document);
+    if (!r.ok()) return std::nullopt;
+    return document;
+}
+
+/// `file` made absolute (against the working directory) and lexically normal.
+std::string absolute_of(const std::string& file) {
+    std::error_code ec;
+    std::filesystem::path path = std::filesystem::absolute(file, ec);
+    if (ec) path = file;
+    return path.lexically_normal().string();
+}
+
+/// The folder relative paths in `file` are resolved against.
+std::string folder_of(const std::string& file) {
+    return std::filesystem::path(absolute_of(file)).parent_path().string();
+}
+
+/// What one load shares across its files: where the other files come from, what was read,
+/// the programs so far, and a reader (diagnostics) per config file.
+class Loader {
+  public:
+    Loader(const std::string& source, const ConfigFiles* snapshot)
+        : snapshot_(snapshot), main_path_(absolute_of(source)) {
+        readers_.emplace_back(source);
+    }
+
+    Config load(const std::string& text);
+
+  private:
+    /// Where a program was read, for the checks made once every file is read.
+    struct Site {
+        ConfigReader* reader;
+        YAML::Mark key_mark;
+        std::string path;  // "programs.web"
+        std::vector<Item> depends_items;
+    };
+    /// An env file as read and parsed, once per load however many programs name it.
+    struct EnvFile {
+        bool ok = false;  // false: missing (and optional), or its problems are reported
+        std::vector<std::pair<std::string, std::string>> vars;
+    };
+
+    bool read_programs(ConfigReader& r, const Item& item, const std::string& folder);
+    void read_env_files(ConfigReader& r, const detail::ParsedProgram& parsed, ProgramConfig& p);
+    const EnvFile& env_file(ConfigReader& r, const EnvFileRef& ref, const Item& item);
+    void read_includes(const Item& item);
+    std::vector<std::string> matches(ConfigReader& r, const Item& item, const std::string& pattern);
+    void read_included(const std::string& path);
+    void check_dependencies();
+    std::vector<Diagnostic> diagnostics();
+
+    const ConfigFiles* snapshot_;
+    std::string main_path_;
+    Config config_;
+    std::deque<ConfigReader> readers_;  // the main file's first, then each included file's
+    std::vector<std::pair<std::string, YAML::Node>> roots_;  // included files, to record positions
+    ConfigFiles files_;
+    std::map<std::string, EnvFile> env_files_;
+    std::vector<std::string> env_order_;  // env files in the order read
+    std::vector<Endpoint> endpoints_;
+    std::vector<Site> sites_;  // one per config_.programs entry
+    std::map<std::string, std::size_t> program_index_;
+    std::set<std::string> included_;
+};
+
+bool Loader::read_programs(ConfigReader& r, const Item& item, const std::string& folder) {
+    return r.entries(item, [&](const YAML::Node& key, const Item& value) {
+        detail::ParsedProgram parsed = detail::read_program(r, key, value, folder);
+        ProgramConfig& p = parsed.config;
+        if (auto [first, inserted] = program_index_.emplace(p.name, config_.programs.size());
+            !inserted) {
+            const Site& other = sites_[first->second];
+            r.error(key.Mark(), "programs",
+                    "duplicate program \"" + p.name + "\" (first at " +
+                        other.reader->position(other.key_mark) + ")");
+            return;
+        }
+        for (std::size_t i = 0; i < p.listen.size(); ++i) {
+            const ListenConfig& l = p.listen[i];
+            std::string owner = value.path + ".listen[" + std::to_string(i) + "]";
+            endpoints_.push_back(
+                {l.host, l.port, parsed.listen_marks[i], owner + ".address", owner, &r});
+        }
+        read_env_files(r, parsed, p);
+        p.source_file = r.file();
+        sites_.push_back({&r, key.Mark(), value.path, std::move(parsed.depends_items)});
+        config_.programs.push_back(std::move(p));
+    });
+}
+
+/// Merges the program's env files into its `env:` (files in order, then `env:` over them).
+void Loader::read_env_files(ConfigReader& r, const detail::ParsedProgram& parsed,
+                            ProgramConfig& p) {
+    if (p.env_files.empty()) return;
+    std::map<std::string, std::string> env;
+    for (std::size_t i = 0; i < p.env_files.size(); ++i) {
+        const EnvFile& file = env_file(r, p.env_files[i], parsed.env_file_items[i]);
+        for (const auto& [name, value] : file.vars) env[name] = value;
+    }
+    for (auto& [name, value] : p.env) env[name] = std::move(value);
+    p.env = std::move(env);
+}
+
+const Loader::EnvFile& Loader::env_file(ConfigReader& r, const EnvFileRef& ref, const Item& item) {
+    auto [it, inserted] = env_files_.try_emplace(ref.path);
+    EnvFile& file = it->second;
+    if (!inserted) return file;
+    env_order_.push_back(ref.path);
+    // A file that cannot be read names the program and the config line that asks for it.
+    std::string asked = " (" + item.path + " at " + r.position(item.mark) + ")";
+    std::optional<std::string> text;
+    if (snapshot_ != nullptr) {
+        if (auto found = snapshot_->find(ref.path); found != snapshot_->end()) {
+            text = found->second;
+        } else if (!ref.optional) {
+            r.diagnostics().push_back(
+                Diagnostic{ref.path, 0, 0, "cannot read: " + system_message(ENOENT) + asked});
+        }
+    } else {
+        try {
+            text = detail::read_regular_file(ref.path, limits::kMaxEnvFileBytes, ref.optional);
+        } catch (const ConfigError& e) {
+            for (Diagnostic d : e.diagnostics()) {
+                d.message += asked;
+                r.diagnostics().push_back(std::move(d));
+            }
+        }
+    }
+    if (!text) return file;
+    files_[ref.path] = *text;
+    try {
+        file.vars = parse_env_file(*text, ref.path);
+        file.ok = true;
+    } catch (const ConfigError& e) {
+        for (const Diagnostic& d : e.diagnostics()) r.diagnostics().push_back(d);
+    }
+    return file;
+}
+
+void Loader::read_includes(const Item& item) {
+    ConfigReader& r = readers_.front();
+    std::vector<Item> patterns;
+    if (item.node.IsScalar()) {
+        patterns.push_back(item);
+    } else if (auto items = r.sequence(item, "a glob pattern or a sequence of glob patterns")) {
+        patterns = std::move(*items);
+    }
+    std::vector<std::string> paths;
+    bool too_many = false;
+    for (const Item& p : patterns) {
+        auto pattern = r.string(p);
+        if (!pattern) continue;
+        if (pattern->empty()) {
+            r.expected(p, "a glob pattern like \"conf.d/*.yaml\"");
+            continue;
+        }
+        std::string resolved = detail::resolve_path(folder_of(main_path_), *pattern);
+        config_.include.push_back(resolved);
+        for (std::string& path : matches(r, p, resolved)) {
+            // The main file matched by its own folder's pattern, or a file matched twice: once.
+            if (path == main_path_ || !included_.insert(path).second) continue;
+            if (paths.size() == limits::kMaxIncludedFiles) {
+                if (!too_many)
+                    r.error(p.mark, p.path,
+                            "more than " + std::to_string(limits::kMaxIncludedFiles) +
+                                " included files");
+                too_many = true;
+                break;
+            }
+            paths.push_back(std::move(path));
+        }
+    }
+    for (const std::string& path : paths) read_included(path);
+}
+
+/// The files `pattern` matches, sorted: glob(3) on the disk, fnmatch(3) over the snapshot.
+std::vector<std::string> Loader::matches(ConfigReader& r, const Item& item,
+                                         const std::string& pattern) {
+    std::vector<std::string> out;
+    if (snapshot_ != nullptr) {
+        for (const auto& [path, text] : *snapshot_)
+            if (::fnmatch(pattern.c_str(), path.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0)
+                out.push_back(path);
+        return out;  // a map's keys are sorted
+    }
+    glob_t g{};
+    int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+    if (rc == 0) {
+        for (std::size_t i = 0; i < g.gl_pathc; ++i)
+            out.push_back(detail::resolve_path("/", g.gl_pathv[i]));
+    } else if (rc != GLOB_NOMATCH) {
+        r.error(item.mark, item.path,
+                "cannot match " + pattern + ": " +
+                    (rc == GLOB_NOSPACE ? "out of memory" : "read error"));
+    }
+    ::globfree(&g);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+void Loader::read_included(const std::string& path) {
+    ConfigReader& r = readers_.emplace_back(path);
+    std::string text;
+    if (snapshot_ != nullptr) {
+        text = snapshot_->at(path);  // it matched a key
+    } else {
+        try {
+            text = read_config_file(path);
+        } catch (const ConfigError& e) {
+            for (const Diagnostic& d : e.diagnostics()) r.diagnostics().push_back(d);
+            return;
+        }
+    }
+    files_[path] = text;
+    auto root = parse_document(r, text, true);
+    if (!root || root->IsNull()) return;
+    bool has_programs = false;
+    bool is_map =
+        r.fields(Item{*root, root->Mark(), ""}, {"programs", "daemon", "include"},
+                 [&](const std::string& key, const Item& value) {
+                     if (key == "programs") {
+                         has_programs = true;
+                         read_programs(r, value, folder_of(path));
+                     } else {
+                         r.error(value.mark, key,
+                                 "only the main config (" + main_path_ +
+                                     ") has this key: an included file has only \"programs\"");
+                     }
+                 });
+    if (is_map && !has_programs) r.error(root->Mark(), "", "missing required key \"programs\"");
+    roots_.emplace_back(path, *root);
+}
+
+/// Every depends_on names a program, and the programs depend on each other without a cycle.
+void Loader::check_dependencies() {
+    const std::vector<ProgramConfig>& programs = config_.programs;
+    std::string names;
+    for (std::size_t i = 0; i < programs.size() && i < 20; ++i)
+        names += (i == 0 ? "" : ", ") + programs[i].name;
+    if (programs.size() > 20) names += ", ...";
+    // edges[i]: (program it depends on, index of the depends_on element).
+    std::vector<std::vector<std::pair<std::size_t, std::size_t>>> edges(programs.size());
+    for (std::size_t i = 0; i < programs.size(); ++i) {
+        const Site& site = sites_[i];
+        for (std::size_t j = 0; j < programs[i].depends_on.size(); ++j) {
+            const std::string& name = programs[i].depends_on[j];
+            auto it = program_index_.find(name);
+            if (it == program_index_.end()) {
+                const Item& at = site.depends_items[j];
+                site.reader->error(at.mark, at.path,
+                                   "no program \"" + name + "\" (programs: " + names + ")");
+                continue;
+            }
+            edges[i].emplace_back(it->second, j);
+        }
+    }
+    // Depth first, iteratively (the chain may be as long as the config is): an edge back to a
+    // program on the stack closes a cycle, reported at that edge's depends_on element.
+    enum class Color { white, gray, black };
+    std::vector<Color> color(programs.size(), Color::white);
+    for (std::size_t root = 0; root < programs.size(); ++root) {
+        if (color[root] != Color::white) continue;
+        std::vector<std::pair<std::size_t, std::size_t>> stack{{root, 0}};  // program, next edge
+        color[root] = Color::gray;
+        while (!stack.empty()) {
+            auto& [node, next] = stack.back();
+            if (next == edges[node].size()) {
+                color[node] = Color::black;
+                stack.pop_back();
+                continue;
+            }
+            auto [target, element] = edges[node][next++];
+            if (color[target] == Color::white) {
+                color[target] = Color::gray;
+                stack.emplace_back(target, 0);
+            } else if (color[target] == Color::gray) {
+                std::string cycle;
+                bool on = false;
+                for (const auto& frame : stack) {
+                    on = on || frame.first == target;
+                    if (on) cycle += programs[frame.first].name + " -> ";
+                }
+                cycle += programs[target].name;
+                const Item& at = sites_[node].depends_items[element];
+                sites_[node].reader->error(at.mark, at.path, "dependency cycle " + cycle);
+            }
+        }
+    }
+}
+
+/// Every file's diagnostics, by file (the main config, the included files, then the env files,
+/// each in the order read), line and column.
+std::vector<Diagnostic> Loader::diagnostics() {
+    std::vector<Diagnostic> out;
+    std::map<std::string, std::size_t> rank;
+    for (auto& r : readers_) {
+        rank.emplace(r.file(), rank.size());
+        for (Diagnostic& d : r.diagnostics()) out.push_back(std::move(d));
+    }
+    for (const std::string& path : env_order_) rank.emplace(path, rank.size());
+    auto rank_of = [&](const Diagnostic& d) {
+        auto it = rank.find(d.file);
+        return it == rank.end() ? rank.size() : it->second;
+    };
+    std::stable_sort(out.begin(), out.end(), [&](const auto& a, const auto& b) {
+        return std::tuple(rank_of(a), a.line, a.column) < std::tuple(rank_of(b), b.line, b.column);
+    });
+    return out;
+}
+
+Config Loader::load(const std::string& text) {
+    ConfigReader& r = readers_.front();
+    auto root = parse_document(r, text, false);
+    if (!root) throw ConfigError(std::move(r.diagnostics()));
+    config_.source = r.file();
+    bool has_programs = false;
+    bool programs_is_map = false;
+    std::optional<Item> programs;
+    std::optional<Item> include;
+    bool is_map = r.fields(Item{*root, root->Mark(), ""}, {"daemon", "programs", "include"},
+                           [&](const std::string& key, const Item& value) {
+                               if (key == "daemon") {
+                                   read_daemon(r, value, config_.daemon, endpoints_);
+                               } else if (key == "programs") {
+                                   has_programs = true;
+                                   programs = value;
+                                   programs_is_map = read_programs(r, value, folder_of(main_path_));
+                               } else {
+                                   include = value;  // read once the main file's programs are
+                               }
+                           });
+    if (include) read_includes(*include);
+    bool includes_ok = std::all_of(std::next(readers_.begin()), readers_.end(),
+                                   [](const ConfigReader& x) { return x.ok(); });
+    if (is_map && config_.programs.empty() && includes_ok) {
+        // Not when an included file is broken: its programs may be what is missing.
+        if (!has_programs) {
+            r.error(root->Mark(), "", "missing required key \"programs\"");
+        } else if (programs_is_map) {
+            r.error(programs->mark, programs->path, "expected at least one program");
+        }
+    }
+    check_endpoints(endpoints_);
+    check_dependencies();
+    bool ok = std::all_of(readers_.begin(), readers_.end(), [](auto& x) { return x.ok(); });
+    if (!ok) throw ConfigError(diagnostics());
+    // The main file last: where included files spell the same path ("programs"), it wins.
+    for (const auto& [path, node] : roots_) record_positions(node, path, config_.positions);
+    record_positions(*root, "", config_.positions);
+    config_.text = std::make_shared<const std::string>(text);
+    config_.files = std::make_shared<const ConfigFiles>(std::move(files_));
+    for (auto& p : config_.programs) {
+        p.source_text = config_.text;
+        p.source_files = config_.files;
+    }
+    return std::move(config_);
+}
+
 }  // namespace
 
 Diagnostic Config::diagnostic(const std::string& path, const std::string& message) const {
     std::string at = path;
     for (;;) {
-        if (auto it = positions.find(at); it != positions.end())
-            return Diagnostic{source, it->second.line, it->second.column, path + ": " + message};
+        if (auto it = positions.find(at); it != positions.end()) {
+            const Position& p = it->second;
+            return Diagnostic{p.file.empty() ? source : p.file, p.line, p.column,
+                              path + ": " + message};
+        }
         auto cut = at.find_last_of(".[");
         if (cut == std::string::npos) return Diagnostic{source, 0, 0, path + ": " + message};
         at.resize(cut);
@@ -311,82 +690,20 @@ std::string ListenConfig::address() const {
     return host.find(':') != std::string::npos ? "[" + host + "]:" + p : host + ":" + p;
 }
 
-Config load_config_string(const std::string& text, const std::string& source) {
-    check_text(text, source);
-    ConfigReader r(source);
-    // One document only, read with YAML::Load: yaml-cpp 0.7's LoadAll loops for ever (and
-    // grows without bound) on inputs as short as ", *a". A second document is found below.
-    YAML::Node document;
-    try {
-        document = YAML::Load(text);
-    } catch (const YAML::DeepRecursion& e) {
-        r.error(e.mark, "",
-                "nesting deeper than " + std::to_string(limits::kMaxConfigDepth) + " levels at " +
-                    std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1));
-        throw ConfigError(std::move(r.diagnostics()));
-    } catch (const YAML::ParserException& e) {
-        r.error(e.mark, "", "invalid YAML: " + e.msg);
-        throw ConfigError(std::move(r.diagnostics()));
-    }
-
-    Config config;
-    config.source = source;
-    DocumentLines lines = scan_lines(text);
-    if (document.IsNull()) {
-        YAML::Mark at;
-        at.line = std::max(lines.first_content, 0);
-        at.column = 0;
-        r.error(at, "",
-                lines.first_content < 0
-                    ? "the config is empty: expected a map with a \"programs\" key"
-                    : "expected a map with a \"programs\" key, found no value");
-        throw ConfigError(std::move(r.diagnostics()));
-    }
-    if (lines.second_document >= 0) {
-        YAML::Mark at;
-        at.line = lines.second_document;
-        at.column = 0;
-        r.error(at, "", "expected one YAML document, found another");
-    }
-
-    const YAML::Node& root = document;
-    check_depth(r, root);
-    if (!r.ok()) throw ConfigError(std::move(r.diagnostics()));
-    std::vector<Endpoint> endpoints;
-    bool has_programs = false;
-    bool is_map = r.fields(Item{root, root.Mark(), ""}, {"daemon", "programs"},
-                           [&](const std::string& key, const Item& value) {
-                               if (key == "daemon") {
-                                   read_daemon(r, value, config.daemon, endpoints);
-                               } else {
-                                   has_programs = true;
-                                   read_programs(r, value, config, endpoints);
-                               }
-                           });
-    if (is_map && !has_programs) {
-        r.error(root.Mark(), "", "missing required key \"programs\"");
-    }
-    check_endpoints(r, endpoints);
-    if (r.ok()) record_positions(root, config.positions);
-    config.text = std::make_shared<const std::string>(text);
-    for (auto& p : config.programs) p.source_text = config.text;
-    if (!r.ok()) {
-        auto& diagnostics = r.diagnostics();
-        std::stable_sort(diagnostics.begin(), diagnostics.end(), [](const auto& a, const auto& b) {
-            return std::pair(a.line, a.column) < std::pair(b.line, b.column);
-        });
-        throw ConfigError(std::move(diagnostics));
-    }
-    return config;
+Config load_config_string(const std::string& text, const std::string& source,
+                          const ConfigFiles* files) {
+    return Loader(source, files).load(text);
 }
 
-std::string read_config_file(const std::string& path) {
+std::optional<std::string> detail::read_regular_file(const std::string& path, std::size_t max_bytes,
+                                                     bool missing_ok) {
     // O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read.
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
     if (!fd) {
         int error = errno;
         struct stat st {};
         // open(2) of a unix socket fails with ENXIO: name what is there instead.
+        if (error == ENOENT && missing_ok) return std::nullopt;
         if (error == ENXIO && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
             fail(path, 0, 0, "is a socket, not a regular file");
         fail(path, 0, 0, "cannot read: " + system_message(error));
@@ -402,9 +719,9 @@ std::string read_config_file(const std::string& path) {
     auto too_big = [&](std::uint64_t size) {
         fail(path, 0, 0,
              "is " + std::to_string(size) + " bytes, more than the " +
-                 std::to_string(limits::kMaxConfigBytes >> 20) + " MiB limit");
+                 std::to_string(max_bytes >> 20) + " MiB limit");
     };
-    if (static_cast<std::uint64_t>(st.st_size) > limits::kMaxConfigBytes) too_big(st.st_size);
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes) too_big(st.st_size);
     // Memory follows the file's size, not the limit; the file may grow while it is read, so
     // the limit is checked again as it comes in.
     std::string text;
@@ -416,9 +733,19 @@ std::string read_config_file(const std::string& path) {
         if (n < 0) fail(path, 0, 0, "cannot read: " + system_message(errno));
         if (n == 0) break;
         text.append(chunk, static_cast<std::size_t>(n));
-        if (text.size() > limits::kMaxConfigBytes) too_big(text.size());
+        if (text.size() > max_bytes) too_big(text.size());
     }
     return text;
+}
+
+std::string detail::resolve_path(const std::string& folder, const std::string& path) {
+    std::filesystem::path p(path);
+    if (p.is_relative()) p = std::filesystem::path(folder) / p;
+    return p.lexically_normal().string();
+}
+
+std::string read_config_file(const std::string& path) {
+    return *detail::read_regular_file(path, limits::kMaxConfigBytes);
 }
 
 Config load_config_file(const std::string& path) {

@@ -21,6 +21,11 @@ namespace clusterd {
 
 using Duration = std::chrono::milliseconds;
 
+/// Every file a config was read from besides the main one (files `include:` matched, env
+/// files), by path, as read: an upgrade hands them to the new image with the main text, so
+/// it reads the config exactly as this image did, whatever the disk holds by then.
+using ConfigFiles = std::map<std::string, std::string>;
+
 /// One problem found in a config file, with its position (1-based; 0 = unknown).
 struct Diagnostic {
     std::string file;
@@ -108,18 +113,56 @@ struct Output {
     bool operator==(const Output&) const = default;
 };
 
+/// The names of the events clusterd reports (`clusterd events`, `hooks:`), in the order
+/// `clusterd.yaml(5)` lists them. A hook's `on:` takes any of these.
+inline constexpr const char* kEventNames[] = {
+    "started",    // a worker process was started (its slot's first)
+    "restarted",  // a worker process was started in a slot whose previous one exited
+    "ready",      // a worker became ready
+    "exited",     // a worker process exited (cause, exit code or signal)
+    "backoff",    // a slot waits before its next start (failing runs)
+    "recycled",   // a worker is replaced on purpose (memory_limit, max_age)
+    "hung",       // a worker missed its heartbeat (late) or its watchdog
+    "scaled",     // a program's worker count changed
+    "reload",     // a reload was applied, or failed (result)
+    "upgrade",    // an upgrade was handed over, or failed (result)
+};
+
+/// `hooks:` entry: a command run (argv, no shell) when one of the events `on` names happens
+/// to the program. The event is in its environment (CLUSTERD_EVENT, CLUSTERD_PROGRAM, ...).
+struct HookConfig {
+    std::vector<std::string> on;       // event names, from kEventNames
+    std::vector<std::string> command;  // argv; command[0] an absolute path or found in PATH
+    Duration timeout{std::chrono::seconds(10)};
+    bool operator==(const HookConfig&) const = default;
+};
+
+/// `env_file:` entry, as systemd's EnvironmentFile=: a leading `-` makes a missing file fine.
+struct EnvFileRef {
+    std::string path;  // absolute (a relative one is resolved against the config file's folder)
+    bool optional = false;
+    bool operator==(const EnvFileRef&) const = default;
+};
+
 struct ProgramConfig {
     std::string name;
+    /// The file this program was read from (the main config, or one `include:` matched).
+    std::string source_file;
     /// The text of the config file this program was read from (shared by its programs): an
     /// upgrade hands it to the new image, which reads the program exactly as this one did.
     std::shared_ptr<const std::string> source_text;
+    /// The other files of that config (see ConfigFiles), handed over with source_text.
+    std::shared_ptr<const ConfigFiles> source_files;
     /// argv; empty = the built-in clusterd-worker found beside the clusterd binary.
     std::vector<std::string> command;
     /// `cores: auto` resolved at load time (see cpus.hpp), or the configured number.
     int workers = 1;
     bool cores_auto = true;
     std::vector<ListenConfig> listen;
+    /// `env:` merged over the variables of `env_file:` (files in order, later ones win).
     std::map<std::string, std::string> env;
+    /// `env_file:` as written (resolved paths), read at every load into `env`.
+    std::vector<EnvFileRef> env_files;
     bool inherit_env = false;
     std::optional<std::string> user;
     std::optional<std::string> group;
@@ -158,6 +201,15 @@ struct ProgramConfig {
     int max_surge = 1;
     /// Recycle a worker whose RSS passes this many bytes (new worker first); 0 = no limit.
     std::uint64_t memory_limit = 0;
+    /// Recycle a worker once it is this old (new worker first, one slot at a time); 0 = never.
+    Duration max_age{0};
+    /// Slot i of n recycles at max_age - max_age_jitter * i / n, so slots never come due
+    /// together (must be less than max_age).
+    Duration max_age_jitter{0};
+    /// Programs (by name) with at least one ready worker before this one starts; stopping
+    /// goes in reverse order.
+    std::vector<std::string> depends_on;
+    std::vector<HookConfig> hooks;
 };
 
 struct DaemonConfig {
@@ -181,17 +233,22 @@ struct DaemonOverrides {
     }
 };
 
-/// Where a value stands in its file (1-based).
+/// Where a value stands in its file (1-based); `file` "" = the main config file.
 struct Position {
     int line = 0;
     int column = 0;
+    std::string file;
 };
 
 struct Config {
     std::string source;                       // file path, or "<built-in>"
     std::shared_ptr<const std::string> text;  // what was read (see ProgramConfig::source_text)
+    /// The other files read (see ConfigFiles); never null after loading.
+    std::shared_ptr<const ConfigFiles> files = std::make_shared<const ConfigFiles>();
+    /// `include:` patterns as written (relative ones resolved against the file's folder).
+    std::vector<std::string> include;
     DaemonConfig daemon;
-    std::vector<ProgramConfig> programs;  // in file order
+    std::vector<ProgramConfig> programs;  // in file order: the main file's, then each include's
     /// Position of each value by dotted path ("programs.web.user", "programs.web.command[0]"),
     /// for checks made after loading (users, executables, paths) to point into the file.
     std::map<std::string, Position> positions;
@@ -223,8 +280,10 @@ Config load_config_file(const std::string& path);
 
 /// Parse and validate YAML text; `source` names it in diagnostics. Throws ConfigError.
 /// Refuses more than limits::kMaxConfigBytes, a NUL byte, invalid UTF-8 and nesting deeper
-/// than limits::kMaxConfigDepth. Pure, like load_config_file.
-Config load_config_string(const std::string& text, const std::string& source);
+/// than limits::kMaxConfigDepth. `files`: where included and env files are read from (an
+/// upgrade's snapshot, see ConfigFiles); null = from the disk. Pure, like load_config_file.
+Config load_config_string(const std::string& text, const std::string& source,
+                          const ConfigFiles* files = nullptr);
 
 /// The embedded default: the built-in worker on 127.0.0.1:8080 with `cores: auto`.
 Config default_config();

@@ -9,6 +9,7 @@
 #include "common/config_reader.hpp"
 #include "common/cpus.hpp"
 #include "common/duration.hpp"
+#include "common/env_file.hpp"
 #include "common/limits.hpp"
 #include "common/placeholders.hpp"
 #include "common/signals.hpp"
@@ -34,15 +35,9 @@ namespace {
 
 constexpr const char* kArgv =
     R"(a sequence of strings (argv), e.g. ["/usr/bin/app", "--port", "8080"])";
+constexpr const char* kHookArgv =
+    R"(a sequence of strings (argv), e.g. ["/usr/local/bin/page", "--team", "ops"])";
 constexpr const char* kAddress = R"("host:port" like "127.0.0.1:8080" or "[::1]:8080")";
-
-bool is_env_name(std::string_view name) {
-    if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_';
-    });
-}
 
 void read_command(ConfigReader& r, const Item& item, ProgramConfig& p, std::vector<Item>& args) {
     auto items = r.sequence(item, kArgv);
@@ -155,11 +150,7 @@ void read_env(ConfigReader& r, const Item& item, ProgramConfig& p) {
                         "\" is not a valid environment variable name "
                         "(expected [A-Za-z_][A-Za-z0-9_]*)");
         } else if (is_reserved_env(name)) {
-            r.error(key.Mark(), item.path,
-                    name +
-                        " is reserved: clusterd sets it for the workers (LISTEN_*, "
-                        "NOTIFY_SOCKET, WATCHDOG_*, NODE_CHANNEL_*, NODE_UNIQUE_ID, "
-                        "CLUSTERD_*)");
+            r.error(key.Mark(), item.path, reserved_env_message(name));
         } else if (auto value = r.string(v)) {
             p.env[name] = *value;
         }
@@ -214,6 +205,141 @@ void read_backoff(ConfigReader& r, const Item& item, BackoffConfig& b) {
     }
 }
 
+/// A string, or a sequence of strings: each as an item (a lone string is element 0).
+std::optional<std::vector<Item>> string_list(ConfigReader& r, const Item& item,
+                                             const std::string& what) {
+    if (item.node.IsScalar()) return std::vector<Item>{item};
+    auto items = r.sequence(item, what);
+    if (!items) return std::nullopt;
+    std::vector<Item> out;
+    for (const Item& i : *items) {
+        if (r.string(i)) out.push_back(i);
+    }
+    return out;
+}
+
+void read_env_files(ConfigReader& r, const Item& item, const std::string& folder,
+                    ParsedProgram& out) {
+    auto items = string_list(r, item, "a file path or a sequence of file paths");
+    if (!items) return;
+    for (const Item& i : *items) {
+        std::string_view text = i.node.Scalar();
+        EnvFileRef ref;
+        if (text.starts_with("-")) {
+            ref.optional = true;
+            text.remove_prefix(1);
+        }
+        if (text.empty()) {
+            r.expected(i, R"(a file path, "-" before it if the file may be missing)");
+            continue;
+        }
+        ref.path = resolve_path(folder, std::string(text));
+        out.config.env_files.push_back(std::move(ref));
+        out.env_file_items.push_back(i);
+    }
+}
+
+void read_depends_on(ConfigReader& r, const Item& item, ParsedProgram& out) {
+    auto items = string_list(r, item, "a program name or a sequence of program names");
+    if (!items) return;
+    std::map<std::string, std::string> seen;  // name -> path of its first element
+    for (const Item& i : *items) {
+        const std::string& name = i.node.Scalar();
+        auto [first, inserted] = seen.emplace(name, i.path);
+        if (!inserted) {
+            r.error(i.mark, i.path, "duplicate \"" + name + "\" (first at " + first->second + ")");
+            continue;
+        }
+        out.config.depends_on.push_back(name);
+        out.depends_items.push_back(i);
+    }
+}
+
+std::string event_names() {
+    std::string names;
+    for (const char* name : kEventNames) names += (names.empty() ? "" : ", ") + std::string(name);
+    return names;
+}
+
+void read_hook(ConfigReader& r, const Item& item, HookConfig& hook) {
+    if (!item.node.IsMap()) {
+        r.expected(item, R"(a map with "on" and "command" keys)");
+        return;
+    }
+    r.fields(item, {"on", "command", "timeout"}, [&](const std::string& key, const Item& v) {
+        if (key == "on") {
+            auto items = string_list(r, v, "an event name or a sequence of event names");
+            if (!items) return;
+            if (items->empty()) r.expected(v, "at least one event name (" + event_names() + ")");
+            std::map<std::string, std::string> seen;
+            for (const Item& i : *items) {
+                const std::string& name = i.node.Scalar();
+                bool known = std::any_of(std::begin(kEventNames), std::end(kEventNames),
+                                         [&](const char* e) { return name == e; });
+                if (!known) {
+                    r.expected(i, "an event name (" + event_names() + ")");
+                } else if (auto [first, inserted] = seen.emplace(name, i.path); !inserted) {
+                    r.error(i.mark, i.path,
+                            "duplicate \"" + name + "\" (first at " + first->second + ")");
+                } else {
+                    hook.on.push_back(name);
+                }
+            }
+        } else if (key == "command") {
+            if (v.node.IsScalar()) {
+                r.error(v.mark, v.path,
+                        std::string("expected ") + kHookArgv + ", got " + describe(v.node) +
+                            " (a hook runs its argv, no shell)");
+                return;
+            }
+            auto items = r.sequence(v, kHookArgv);
+            if (!items) return;
+            if (items->empty()) {
+                r.expected(v, std::string("a non-empty ") + (kHookArgv + 2));  // skip "a "
+                return;
+            }
+            std::vector<std::string> argv;
+            for (const Item& arg : *items) {
+                auto s = r.string(arg);
+                if (!s) return;
+                if (s->empty()) {
+                    r.expected(arg, argv.empty() ? "the program to run" : "a non-empty argument");
+                    return;
+                }
+                argv.push_back(*s);
+            }
+            hook.command = std::move(argv);
+        } else if (key == "timeout") {
+            auto d = r.duration(v, false);
+            if (d && *d > limits::kMaxHookTimeout) {
+                r.expected(v, "a duration of at most " + format_duration(limits::kMaxHookTimeout));
+            } else if (d) {
+                hook.timeout = *d;
+            }
+        }
+    });
+    for (const char* required : {"on", "command"}) {
+        if (!item.node[required])
+            r.error(item.mark, item.path, std::string("missing required key \"") + required + "\"");
+    }
+}
+
+void read_hooks(ConfigReader& r, const Item& item, ProgramConfig& p) {
+    auto items = r.sequence(item, "a sequence of {on, command, timeout} maps");
+    if (!items) return;
+    if (items->size() > limits::kMaxHooks) {
+        r.error(item.mark, item.path,
+                "expected at most " + std::to_string(limits::kMaxHooks) + " hooks, got " +
+                    std::to_string(items->size()));
+        return;
+    }
+    for (const Item& i : *items) {
+        HookConfig hook;
+        read_hook(r, i, hook);
+        p.hooks.push_back(std::move(hook));
+    }
+}
+
 std::optional<std::string> absolute_path(ConfigReader& r, const Item& item, const char* what) {
     auto s = r.string(item);
     if (s && !s->starts_with("/")) {
@@ -225,7 +351,8 @@ std::optional<std::string> absolute_path(ConfigReader& r, const Item& item, cons
 
 }  // namespace
 
-ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& value) {
+ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& value,
+                           const std::string& folder) {
     ParsedProgram out;
     ProgramConfig& p = out.config;
     p.name = key.Scalar();
@@ -239,14 +366,19 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
     std::optional<YAML::Mark> ipc_mark;
     std::optional<YAML::Mark> shutdown_message_mark;
     std::optional<YAML::Mark> rlimits_mark;
+    std::optional<YAML::Mark> max_age_jitter_mark;
     std::vector<Item> command_args;
-    r.fields(value,
-             {"command",     "cores",           "listen",       "env",           "inherit_env",
-              "user",        "group",           "cwd",          "umask",         "ready",
-              "start_time",  "start_timeout",   "watchdog",     "restart",       "backoff",
-              "stop_signal", "stop_timeout",    "cpu_affinity", "output",        "max_surge",
-              "rlimits",     "memory_limit",    "min_uptime",   "abort_timeout", "notify_access",
-              "ipc",         "shutdown_message"},
+    r.fields(value, {"command",       "cores",        "listen",
+                     "env",           "inherit_env",  "user",
+                     "group",         "cwd",          "umask",
+                     "ready",         "start_time",   "start_timeout",
+                     "watchdog",      "restart",      "backoff",
+                     "stop_signal",   "stop_timeout", "cpu_affinity",
+                     "output",        "max_surge",    "rlimits",
+                     "memory_limit",  "min_uptime",   "abort_timeout",
+                     "notify_access", "ipc",          "shutdown_message",
+                     "env_file",      "max_age",      "max_age_jitter",
+                     "depends_on",    "hooks"},
              [&](const std::string& k, const Item& v) {
                  if (k == "command") {
                      read_command(r, v, p, command_args);
@@ -256,6 +388,17 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
                      read_listen(r, v, out);
                  } else if (k == "env") {
                      read_env(r, v, p);
+                 } else if (k == "env_file") {
+                     read_env_files(r, v, folder, out);
+                 } else if (k == "depends_on") {
+                     read_depends_on(r, v, out);
+                 } else if (k == "hooks") {
+                     read_hooks(r, v, p);
+                 } else if (k == "max_age") {
+                     if (auto d = r.duration(v)) p.max_age = *d;
+                 } else if (k == "max_age_jitter") {
+                     if (auto d = r.duration(v)) p.max_age_jitter = *d;
+                     max_age_jitter_mark = v.mark;
                  } else if (k == "inherit_env") {
                      if (auto b = r.boolean(v)) p.inherit_env = *b;
                  } else if (k == "user" || k == "group") {
@@ -360,6 +503,11 @@ ParsedProgram read_program(ConfigReader& r, const YAML::Node& key, const Item& v
         r.error(start_time_mark.value_or(value.mark), value.path + ".start_time",
                 "must be less than start_timeout (" + format_duration(p.start_timeout) +
                     ") with ready: started, got " + format_duration(p.start_time));
+    }
+    if (p.max_age.count() > 0 && p.max_age_jitter >= p.max_age) {
+        r.error(max_age_jitter_mark.value_or(value.mark), value.path + ".max_age_jitter",
+                "must be less than max_age (" + format_duration(p.max_age) + "), got " +
+                    format_duration(p.max_age_jitter));
     }
     // The listening sockets take fds 3.. before the worker opens a file of its own: leave it
     // kNofileSpare more (its notify socket, a log, a connection).

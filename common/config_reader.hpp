@@ -40,6 +40,9 @@ class ConfigReader {
     /// Positions "line L, column C" of `mark`, for messages that point back.
     std::string position(const YAML::Mark& mark) const;
 
+    /// The file this reader reports in.
+    const std::string& file() const { return file_; }
+
     bool ok() const { return diagnostics_.empty(); }
     std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
 
@@ -97,14 +100,27 @@ Item child(const std::string& parent_path, const YAML::Node& key, const YAML::No
 /// The item for element `index` of a sequence at `parent_path`.
 Item element(const std::string& parent_path, std::size_t index, const YAML::Node& value);
 
-/// A program as read, with the positions of its listen addresses for the whole-file checks.
+/// A program as read, with the positions of what the whole-config checks look at.
 struct ParsedProgram {
     ProgramConfig config;
     std::vector<YAML::Mark> listen_marks;  // one per config.listen entry
+    std::vector<Item> env_file_items;      // one per config.env_files entry
+    std::vector<Item> depends_items;       // one per config.depends_on entry
 };
 
-/// Reads one entry of `programs:`; problems go to `reader`.
-ParsedProgram read_program(ConfigReader& reader, const YAML::Node& key, const Item& value);
+/// Reads one entry of `programs:`; problems go to `reader`. `folder`: the folder of the file
+/// it is in, which relative `env_file:` paths are resolved against. The env files are not read
+/// here: `config.env` holds `env:` only.
+ParsedProgram read_program(ConfigReader& reader, const YAML::Node& key, const Item& value,
+                           const std::string& folder);
+
+/// The text of a regular file of at most `max_bytes` (see read_config_file, which this is with
+/// limits::kMaxConfigBytes). `missing_ok`: nullopt when it does not exist. Throws ConfigError.
+std::optional<std::string> read_regular_file(const std::string& path, std::size_t max_bytes,
+                                             bool missing_ok = false);
+
+/// `path` made absolute against `folder` (when it is relative) and lexically normal.
+std::string resolve_path(const std::string& folder, const std::string& path);
 
 /// Reads `rlimits:` (common/config_rlimits.cpp).
 void read_rlimits(ConfigReader& reader, const Item& item, ProgramConfig& program);
@@ -113,6 +129,10 @@ void read_rlimits(ConfigReader& reader, const Item& item, ProgramConfig& program
 /// inet_ntop prints it) and port. On failure returns false and says why in `problem`.
 bool parse_host_port(std::string_view text, std::string& host, std::uint16_t& port,
                      std::string& problem);
+
+/// The length of the UTF-8 sequence that starts `text` at `i`, or 0 when it is not valid
+/// (overlong forms, surrogates and code points above U+10FFFF included).
+std::size_t utf8_length(std::string_view text, std::size_t i);
 
 /// True for names that may go into an env var value or an fd name: [A-Za-z0-9_.-]+.
 bool is_simple_name(std::string_view name);

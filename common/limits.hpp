@@ -17,6 +17,17 @@ inline constexpr int kMaxListeners = 256;
 /// Size of a config file. Anything larger is refused before it is read.
 inline constexpr std::size_t kMaxConfigBytes = std::size_t{4} << 20;
 
+/// Files `include:` may add to a config (all patterns together).
+inline constexpr std::size_t kMaxIncludedFiles = 256;
+
+/// Size of an `env_file:` file, and the variables one may set.
+inline constexpr std::size_t kMaxEnvFileBytes = std::size_t{1} << 20;
+inline constexpr std::size_t kMaxEnvFileVars = 4096;
+
+/// `hooks:` of one program, and the longest a hook may run (`timeout`).
+inline constexpr std::size_t kMaxHooks = 16;
+inline constexpr std::chrono::milliseconds kMaxHookTimeout = std::chrono::hours(1);
+
 /// How deeply a config file may nest maps and sequences (the deepest valid key,
 /// programs.NAME.rlimits.RES.soft, is at level 5).
 inline constexpr int kMaxConfigDepth = 32;
