@@ -28,8 +28,8 @@ inline constexpr std::size_t kMaxEnvFileVars = 4096;
 inline constexpr std::size_t kMaxHooks = 16;
 inline constexpr std::chrono::milliseconds kMaxHookTimeout = std::chrono::hours(1);
 
-/// How deeply a config file may nest maps and sequences (the deepest valid key,
-/// programs.NAME.rlimits.RES.soft, is at level 5).
+/// How deeply a config file may nest maps and sequences (the deepest valid value,
+/// programs.NAME.hooks[I].command[J], is at level 6).
 inline constexpr int kMaxConfigDepth = 32;
 
 /// YAML nodes in a config file, an alias counting as many nodes as it names each time.

@@ -1,0 +1,273 @@
+// The event stream (`clusterd events`), the hooks it runs, and the workers' captured output
+// kept for `clusterd logs`.
+//
+// An event is one JSON object: {"seq", "time", "event", "program", "slot", "pid", "message",
+// ...}; "exited" adds "cause", "code" or "signal", and "last_output" (its last lines, with
+// output: capture). Hooks run one at a time per program, each with its timeout, through the
+// executor like any child: a slow or failing hook delays nothing but the program's next hook.
+
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+#include "common/duration.hpp"
+#include "common/signals.hpp"
+#include "daemon/process/spawner.hpp"
+#include "daemon/supervisor/supervisor_impl.hpp"
+
+namespace clusterd {
+
+using nlohmann::json;
+
+namespace {
+
+// "2026-12-01T20:15:00.123Z": wall-clock time, for people and their tools.
+std::string wall_time() {
+    auto t = std::chrono::system_clock::now();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    ::gmtime_r(&secs, &tm);
+    char buf[40];
+    std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
+    return buf;
+}
+
+// A hook's environment: the event, flattened into CLUSTERD_* variables.
+std::vector<std::string> hook_env(const std::vector<std::string>& base, const json& e) {
+    std::vector<std::string> env;
+    for (const auto& kv : base)
+        if (!kv.starts_with("CLUSTERD_")) env.push_back(kv);
+    auto put = [&](const char* name, const char* key) {
+        if (!e.contains(key)) return;
+        const json& v = e[key];
+        std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+        env.push_back(std::string(name) + "=" + text);
+    };
+    put("CLUSTERD_EVENT", "event");
+    put("CLUSTERD_PROGRAM", "program");
+    put("CLUSTERD_SLOT", "slot");
+    put("CLUSTERD_PID", "pid");
+    put("CLUSTERD_CAUSE", "cause");
+    put("CLUSTERD_EXIT_CODE", "code");
+    put("CLUSTERD_SIGNAL", "signal");
+    put("CLUSTERD_MESSAGE", "message");
+    put("CLUSTERD_TIME", "time");
+    put("CLUSTERD_SEQ", "seq");
+    put("CLUSTERD_RESULT", "result");
+    if (e.contains("last_output") && e["last_output"].is_array()) {
+        std::string text;
+        for (const auto& l : e["last_output"])
+            if (l.is_string()) text += (text.empty() ? "" : "\n") + l.get<std::string>();
+        if (text.size() > 4096) text.erase(0, text.size() - 4096);
+        env.push_back("CLUSTERD_LAST_OUTPUT=" + text);
+    }
+    return env;
+}
+
+std::string path_of(const std::vector<std::string>& env) {
+    for (const auto& kv : env)
+        if (kv.starts_with("PATH=")) return kv.substr(5);
+    return kDefaultPath;
+}
+
+}  // namespace
+
+void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, pid_t pid,
+                            const std::string& message, json fields) {
+    json e = {{"time", wall_time()}, {"event", event}};
+    if (prog) e["program"] = prog->name;
+    if (w) e["slot"] = w->slot;
+    if (pid > 0) e["pid"] = pid;
+    e["message"] = message;
+    for (auto& [k, v] : fields.items()) e[k] = std::move(v);
+    events.publish(prog ? prog->name : std::string(), e);
+    if (!prog || prog->removed) return;
+    const auto& hooks = prog->spec->config.hooks;
+    e["seq"] = events.published();
+    for (std::size_t i = 0; i < hooks.size(); ++i) {
+        if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end())
+            continue;
+        if (prog->hook_queue.size() >= kMaxQueuedHooks) {
+            ++prog->hook_runs["dropped"];
+            spdlog::warn("{}: {} hook runs wait already: dropped the oldest ({} hook)", prog->name,
+                         kMaxQueuedHooks, prog->hook_queue.front().event.value("event", "?"));
+            prog->hook_queue.pop_front();
+        }
+        prog->hook_queue.push_back({i, e});
+    }
+    next_hook(*prog);
+}
+
+void Supervisor::Impl::emit_step(Worker* w, const Slot& before, pid_t old_pid) {
+    Program* prog = w->program;
+    const Slot& s = w->sm;
+    if (s.ends != before.ends) {
+        pid_t pid = old_pid;
+        const ExitStatus& st = s.last_status;
+        json f = {{"cause", to_string(s.last_cause)}};
+        if (s.last_cause == ExitCause::spawn_failed) {
+            // No process: nothing exited.
+        } else if (st.abandoned) {
+            f["signal"] = signal_name(st.code);
+        } else if (st.signaled) {
+            f["signal"] = signal_name(st.code);
+        } else {
+            f["code"] = st.code;
+        }
+        if (w->capture) f["last_output"] = w->capture->tail();
+        std::string what = s.last_cause == ExitCause::spawn_failed ? "could not be started"
+                           : st.abandoned ? "given up on (sent " + signal_name(st.code) + ")"
+                                          : st.describe();
+        if (s.last_cause == ExitCause::watchdog)
+            emit("hung", prog, w, pid, "pid " + std::to_string(pid) + " sent no heartbeat within its watchdog",
+                 {{"cause", "watchdog"}});
+        emit("exited", prog, w, pid,
+             "pid " + std::to_string(pid) + " " + what + " (" + to_string(s.last_cause) + ")", f);
+    }
+    if (s.pid != 0 && s.pid != before.pid && s.state == SlotState::starting)
+        emit(s.restarts > 0 ? "restarted" : "started", prog, w, s.pid,
+             "pid " + std::to_string(s.pid) + " started" +
+                 (s.restarts > 0 ? " (restart " + std::to_string(s.restarts) + ")" : ""),
+             {{"generation", w->spec->generation}});
+    if (s.state == SlotState::ready && before.state != SlotState::ready)
+        emit("ready", prog, w, s.pid,
+             "pid " + std::to_string(s.pid) + " ready in " +
+                 format_duration(std::chrono::duration_cast<Duration>(s.ready_at - s.started_at)));
+    if (s.state == SlotState::backoff && before.state != SlotState::backoff)
+        emit("backoff", prog, w, 0,
+             "next start in " + format_duration(s.last_backoff) + " after " +
+                 std::to_string(s.failures) + " failing run" + (s.failures == 1 ? "" : "s"),
+             {{"delay_ms", s.last_backoff.count()}, {"failures", s.failures}});
+    if (s.late && !before.late && s.state == SlotState::ready)
+        emit("hung", prog, w, s.pid, "pid " + std::to_string(s.pid) + " is late with its heartbeat",
+             {{"cause", "late"}});
+}
+
+void Supervisor::Impl::next_hook(Program& prog) {
+    if (prog.hook_pid != 0 || prog.hook_queue.empty() || finished) return;
+    PendingHook run = std::move(prog.hook_queue.front());
+    prog.hook_queue.pop_front();
+    const auto& hooks = prog.spec->config.hooks;
+    if (run.hook >= hooks.size()) return next_hook(prog);  // a reload took the hook away
+    const HookConfig& hook = hooks[run.hook];
+    std::string name = hook.command.front();
+    std::string event = run.event.value("event", "?");
+    SpawnSpec spec;
+    if (name.find('/') == std::string::npos) {
+        auto found = find_executable(name, path_of(environment));
+        if (!found) {
+            ++prog.hook_runs["failed"];
+            spdlog::error("{}: {} hook: {} not found in PATH", prog.name, event, name);
+            return next_hook(prog);
+        }
+        spec.path = *found;
+    } else {
+        spec.path = name;
+    }
+    spec.argv = hook.command;
+    spec.env = hook_env(environment, run.event);
+    spec.cwd = "/";
+    std::string label = prog.name + " " + event + " hook";
+    Started r = exec.spawn(spec, label, spec.path);
+    if (r.pid < 0) {
+        ++prog.hook_runs["failed"];
+        spdlog::error("{}: {}() failed: {}", label, r.call, std::strerror(r.error));
+        return next_hook(prog);
+    }
+    pid_t pid = r.pid;
+    prog.hook_pid = pid;
+    spdlog::debug("{}: pid {} runs {}", label, pid, name);
+    std::string program = prog.name;
+    auto started = now();
+    helpers[pid] = [this, program, pid, label, started](int status) {
+        ExitStatus st = ExitStatus::from_wait_status(status);
+        Program* p = find_program(program);
+        std::string took =
+            format_duration(std::chrono::duration_cast<Duration>(now() - started));
+        if (p && p->hook_pid == pid && p->hook_timed_out)
+            hook_done(program, pid, "timeout", label + ": pid " + std::to_string(pid) +
+                                                   " killed after its timeout (" + took + ")");
+        else if (st.signaled || st.code != 0)
+            hook_done(program, pid, "failed", label + ": pid " + std::to_string(pid) + " " +
+                                                  st.describe() + " after " + took);
+        else
+            hook_done(program, pid, "ok", label + ": pid " + std::to_string(pid) + " done in " + took);
+    };
+    if (!prog.hook_timer) prog.hook_timer = exec.make_timer();
+    prog.hook_timer->arm(now() + hook.timeout, [this, program, pid, label, timeout = hook.timeout] {
+        // The group goes, whatever it started; the exit then ends the run as a timeout.
+        if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
+        if (Program* p = find_program(program); p && p->hook_pid == pid) {
+            p->hook_timed_out = true;
+            spdlog::error("{}: pid {} still running after its timeout {}: killing it", label, pid,
+                          format_duration(timeout));
+        }
+    });
+}
+
+void Supervisor::Impl::hook_done(const std::string& program, pid_t pid, const std::string& result,
+                                 const std::string& detail) {
+    Program* prog = find_program(program);
+    if (!prog || prog->hook_pid != pid) {
+        spdlog::info("{}", detail);
+        return;
+    }
+    prog->hook_pid = 0;
+    prog->hook_timed_out = false;
+    if (prog->hook_timer) prog->hook_timer->cancel();
+    ++prog->hook_runs[result];
+    if (result == "ok")
+        spdlog::info("{}", detail);
+    else
+        spdlog::error("{}", detail);
+    next_hook(*prog);
+}
+
+std::unique_ptr<OutputCapture> Supervisor::Impl::make_capture(const Program& prog, int slot) {
+    std::string program = prog.name;
+    return std::make_unique<OutputCapture>(
+        io, prog.name, slot, nullptr,
+        [this, program, slot](std::string_view line, bool) { output_line(program, slot, line); });
+}
+
+void Supervisor::Impl::output_line(const std::string& program, int slot, std::string_view line) {
+    std::string text(line.substr(0, OutputCapture::kMaxLine));
+    logs.publish(program,
+                 {{"time", wall_time()}, {"program", program}, {"slot", slot}, {"line", std::move(text)}});
+}
+
+void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<Reporter> reporter) {
+    bool is_logs = req.cmd == ControlCommand::logs;
+    const Program* prog = nullptr;
+    if (!req.program.empty()) {
+        prog = find_program(req.program);
+        if (!prog) return reporter->finish(reply(false, "no program \"" + req.program + "\""));
+    }
+    if (is_logs && prog) {
+        const Output& out = prog->spec->config.output;
+        if (out.is_file()) {
+            // The file has it all: the client reads it itself.
+            return reporter->finish(
+                {{"ok", true}, {"message", prog->name + " writes to " + out.path}, {"file", out.path}});
+        }
+        if (out.kind == Output::Kind::inherit)
+            return reporter->finish(reply(
+                false, prog->name + "'s output is not captured (output: inherit): it goes where "
+                                    "the daemon's own stdout and stderr go"));
+    }
+    Feed& feed = is_logs ? logs : events;
+    for (json& line : feed.last(static_cast<std::size_t>(req.lines), req.program))
+        reporter->send(line);
+    if (!req.follow) return reporter->finish({{"ok", true}, {"message", ""}});
+    reporter->send({{"following", is_logs ? "logs" : "events"}});
+    reporter->follow();
+    feed.follow(reporter, req.program);
+}
+
+}  // namespace clusterd
