@@ -240,10 +240,10 @@ int upgrade_check(int state_fd) {
         HandoverState state = decode_handover(read_handover_fd(state_fd));
         std::size_t workers = 0;
         for (const auto& p : state.programs) {
-            load_config_string(p.config_text, p.source);
+            load_config_string(p.config_text, p.source, &p.config_files);
             workers += p.workers.size();
         }
-        load_config_string(state.config_text, state.config_source);
+        load_config_string(state.config_text, state.config_source, &state.config_files);
         out = {{"ok", true},
                {"version", CLUSTERD_VERSION},
                {"state_format", kHandoverFormat},
@@ -313,7 +313,7 @@ int resume(int state_fd, const std::string& rollback, const std::string& failed,
     DaemonOverrides overrides{state.override_control, state.override_state_dir};
     std::optional<Config> config;
     try {
-        config = load_config_string(state.config_text, state.config_source);
+        config = load_config_string(state.config_text, state.config_source, &state.config_files);
         overrides.apply(config->daemon);
         setup_logging(state.log_level, config->daemon.log_file);
     } catch (const ConfigError& e) {
@@ -466,6 +466,23 @@ int main(int argc, char** argv) {
     auto* level_cmd = client("log-level", "Change the daemon's log level");
     level_cmd->add_option("level", arg, "trace, debug, info, warn or error")->required();
 
+    int feed_lines = -1;
+    bool follow = false;
+    auto* events_cmd =
+        client("events",
+               "Follow the daemon's events (worker exits, restarts, reloads; like docker events)");
+    events_cmd->add_option("program", program, "Only this program's events");
+    events_cmd->add_option("-n,--lines", feed_lines, "Show the last N events first (default 0)")
+        ->check(CLI::Range(0, kMaxFeedLines));
+    bool no_follow = false;
+    events_cmd->add_flag("--no-follow", no_follow, "Print the last events (-n) and exit");
+    auto* logs_cmd =
+        client("logs", "Show the last lines the workers printed, then follow (like pm2 logs)");
+    logs_cmd->add_option("program", program, "Only this program (needed for output: FILE)");
+    logs_cmd->add_option("-n,--lines", feed_lines, "How many of the last lines (default 20)")
+        ->check(CLI::Range(0, kMaxFeedLines));
+    logs_cmd->add_flag("-f,--follow", follow, "Then print new lines as they come");
+
     auto* version_cmd = client("version", "Print the version of clusterd and of the daemon");
     std::string binary;
     auto* upgrade_cmd =
@@ -526,7 +543,16 @@ int main(int argc, char** argv) {
         typed.signal = arg;
         typed.level = arg;
         typed.binary = binary;
+        if (name == "events") {
+            typed.lines = feed_lines < 0 ? 0 : feed_lines;
+            typed.follow = !no_follow;
+        } else if (name == "logs") {
+            typed.lines = feed_lines < 0 ? 20 : feed_lines;
+            typed.follow = follow;
+        }
         request = typed.to_json();
+        if (name == "events" || name == "logs")
+            return follow_feed(control_socket(socket_path, client_config), request, json_output);
         if (name == "version" && !json_output) std::cout << "clusterd " << CLUSTERD_VERSION << "\n";
         if (name == "status" && cmd->count("--watch") > 0)
             return watch_status(control_socket(socket_path, client_config), request,

@@ -1,9 +1,12 @@
 #include "daemon/control/cli.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -73,6 +76,15 @@ std::string format_status(const json& status) {
         if (p.value("rolling", false)) out += ", rolling restart in progress";
         if (p.value("removed", false)) out += ", being removed";
         if (!p.value("accepting", true)) out += ", REFUSING CONNECTIONS (no worker can serve)";
+        if (!p.value("waiting_for", "").empty())
+            out += ", WAITING for " + p.value("waiting_for", "") + " to be ready (depends_on)";
+        if (p.contains("dependencies_down") && p["dependencies_down"].is_array() &&
+            !p["dependencies_down"].empty()) {
+            std::string names;
+            for (const auto& d : p["dependencies_down"])
+                if (d.is_string()) names += (names.empty() ? "" : ", ") + d.get<std::string>();
+            out += ", dependency " + names + " has no ready worker";
+        }
         out += "\n";
         const std::vector<std::pair<const char*, std::size_t>> cols = {
             {"SLOT", 5},   {"PID", 8},      {"STATE", 9},      {"GEN", 4},
@@ -251,6 +263,145 @@ int run_client(const std::string& socket_path, const json& request, bool json_ou
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             std::cerr << "clusterd: the daemon closed the connection without a result\n";
+            return 1;
+        }
+        buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+namespace {
+
+// The human form of one event or log line.
+std::string feed_line(const json& j) {
+    auto text = [&](const char* key) {
+        return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+    };
+    std::string who = text("program");
+    if (j.contains("slot") && j["slot"].is_number_integer())
+        who += "[" + std::to_string(j["slot"].get<int>()) + "]";
+    if (j.contains("line")) return who + " " + text("line");
+    std::string out = text("time") + " " + pad(text("event"), 9) + " ";
+    if (!who.empty()) out += who + " ";
+    return out + text("message");
+}
+
+// `logs` of a program with output: FILE: its last `lines` lines, then (follow) what is
+// appended; a file replaced (logrotate) is reopened, one cut short is read from its start.
+int tail_file(const std::string& path, int lines, bool follow) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        std::cerr << "clusterd: cannot read " << path << ": " << std::strerror(errno) << "\n";
+        return 1;
+    }
+    struct stat st {};
+    ::fstat(fd.get(), &st);
+    // The last lines: read back from the end in chunks until there are enough.
+    off_t end = st.st_size;
+    off_t from = end;
+    std::string tail;
+    constexpr off_t kChunk = 65536;
+    while (from > 0 && std::count(tail.begin(), tail.end(), '\n') <= lines &&
+           tail.size() < (16u << 20)) {
+        off_t start = std::max<off_t>(0, from - kChunk);
+        std::string chunk(static_cast<std::size_t>(from - start), '\0');
+        ssize_t n = ::pread(fd.get(), chunk.data(), chunk.size(), start);
+        if (n <= 0) break;
+        chunk.resize(static_cast<std::size_t>(n));
+        tail = chunk + tail;
+        from = start;
+    }
+    std::size_t pos = tail.size();
+    int seen = 0;
+    if (!tail.empty() && tail.back() == '\n') --pos;
+    while (pos > 0 && seen < lines) {
+        std::size_t nl = tail.rfind('\n', pos - 1);
+        if (nl == std::string::npos) {
+            pos = 0;
+            break;
+        }
+        ++seen;
+        if (seen == lines) {
+            pos = nl + 1;
+            break;
+        }
+        pos = nl;
+    }
+    if (lines == 0) pos = tail.size();
+    std::cout << tail.substr(pos) << std::flush;
+    if (!follow) return 0;
+    off_t offset = end;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::pread(fd.get(), buf, sizeof buf, offset);
+        if (n > 0) {
+            std::cout.write(buf, n);
+            std::cout.flush();
+            offset += n;
+            continue;
+        }
+        ::usleep(200'000);
+        struct stat now {};
+        struct stat open_st {};
+        ::fstat(fd.get(), &open_st);
+        if (::stat(path.c_str(), &now) == 0 &&
+            (now.st_ino != open_st.st_ino || now.st_dev != open_st.st_dev)) {
+            // Rotated: what is left of the old file first, then the new one from its start.
+            while ((n = ::pread(fd.get(), buf, sizeof buf, offset)) > 0) {
+                std::cout.write(buf, n);
+                offset += n;
+            }
+            UniqueFd next(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            if (next) {
+                fd = std::move(next);
+                offset = 0;
+            }
+        } else if (open_st.st_size < offset) {
+            offset = 0;  // truncated (copytruncate)
+        }
+    }
+}
+
+}  // namespace
+
+int follow_feed(const std::string& socket_path, const json& request, bool json_output) {
+    std::string error;
+    UniqueFd fd = send_request(socket_path, request, 0, error);
+    if (!fd) {
+        std::cerr << "clusterd: " << error << "\n";
+        return 1;
+    }
+    std::string buffer;
+    char chunk[65536];
+    for (;;) {
+        std::size_t nl;
+        while ((nl = buffer.find('\n')) != std::string::npos) {
+            std::string text = buffer.substr(0, nl);
+            buffer.erase(0, nl + 1);
+            json line = json::parse(text, nullptr, false);
+            if (!line.is_object()) {
+                std::cerr << "clusterd: unreadable line: " << text << "\n";
+                return 1;
+            }
+            if (line.contains("following")) {
+                std::cerr << "following " << line["following"].get<std::string>()
+                          << " (Ctrl-C to stop)\n";
+                continue;
+            }
+            if (line.contains("ok")) {
+                bool ok = line.value("ok", false);
+                if (ok && line.contains("file") && line["file"].is_string())
+                    return tail_file(line["file"].get<std::string>(), request.value("lines", 20),
+                                     request.value("follow", false));
+                if (json_output && !ok) std::cout << text << "\n";
+                if (!ok) std::cerr << "clusterd: " << line.value("message", "") << "\n";
+                return ok ? 0 : 1;
+            }
+            std::cout << (json_output ? text : feed_line(line)) << "\n" << std::flush;
+        }
+        ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            std::cerr << "clusterd: the daemon closed the connection\n";
             return 1;
         }
         buffer.append(chunk, static_cast<std::size_t>(n));

@@ -25,6 +25,11 @@ std::optional<nlohmann::json> ask_daemon(const std::string& socket_path,
                                          const nlohmann::json& request, int timeout_ms,
                                          std::string& error);
 
+/// `events` and `logs`: prints each line the daemon sends (raw with `json_output`) until it
+/// finishes or, following, until interrupted. A `logs` reply naming a file (output: FILE)
+/// is read here: its last lines, then (following) what is appended, across rotations.
+int follow_feed(const std::string& socket_path, const nlohmann::json& request, bool json_output);
+
 /// The human form of a status reply (a table per program, like `pm2 list`).
 std::string format_status(const nlohmann::json& status);
 

@@ -16,20 +16,23 @@ struct Spec {
     std::string_view name;
     bool needs_program;
     bool takes_program;
-    std::string_view option;  // the command's one other key, if any
+    std::string_view option;  // the command's other keys, if any
+    std::string_view option2;
 };
 
-constexpr std::array<Spec, 10> kCommands = {{
-    {ControlCommand::version, "version", false, false, ""},
-    {ControlCommand::status, "status", false, true, ""},
-    {ControlCommand::reload, "reload", false, false, ""},
-    {ControlCommand::restart, "restart", true, true, "rolling"},
-    {ControlCommand::scale, "scale", true, true, "workers"},
-    {ControlCommand::stop, "stop", true, true, ""},
-    {ControlCommand::start, "start", true, true, ""},
-    {ControlCommand::signal, "signal", true, true, "signal"},
-    {ControlCommand::log_level, "log-level", false, false, "level"},
-    {ControlCommand::upgrade, "upgrade", false, false, "binary"},
+constexpr std::array<Spec, 12> kCommands = {{
+    {ControlCommand::version, "version", false, false, "", ""},
+    {ControlCommand::status, "status", false, true, "", ""},
+    {ControlCommand::reload, "reload", false, false, "", ""},
+    {ControlCommand::restart, "restart", true, true, "rolling", ""},
+    {ControlCommand::scale, "scale", true, true, "workers", ""},
+    {ControlCommand::stop, "stop", true, true, "", ""},
+    {ControlCommand::start, "start", true, true, "", ""},
+    {ControlCommand::signal, "signal", true, true, "signal", ""},
+    {ControlCommand::log_level, "log-level", false, false, "level", ""},
+    {ControlCommand::upgrade, "upgrade", false, false, "binary", ""},
+    {ControlCommand::events, "events", false, true, "lines", "follow"},
+    {ControlCommand::logs, "logs", false, true, "lines", "follow"},
 }};
 
 std::string known_commands() {
@@ -86,6 +89,10 @@ json ControlRequest::to_json() const {
     if (cmd == ControlCommand::signal) j["signal"] = signal;
     if (cmd == ControlCommand::log_level) j["level"] = level;
     if (cmd == ControlCommand::upgrade && !binary.empty()) j["binary"] = binary;
+    if (cmd == ControlCommand::events || cmd == ControlCommand::logs) {
+        j["lines"] = lines;
+        j["follow"] = follow;
+    }
     return j;
 }
 
@@ -121,7 +128,8 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
     r.cmd = spec->cmd;
     auto allowed = [&](const std::string& key) {
         return key == "cmd" || (key == "program" && spec->takes_program) ||
-               (!spec->option.empty() && key == spec->option);
+               (!spec->option.empty() && key == spec->option) ||
+               (!spec->option2.empty() && key == spec->option2);
     };
     for (const auto& [key, value] : j.items())
         if (!allowed(key))
@@ -180,6 +188,27 @@ std::variant<ControlRequest, ControlDecodeError> decode_control_request(std::str
             if (r.binary.size() > 4096)
                 return error("upgrade: \"binary\" is longer than 4096 bytes");
             break;
+        case ControlCommand::events:
+        case ControlCommand::logs: {
+            static const json absent;
+            const json& n = j.contains("lines") ? j["lines"] : absent;
+            if (!n.is_null()) {
+                if (!n.is_number_integer() || n.get<std::int64_t>() < 0 ||
+                    n.get<std::int64_t>() > kMaxFeedLines ||
+                    (n.is_number_unsigned() && n.get<std::uint64_t>() > kMaxFeedLines))
+                    return error(std::string(spec->name) +
+                                 ": \"lines\" must be an integer from 0 to " +
+                                 std::to_string(kMaxFeedLines) + ", not " + describe(n));
+                r.lines = n.get<int>();
+            }
+            if (j.contains("follow")) {
+                if (!j["follow"].is_boolean())
+                    return error(std::string(spec->name) + ": \"follow\" is " +
+                                 a_type(j["follow"]) + ": expected true or false");
+                r.follow = j["follow"].get<bool>();
+            }
+            break;
+        }
         default:
             break;
     }

@@ -9,6 +9,11 @@
 //   {"cmd":"stop","program":"web"}           {"cmd":"start","program":"web"}
 //   {"cmd":"signal","program":"web","signal":"HUP"}
 //   {"cmd":"log-level","level":"debug"}      (trace, debug, info, warn, error)
+//   {"cmd":"events","lines":20,"follow":true}          (optional "program"; lines 0..10000)
+//   {"cmd":"logs","program":"web","lines":50,"follow":true}   (lines 0..10000)
+//
+// `events` and `logs` with "follow" never send a final reply: after the lines asked for, one
+// {"following":"..."} line, then a line per event or output line until the client leaves.
 //
 // Every field is checked here, before the supervisor sees the request: a wrong type, a
 // missing or unknown key, or a value out of range is an error that names the key and what
@@ -36,7 +41,9 @@ enum class ControlCommand {
     start,
     signal,
     log_level,
-    upgrade
+    upgrade,
+    events,
+    logs
 };
 
 /// "log-level" for ControlCommand::log_level; the wire name of each command.
@@ -59,6 +66,10 @@ struct ControlRequest {
     std::string level;
     /// upgrade: the binary to exec ("" = the one the daemon was started from).
     std::string binary;
+    /// events, logs: how many of the latest to send first (0..kMaxFeedLines).
+    int lines = 0;
+    /// events, logs: then keep sending new ones until the client leaves.
+    bool follow = false;
 
     /// The request on the wire, as the CLI sends it (only the fields its command takes).
     nlohmann::json to_json() const;
@@ -68,6 +79,9 @@ struct ControlRequest {
 struct ControlDecodeError {
     std::string message;
 };
+
+/// The most `lines` an `events` or `logs` request may ask for.
+inline constexpr int kMaxFeedLines = 10000;
 
 /// Longest request line, without its newline.
 inline constexpr std::size_t kMaxControlRequestBytes = 64 * 1024;

@@ -86,8 +86,16 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
     }
     /// Reply `why` and close once it is written.
     void reject(const std::string& why);
-    /// No request is being handled or answered: it may be shed for a new connection.
-    bool idle() const { return !busy_ && !writing_; }
+    /// No request is being handled or answered: it may be shed for a new connection. A
+    /// stream (`events -f`) between two lines counts as idle.
+    bool idle() const { return (!busy_ || following_) && !writing_; }
+    /// The request streams: read (and drop) what the client sends, to see it leave.
+    void follow() {
+        following_ = true;
+        arm(Deadline::none, {});
+        do_read();
+    }
+    bool gone() const { return closed_ || closing_; }
     Clock::time_point last_activity() const { return last_activity_; }
     /// Closes at once, after a best-effort last line.
     void shed(const std::string& why) {
@@ -129,6 +137,7 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
     bool pumping_ = false;
     bool closing_ = false;
     bool closed_ = false;
+    bool following_ = false;
 };
 
 }  // namespace detail
@@ -266,6 +275,11 @@ class SessionReporter : public Reporter {
     }
 
     int connection() const override { return session_->fd(); }
+    void send(const nlohmann::json& line) override {
+        session_->send(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    }
+    void follow() override { session_->follow(); }
+    bool gone() const override { return done_ || session_->gone(); }
 
   private:
     std::shared_ptr<ControlSession> session_;
@@ -374,6 +388,12 @@ void ControlSession::on_read(const error_code& ec, std::size_t n) {
     reading_ = false;
     if (closed_) return;
     if (ec) return close_now();  // client gone (EOF) or reset
+    if (following_) {
+        // A stream takes no requests: what the client sends is dropped, and the read stays
+        // pending to see it leave.
+        last_activity_ = Clock::now();
+        return do_read();
+    }
     if (input_.empty()) request_started_ = Clock::now();
     input_.append(chunk_.data(), n);
     last_activity_ = Clock::now();
@@ -397,6 +417,7 @@ void ControlSession::on_write(const error_code& ec) {
     if (!queue_.empty()) return do_write();
     writing_ = false;
     if (closing_) return do_discard(0);
+    if (following_) return arm(Deadline::none, {});
     pump();
 }
 

@@ -228,8 +228,8 @@ void on_restart(Step& t) {
     }
 }
 
-void on_recycle(Step& t) {
-    stop_for_good(t, ExitCause::memory);
+void on_recycle(Step& t, const event::Recycle& r) {
+    stop_for_good(t, r.cause);
 }
 
 void on_kill(Step& t) {
@@ -315,10 +315,11 @@ void on_exited(Step& t, const ExitStatus& status) {
     LogLevel level;
     if (s.state == SlotState::stopping) {
         cause = s.stop_reason;
-        level = cause == ExitCause::requested ? LogLevel::info
-                : cause == ExitCause::memory  ? LogLevel::warn
-                                              : LogLevel::error;
+        level = cause == ExitCause::requested                               ? LogLevel::info
+                : cause == ExitCause::memory || cause == ExitCause::max_age ? LogLevel::warn
+                                                                            : LogLevel::error;
         if (cause == ExitCause::memory) what += " (recycled: memory_limit)";
+        if (cause == ExitCause::max_age) what += " (recycled: max_age)";
         if (cause == ExitCause::watchdog) what += " (watchdog: no heartbeat)";
         if (cause == ExitCause::start_timeout) what += " (not ready within start_timeout)";
     } else if (status.signaled) {
@@ -418,7 +419,7 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
                    [&](const event::Heartbeat&) { on_heartbeat(t); },
                    [&](const event::Exited& e) { on_exited(t, e.status); },
                    [&](const event::Deadline&) { on_deadline(t); },
-                   [&](const event::Recycle&) { on_recycle(t); },
+                   [&](const event::Recycle& r) { on_recycle(t, r); },
                    [&](const event::Release&) { on_release(t); },
                    [&](const event::Postpone& e) { on_postpone(t, e.at); },
                },
@@ -533,6 +534,8 @@ const char* to_string(ExitCause cause) {
             return "spawn_failed";
         case ExitCause::memory:
             return "memory";
+        case ExitCause::max_age:
+            return "max_age";
         case ExitCause::bad_config:
             return "bad_config";
     }

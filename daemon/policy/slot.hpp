@@ -49,6 +49,7 @@ enum class ExitCause {
     spawn_failed,   // fork() or execve() failed
     bad_config,     // exited with the reserved "bad configuration" code
     memory,         // recycled for passing memory_limit
+    max_age,        // recycled for reaching max_age
 };
 
 /// How a child ended, as waitpid() reported it.
@@ -84,7 +85,10 @@ struct Start {};    // want the slot up
 struct Stop {};     // want the slot down (graceful)
 struct Restart {};  // stop gracefully, then start again at once
 struct Kill {};     // fast shutdown: KILL whatever runs
-struct Recycle {};  // stop gracefully for good, cause "memory" (its replacement is up)
+/// Stop gracefully for good (its replacement is up), for `cause`: memory or max_age.
+struct Recycle {
+    ExitCause cause = ExitCause::memory;
+};
 struct Release {};  // the slot is handed to a replacement: want down, but leave the worker be
 struct Postpone {   // backoff: respawn no earlier than `at` (restarts paced per program)
     TimePoint at;

@@ -110,7 +110,8 @@ struct OutputCapture::Impl {
     }
 };
 
-OutputCapture::OutputCapture(asio::io_context& io, std::string program, int slot, LineSink sink)
+OutputCapture::OutputCapture(asio::io_context& io, std::string program, int slot, LineSink sink,
+                             LineSink also)
     : impl_(std::make_unique<Impl>(Impl{io, nullptr, {}})) {
     if (!sink) {
         std::string prefix = program + "[" + std::to_string(slot) + "]";
@@ -120,10 +121,12 @@ OutputCapture::OutputCapture(asio::io_context& io, std::string program, int slot
     }
     // Keep the tail, then pass the line on.
     impl_->sink = std::make_shared<const LineSink>(
-        [tail = impl_->tail, sink = std::move(sink)](std::string_view line, bool continued) {
+        [tail = impl_->tail, sink = std::move(sink), also = std::move(also)](std::string_view line,
+                                                                             bool continued) {
             if (tail->size() == kTailLines) tail->pop_front();
             tail->emplace_back(line.substr(0, kTailLineBytes));
             sink(line, continued);
+            if (also) also(line, continued);
         });
 }
 

@@ -41,9 +41,10 @@ class OutputCapture {
     static constexpr std::size_t kTailLines = 10;
     static constexpr std::size_t kTailLineBytes = 512;
 
-    /// Lines are logged as "program[slot] line"; a `sink` replaces the logging (tests).
+    /// Lines are logged as "program[slot] line"; a `sink` replaces the logging (tests); each
+    /// line then also goes to `also` (the master's ring for `clusterd logs`), if given.
     OutputCapture(boost::asio::io_context& io, std::string program, int slot,
-                  LineSink sink = nullptr);
+                  LineSink sink = nullptr, LineSink also = nullptr);
     /// Pipes still open keep being read until their EOF (a worker that just exited may have
     /// left lines in its pipe); close() first to stop them now.
     ~OutputCapture();

@@ -85,8 +85,30 @@ json Supervisor::Impl::status_json(const std::string& only) const {
                                      {"address", entries[e].address()},
                                      {"steering", p->sockets.steering(e)},
                                      {"foreign_sockets", p->sockets.foreign_sockets(e)}});
+        // A dependency with no ready worker while this program runs: it keeps running (as
+        // systemd's Wants=), and says so.
+        json down = json::array();
+        if (p->waiting_for.empty()) {
+            for (const std::string& d : p->spec->config.depends_on) {
+                const Program* dep = nullptr;
+                for (const auto& q : programs)
+                    if (q->name == d && !q->removed) dep = q.get();
+                bool ready =
+                    dep && std::any_of(dep->slots.begin(), dep->slots.end(), [](const Worker* w) {
+                        return w->sm.state == SlotState::ready;
+                    });
+                if (!ready) down.push_back(d);
+            }
+        }
+        json hooks = json::object();
+        for (const auto& [result, n] : p->hook_runs) hooks[result] = n;
         progs.push_back({
             {"name", p->name},
+            {"depends_on", p->spec->config.depends_on},
+            {"waiting_for", p->waiting_for},
+            {"dependencies_down", down},
+            {"hook_runs", hooks},
+            {"max_age_s", to_seconds(p->spec->config.max_age)},
             {"generation", p->spec->generation},
             {"workers", p->slots.size()},
             {"config_workers", configured},
@@ -237,6 +259,8 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
              reporter->finish(reply(true, "log level " + level));
          }},
         {ControlCommand::upgrade, [&] { upgrade(req.binary, reporter); }},
+        {ControlCommand::events, [&] { feed_command(req, reporter); }},
+        {ControlCommand::logs, [&] { feed_command(req, reporter); }},
     };
     auto it = table.find(req.cmd);
     if (it == table.end()) return fail("unknown command");  // every command has a handler

@@ -44,11 +44,12 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         Event e = std::move(pending[i]);
         Transition t = step(w->sm, w->spec->policy, e, now());
         pid_t old_pid = w->sm.pid;
-        int ends = w->sm.ends;
+        Slot was = w->sm;
         w->sm = std::move(t.next);
-        if (w->sm.ends != ends) ++w->program->exits[w->sm.last_cause];
+        if (w->sm.ends != was.ends) ++w->program->exits[w->sm.last_cause];
         if (old_pid != 0 && w->sm.pid != old_pid) pids.erase(old_pid);
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
+        emit_step(w, was, old_pid);
     }
     // A heartbeat (the most frequent event) changes none of these: pacing and the door need
     // not look at the program's other workers then.
@@ -191,6 +192,10 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     else if (w->waiting)
         start_changed(w, before);
     auto it = workers.find(id);
+    if (it != workers.end() && w->sm.state == SlotState::ready && before != SlotState::ready) {
+        arm_age(w);
+        if (!prog->removed) start_waiting_programs();
+    }
     if (it != workers.end() && !prog->all_ready_logged && !prog->slots.empty()) {
         bool all = true;
         for (const Worker* s : prog->slots) all = all && s->sm.state == SlotState::ready;
@@ -236,7 +241,10 @@ void Supervisor::Impl::after_dispatch(Worker* w, SlotState before, bool moved) {
     }
     if (it != workers.end() && w->retiring && gone(w->sm)) drop_worker(w);
     report_to_systemd();
-    if (stopping) finish_if_stopped();
+    if (stopping) {
+        stop_in_order();
+        finish_if_stopped();
+    }
 }
 
 // A retired worker is gone: forget it, and with it the last reference to the sockets only

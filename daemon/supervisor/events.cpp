@@ -91,8 +91,7 @@ void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, p
     const auto& hooks = prog->spec->config.hooks;
     e["seq"] = events.published();
     for (std::size_t i = 0; i < hooks.size(); ++i) {
-        if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end())
-            continue;
+        if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end()) continue;
         if (prog->hook_queue.size() >= kMaxQueuedHooks) {
             ++prog->hook_runs["dropped"];
             spdlog::warn("{}: {} hook runs wait already: dropped the oldest ({} hook)", prog->name,
@@ -125,7 +124,8 @@ void Supervisor::Impl::emit_step(Worker* w, const Slot& before, pid_t old_pid) {
                            : st.abandoned ? "given up on (sent " + signal_name(st.code) + ")"
                                           : st.describe();
         if (s.last_cause == ExitCause::watchdog)
-            emit("hung", prog, w, pid, "pid " + std::to_string(pid) + " sent no heartbeat within its watchdog",
+            emit("hung", prog, w, pid,
+                 "pid " + std::to_string(pid) + " sent no heartbeat within its watchdog",
                  {{"cause", "watchdog"}});
         emit("exited", prog, w, pid,
              "pid " + std::to_string(pid) + " " + what + " (" + to_string(s.last_cause) + ")", f);
@@ -188,16 +188,18 @@ void Supervisor::Impl::next_hook(Program& prog) {
     helpers[pid] = [this, program, pid, label, started](int status) {
         ExitStatus st = ExitStatus::from_wait_status(status);
         Program* p = find_program(program);
-        std::string took =
-            format_duration(std::chrono::duration_cast<Duration>(now() - started));
+        std::string took = format_duration(std::chrono::duration_cast<Duration>(now() - started));
         if (p && p->hook_pid == pid && p->hook_timed_out)
-            hook_done(program, pid, "timeout", label + ": pid " + std::to_string(pid) +
-                                                   " killed after its timeout (" + took + ")");
+            hook_done(program, pid, "timeout",
+                      label + ": pid " + std::to_string(pid) + " killed after its timeout (" +
+                          took + ")");
         else if (st.signaled || st.code != 0)
-            hook_done(program, pid, "failed", label + ": pid " + std::to_string(pid) + " " +
-                                                  st.describe() + " after " + took);
+            hook_done(
+                program, pid, "failed",
+                label + ": pid " + std::to_string(pid) + " " + st.describe() + " after " + took);
         else
-            hook_done(program, pid, "ok", label + ": pid " + std::to_string(pid) + " done in " + took);
+            hook_done(program, pid, "ok",
+                      label + ": pid " + std::to_string(pid) + " done in " + took);
     };
     if (!prog.hook_timer) prog.hook_timer = exec.make_timer();
     prog.hook_timer->arm(now() + hook.timeout, [this, program, pid, label, timeout = hook.timeout] {
@@ -238,8 +240,9 @@ std::unique_ptr<OutputCapture> Supervisor::Impl::make_capture(const Program& pro
 
 void Supervisor::Impl::output_line(const std::string& program, int slot, std::string_view line) {
     std::string text(line.substr(0, OutputCapture::kMaxLine));
-    logs.publish(program,
-                 {{"time", wall_time()}, {"program", program}, {"slot", slot}, {"line", std::move(text)}});
+    logs.publish(
+        program,
+        {{"time", wall_time()}, {"program", program}, {"slot", slot}, {"line", std::move(text)}});
 }
 
 void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<Reporter> reporter) {
@@ -253,8 +256,9 @@ void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<R
         const Output& out = prog->spec->config.output;
         if (out.is_file()) {
             // The file has it all: the client reads it itself.
-            return reporter->finish(
-                {{"ok", true}, {"message", prog->name + " writes to " + out.path}, {"file", out.path}});
+            return reporter->finish({{"ok", true},
+                                     {"message", prog->name + " writes to " + out.path},
+                                     {"file", out.path}});
         }
         if (out.kind == Output::Kind::inherit)
             return reporter->finish(reply(

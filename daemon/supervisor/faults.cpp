@@ -104,7 +104,9 @@ void Supervisor::Impl::take_slot(Worker* w, Worker* old, Replace why) {
         case Replace::roll:
             return dispatch(old, event::Stop{});
         case Replace::memory:
-            return dispatch(old, event::Recycle{});
+            return dispatch(old, event::Recycle{ExitCause::memory});
+        case Replace::age:
+            return dispatch(old, event::Recycle{ExitCause::max_age});
         case Replace::late:
             w->sm.restarts = old->sm.restarts + 1;
             return dispatch(old, event::Release{});
@@ -282,6 +284,10 @@ void Supervisor::Impl::recycle(Worker* w, std::uint64_t rss) {
     Program& prog = *w->program;
     spdlog::warn("{}: pid {} uses {} MiB, over memory_limit {} MiB: starting its replacement",
                  label(w), w->sm.pid, rss >> 20, prog.spec->config.memory_limit >> 20);
+    emit("recycled", &prog, w, w->sm.pid,
+         "pid " + std::to_string(w->sm.pid) + " uses " + std::to_string(rss >> 20) +
+             " MiB, over memory_limit: its replacement starts",
+         {{"cause", "memory"}, {"rss_bytes", rss}});
     dispatch(start_replacement(prog, w->slot, prog.spec, Replace::memory, w), event::Start{});
 }
 
@@ -313,8 +319,20 @@ void Supervisor::Impl::replacement_changed(Worker* w, SlotState before) {
                          label(w), old->sm.pid, w->sm.pid);
         else
             spdlog::error("{}: the replacement for {} did not come up; keeping pid {}", label(w),
-                          late_spare ? "a late worker" : "memory recycling", old ? old->sm.pid : 0);
+                          late_spare              ? "a late worker"
+                          : r.why == Replace::age ? "max_age recycling"
+                                                  : "memory recycling",
+                          old ? old->sm.pid : 0);
         w->retiring = true;
+        if (r.why == Replace::age && old && old->age_timer && !ready) {
+            std::uint64_t id = old->id;
+            pid_t pid = old->sm.pid;
+            old->age_timer->arm(now() + kAgeRetryAfterFailure, [this, id, pid] {
+                auto it = workers.find(id);
+                if (it != workers.end() && it->second->sm.pid == pid)
+                    recycle_for_age(it->second.get());
+            });
+        }
         return dispatch(w, event::Stop{});
     }
     if (late_spare)
@@ -345,6 +363,59 @@ void Supervisor::Impl::resteer(Program& prog, bool check) {
     if (!problem.empty())
         spdlog::warn("{}: {}new connections may wait on a slot without a worker", prog.name,
                      problem);
+}
+
+// ---- max_age: a worker that old is replaced (new one first), one slot at a time ----
+
+void Supervisor::Impl::arm_age(Worker* w) {
+    const ProgramConfig& pc = w->spec->config;
+    if (pc.max_age.count() <= 0 || w->sm.state != SlotState::ready) return;
+    // Slot i of n comes due jitter * i / n early: slots started together never come due
+    // together.
+    auto n = static_cast<long long>(std::max<std::size_t>(w->program->slots.size(), 1));
+    Duration early{pc.max_age_jitter.count() * (w->slot % n) / n};
+    TimePoint due = w->sm.started_at + pc.max_age - early;
+    if (!w->age_timer) w->age_timer = exec.make_timer();
+    std::uint64_t id = w->id;
+    pid_t pid = w->sm.pid;
+    w->age_timer->arm(std::max(due, now()), [this, id, pid] {
+        auto it = workers.find(id);
+        if (it != workers.end() && it->second->sm.pid == pid) recycle_for_age(it->second.get());
+    });
+}
+
+void Supervisor::Impl::recycle_for_age(Worker* w) {
+    Program& prog = *w->program;
+    auto index = static_cast<std::size_t>(w->slot);
+    bool current = index < prog.slots.size() && prog.slots[index] == w;
+    if (!current || w->sm.state != SlotState::ready || !w->sm.want_up || replacement_of(*w) ||
+        prog.removed || stopping)
+        return;
+    // One slot at a time, and never while an operation (a roll, a scale) or another
+    // replacement runs, nor while a worker replaced or scaled away still drains: its turn
+    // comes again shortly.
+    bool busy = prog.rollout.has_value() ||
+                std::any_of(workers.begin(), workers.end(), [&](const auto& kv) {
+                    const Worker& o = *kv.second;
+                    return o.program == &prog && (o.replacing || (o.retiring && o.sm.pid != 0));
+                });
+    if (busy) {
+        std::uint64_t id = w->id;
+        pid_t pid = w->sm.pid;
+        w->age_timer->arm(now() + kAgeRetry, [this, id, pid] {
+            auto it = workers.find(id);
+            if (it != workers.end() && it->second->sm.pid == pid) recycle_for_age(it->second.get());
+        });
+        return;
+    }
+    auto age = std::chrono::duration_cast<Duration>(now() - w->sm.started_at);
+    spdlog::info("{}: pid {} is {} old (max_age {}): starting its replacement", label(w), w->sm.pid,
+                 format_duration(age), format_duration(prog.spec->config.max_age));
+    emit("recycled", &prog, w, w->sm.pid,
+         "pid " + std::to_string(w->sm.pid) + " is " + format_duration(age) +
+             " old, past max_age: its replacement starts",
+         {{"cause", "max_age"}});
+    dispatch(start_replacement(prog, w->slot, prog.spec, Replace::age, w), event::Start{});
 }
 
 }  // namespace clusterd

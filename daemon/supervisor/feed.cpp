@@ -18,7 +18,8 @@ void Feed::publish(const std::string& program, nlohmann::json entry) {
     ring.entries.push_back({seq_, program, std::move(entry), bytes});
     ring.bytes += bytes;
     bytes_total_ += bytes;
-    while (ring.entries.size() > max_entries_ || (ring.bytes > max_bytes_ && ring.entries.size() > 1)) {
+    while (ring.entries.size() > max_entries_ ||
+           (ring.bytes > max_bytes_ && ring.entries.size() > 1)) {
         ring.bytes -= ring.entries.front().bytes;
         bytes_total_ -= ring.entries.front().bytes;
         ring.entries.pop_front();

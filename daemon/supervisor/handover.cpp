@@ -37,17 +37,29 @@ void from_json(const nlohmann::json& nlohmann_json_j, HandoverWorker& nlohmann_j
 #undef CLUSTERD_HANDOVER_WORKER_FIELDS
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SocketTableFds, shared, per_slot, group_order, sockarray, keys,
                                    activated, shut)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverProgram, name, source, config_text, generation,
-                                   runtime_scale, stopped, exits, started_at, all_ready_logged,
-                                   serving, next_probe, probe_at, refusing, sockets, workers,
-                                   others)
+// As NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE, plus the optional config files (`config_files`).
+#define CLUSTERD_HANDOVER_OPTIONAL_FILES(Type, ...)                                  \
+    void to_json(nlohmann::json& nlohmann_json_j, const Type& nlohmann_json_t) {     \
+        NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_TO, __VA_ARGS__))     \
+        if (!nlohmann_json_t.config_files.empty())                                   \
+            nlohmann_json_j["config_files"] = nlohmann_json_t.config_files;          \
+    }                                                                                \
+    void from_json(const nlohmann::json& nlohmann_json_j, Type& nlohmann_json_t) {   \
+        NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_FROM, __VA_ARGS__))   \
+        if (nlohmann_json_j.contains("config_files"))                                \
+            nlohmann_json_j.at("config_files").get_to(nlohmann_json_t.config_files); \
+    }
+CLUSTERD_HANDOVER_OPTIONAL_FILES(HandoverProgram, name, source, config_text, generation,
+                                 runtime_scale, stopped, exits, started_at, all_ready_logged,
+                                 serving, next_probe, probe_at, refusing, sockets, workers, others)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverAbandoned, pid, label, since, kill_at)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverState, format, version, run_args, upgrades, config_path,
-                                   config_source, config_text, override_control, override_state_dir,
-                                   log_level, started_at, upgrade_started, saved_at, next_worker_id,
-                                   config_generation, reloads_ok, reloads_failed, notify_counters,
-                                   programs, abandoned, replacements, activated, notify_dir,
-                                   control_fd, requester_fd, metrics_fd, systemd_notify, sent_ready)
+CLUSTERD_HANDOVER_OPTIONAL_FILES(HandoverState, format, version, run_args, upgrades, config_path,
+                                 config_source, config_text, override_control, override_state_dir,
+                                 log_level, started_at, upgrade_started, saved_at, next_worker_id,
+                                 config_generation, reloads_ok, reloads_failed, notify_counters,
+                                 programs, abandoned, replacements, activated, notify_dir,
+                                 control_fd, requester_fd, metrics_fd, systemd_notify, sent_ready)
+#undef CLUSTERD_HANDOVER_OPTIONAL_FILES
 
 namespace {
 

@@ -88,6 +88,9 @@ struct HandoverProgram {
     std::string name;
     std::string source;       // the config file its generation was read from
     std::string config_text;  // that file's text then
+    /// The files it included and the env files it read, as read then (ConfigFiles; only in
+    /// the bytes when there are any, so an image without them reads the state as before).
+    std::map<std::string, std::string> config_files;
     std::uint64_t generation = 1;
     int runtime_scale = 0;  // 0: none
     bool stopped = false;
@@ -120,6 +123,7 @@ struct HandoverState {
     std::string config_path;
     std::string config_source;
     std::string config_text;
+    std::map<std::string, std::string> config_files;  // as HandoverProgram's
     std::string override_control;
     std::string override_state_dir;
     std::string log_level;  // the level in force (`log-level` may have changed it)

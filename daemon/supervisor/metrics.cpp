@@ -129,7 +129,7 @@ std::string Supervisor::Impl::metrics_text() const {
                                 "Seconds until a slot in backoff starts its next worker");
     auto late = pm::gauge("clusterd_worker_late", "1 while a worker's heartbeat is overdue");
     auto exits = pm::counter("clusterd_worker_exits_total",
-                             "Worker exits by cause: exited, crashed, watchdog, memory, "
+                             "Worker exits by cause: exited, crashed, watchdog, memory, max_age, "
                              "start_timeout, spawn_failed, bad_config, requested");
     auto state = pm::gauge("clusterd_worker_state", "1 for the state a slot's worker is in");
     auto pid = pm::gauge("clusterd_worker_pid", "Process id of a slot's worker (0 = none)");
@@ -157,9 +157,18 @@ std::string Supervisor::Impl::metrics_text() const {
                              "Listening sockets in a listener's reuseport group that are not "
                              "this master's");
 
+    auto hook_runs = pm::counter("clusterd_hook_runs_total",
+                                 "Hook runs by result: ok, failed (exit status, not found, "
+                                 "spawn failed), timeout, dropped (queue full)");
+    auto waiting = pm::gauge("clusterd_program_waiting_dependencies",
+                             "1 while a program's start waits for its depends_on");
+
     const TimePoint now = this->now();
     for (const auto& p : programs) {
         std::vector<pm::Label> pl{{"program", p->name}};
+        for (const auto& [result, n] : p->hook_runs)
+            hook_runs.add({{"program", p->name}, {"result", result}}, static_cast<double>(n));
+        waiting.add(pl, p->waiting_for.empty() ? 0 : 1);
         workers_f.add(pl, static_cast<double>(p->slots.size()));
         prog_gen.add(pl, static_cast<double>(p->spec->generation));
         accepting.add(pl, p->sockets.is_shut() ? 0 : 1);
@@ -221,7 +230,25 @@ std::string Supervisor::Impl::metrics_text() const {
         build,     upgrades_f, generation, reloads,  uptime,   workers_f, ready_f, prog_gen,
         exits,     state,      pid,        wgen,     wup,      restarts,  rss,     cpu,
         heartbeat, lag,        conns,      requests, rejected, timeouts,  queued,  backlog,
-        accepting, failures,   next_try_f, late,     foreign};
+        accepting, failures,   next_try_f, late,     foreign,  hook_runs, waiting};
+    {
+        auto published = pm::counter("clusterd_feed_entries_total",
+                                     "Entries published: events, and output lines kept for `logs`");
+        published.add({{"feed", "events"}}, static_cast<double>(events.published()));
+        published.add({{"feed", "logs"}}, static_cast<double>(logs.published()));
+        auto kept = pm::gauge("clusterd_feed_kept_bytes",
+                              "Bytes of entries kept (limits: events 1 MiB in all, logs 256 KiB "
+                              "per program)");
+        kept.add({{"feed", "events"}}, static_cast<double>(events.kept_bytes()));
+        kept.add({{"feed", "logs"}}, static_cast<double>(logs.kept_bytes()));
+        auto followers =
+            pm::gauge("clusterd_feed_followers", "Control connections following events or logs");
+        followers.add({{"feed", "events"}}, static_cast<double>(events.followers()));
+        followers.add({{"feed", "logs"}}, static_cast<double>(logs.followers()));
+        families.push_back(published);
+        families.push_back(kept);
+        families.push_back(followers);
+    }
     server_families(families, control_server_stats(), metrics.get());
     const NotifyCounters& nc = notify_counters;
     families.push_back(

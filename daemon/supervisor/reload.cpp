@@ -16,6 +16,8 @@ void Supervisor::Impl::refuse_reload(const std::shared_ptr<Reporter>& reporter,
                                      const std::string& why) {
     spdlog::error("reload refused: {}", why);
     ++reloads_failed;
+    emit("reload", nullptr, nullptr, 0, "reload refused: " + why,
+         {{"result", "failed"}, {"error", why}});
     if (systemd_notify) clusterd::notify("READY=1");
     reporter->finish(reply(false, why));
 }
@@ -114,8 +116,10 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
     std::string summary = plan.summary();
     spdlog::info("reload of {}: {}", config_path, summary);
     auto op = std::make_shared<Operation>(reporter);
-    op->on_end = [this](bool ok) {
+    op->on_end = [this, summary](bool ok) {
         (ok ? reloads_ok : reloads_failed)++;
+        emit("reload", nullptr, nullptr, 0, (ok ? "reload applied: " : "reload failed: ") + summary,
+             {{"result", ok ? "ok" : "failed"}});
         reload_in_progress = false;
         if (systemd_notify) clusterd::notify("READY=1");
     };
@@ -176,10 +180,17 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             prog->started_at = now();
             Program* raw = prog.get();
             programs.push_back(std::move(prog));
+            raw->waiting_for = unmet_dependencies(*raw);
             for (int k = 0; k < p.workers; ++k) {
                 Worker* w = add_worker(*raw, k, raw->spec, raw->sockets.for_slot(k));
                 raw->slots.push_back(w);
-                w->waiting = op->part(label(w) + ": gone before it was ready");
+                if (raw->waiting_for.empty())
+                    w->waiting = op->part(label(w) + ": gone before it was ready");
+            }
+            if (!raw->waiting_for.empty()) {
+                op->note(pp.name + ": added, waiting for " + raw->waiting_for +
+                         " to be ready (depends_on)");
+                continue;
             }
             for (Worker* w : std::vector<Worker*>(raw->slots)) dispatch(w, event::Start{});
             continue;

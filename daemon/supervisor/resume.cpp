@@ -62,8 +62,8 @@ HandoverSlot save_slot(const Slot& s, TimePoint now) {
 
 Slot load_slot(const HandoverSlot& h, TimePoint now) {
     if (h.state < 0 || h.state > static_cast<int>(SlotState::failed) || h.stop_reason < 0 ||
-        h.stop_reason > static_cast<int>(ExitCause::memory) || h.last_cause < 0 ||
-        h.last_cause > static_cast<int>(ExitCause::memory))
+        h.stop_reason > static_cast<int>(ExitCause::max_age) || h.last_cause < 0 ||
+        h.last_cause > static_cast<int>(ExitCause::max_age))
         throw HandoverError("a slot's state is out of range");
     Slot s;
     s.state = static_cast<SlotState>(h.state);
@@ -89,7 +89,7 @@ Slot load_slot(const HandoverSlot& h, TimePoint now) {
 }
 
 std::optional<ExitCause> exit_cause(const std::string& name) {
-    for (int c = 0; c <= static_cast<int>(ExitCause::memory); ++c)
+    for (int c = 0; c <= static_cast<int>(ExitCause::max_age); ++c)
         if (name == to_string(static_cast<ExitCause>(c))) return static_cast<ExitCause>(c);
     return std::nullopt;
 }
@@ -105,6 +105,7 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
     s.config_path = config_path;
     s.config_source = config.source;
     s.config_text = config.text ? *config.text : std::string();
+    if (config.files) s.config_files = *config.files;
     s.override_control = overrides.control;
     s.override_state_dir = overrides.state_dir;
     auto level = spdlog::level::to_string_view(spdlog::get_level());
@@ -129,6 +130,7 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
         p.source = config.source;
         const auto& text = prog->spec->config.source_text;
         p.config_text = text ? *text : std::string();
+        if (const auto& files = prog->spec->config.source_files) p.config_files = *files;
         p.generation = prog->spec->generation;
         p.runtime_scale = prog->runtime_scale.value_or(0);
         p.stopped = prog->stopped;
@@ -214,13 +216,15 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
     std::vector<std::string> errors;
     state = load_state(state_file(), errors);
 
-    // Each generation's config is read again from the text it was read from.
-    std::map<std::string, Config> texts;
-    if (config.text) texts.emplace(*config.text, config);
+    // Each generation's config is read again from the text (and the files) it was read from.
+    std::map<std::pair<std::string, ConfigFiles>, Config> texts;
+    if (config.text) texts.emplace(std::pair(*config.text, *config.files), config);
     for (const HandoverProgram& hp : s.programs) {
-        auto it = texts.find(hp.config_text);
+        auto key = std::pair(hp.config_text, hp.config_files);
+        auto it = texts.find(key);
         if (it == texts.end())
-            it = texts.emplace(hp.config_text, load_config_string(hp.config_text, hp.source)).first;
+            it = texts.emplace(key, load_config_string(hp.config_text, hp.source, &hp.config_files))
+                     .first;
         const ProgramConfig* pc = nullptr;
         for (const auto& p : it->second.programs)
             if (p.name == hp.name) pc = &p;
@@ -267,6 +271,8 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
             workers.emplace(hw.id, std::move(w));
             raw->sm = load_slot(hw.sm, t);
             raw->retiring = hw.retiring;
+            if (hw.replacing > static_cast<int>(Replace::age))
+                throw HandoverError("a worker's replacement kind is out of range");
             if (hw.replacing >= 0)
                 raw->replacing = Replacement{static_cast<Replace>(hw.replacing), hw.replaces};
             raw->status = hw.status;
@@ -287,7 +293,7 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
                 raw->ipc->start();
             }
             if (prog.spec->config.output.kind == Output::Kind::capture) {
-                raw->capture = std::make_unique<OutputCapture>(io, prog.name, hw.slot);
+                raw->capture = make_capture(prog, hw.slot);
                 for (int fd : hw.capture_fds) raw->capture->adopt(fd, hw.capture_tail);
             }
             if (raw->sm.pid != 0) pids[raw->sm.pid] = raw;
@@ -315,7 +321,15 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
     for (auto& prog : programs) {
         resteer(*prog);
         pace(*prog);
+        for (Worker* w : prog->slots)
+            if (w->sm.state == SlotState::ready) arm_age(w);
     }
+    if (failed.empty())
+        emit("upgrade", nullptr, nullptr, 0, "upgraded from " + from + " to " + version,
+             {{"result", "ok"}, {"from", from}, {"to", version}});
+    else
+        emit("upgrade", nullptr, nullptr, 0, "upgrade failed: " + failed,
+             {{"result", "failed"}, {"error", failed}});
     std::size_t live = pids.size();
     std::string took;
     if (s.upgrade_started != kNoTime)

@@ -70,14 +70,41 @@ void Supervisor::Impl::handle_stop(int sig) {
         spdlog::warn("shutdown_timeout reached: killing the remaining workers");
         kill_all();
     });
-    std::vector<std::uint64_t> ids;
-    for (const auto& [id, w] : workers) ids.push_back(id);
-    for (auto id : ids)
-        if (auto it = workers.find(id); it != workers.end()) {
-            abandon_wait(it->second.get(), "clusterd is shutting down");
-            dispatch(it->second.get(), event::Stop{});
-        }
+    stop_in_order();
     finish_if_stopped();
+}
+
+// Shutdown in the reverse of depends_on's order: a program is stopped once no program that
+// depends on it has a process left (cycles are refused by the config).
+void Supervisor::Impl::stop_in_order() {
+    auto live = [this](const Program* p) {
+        return std::any_of(workers.begin(), workers.end(), [p](const auto& kv) {
+            return kv.second->program == p && kv.second->sm.pid != 0;
+        });
+    };
+    std::vector<Program*> now_stopping;
+    for (auto& prog : programs) {
+        if (prog->shutdown_sent) continue;
+        bool needed = std::any_of(programs.begin(), programs.end(), [&](const auto& q) {
+            const auto& deps = q->spec->config.depends_on;
+            return q.get() != prog.get() &&
+                   std::find(deps.begin(), deps.end(), prog->name) != deps.end() &&
+                   (!q->shutdown_sent || live(q.get()));
+        });
+        if (needed) continue;
+        now_stopping.push_back(prog.get());
+    }
+    for (Program* prog : now_stopping) {
+        prog->shutdown_sent = true;
+        std::vector<std::uint64_t> ids;
+        for (const auto& [id, w] : workers)
+            if (w->program == prog) ids.push_back(id);
+        for (auto id : ids)
+            if (auto it = workers.find(id); it != workers.end()) {
+                abandon_wait(it->second.get(), "clusterd is shutting down");
+                dispatch(it->second.get(), event::Stop{});
+            }
+    }
 }
 
 /// HUP: reload the config file.

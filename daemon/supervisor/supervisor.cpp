@@ -108,10 +108,53 @@ void Supervisor::Impl::start() {
     }
     start_loop();
     for (auto& prog : programs) {
+        prog->waiting_for = unmet_dependencies(*prog);
+        if (!prog->waiting_for.empty())
+            spdlog::info("{}: waiting for {} to be ready (depends_on)", prog->name,
+                         prog->waiting_for);
+    }
+    for (std::size_t i = 0; i < programs.size(); ++i) {
+        Program* prog = programs[i].get();
+        if (!prog->waiting_for.empty()) continue;
         spdlog::info("{}: starting {} worker{} ({})", prog->name, prog->slots.size(),
                      prog->slots.size() == 1 ? "" : "s", prog->spec->plan.path);
         prog->started_at = now();
         for (Worker* w : prog->slots) dispatch(w, event::Start{});
+    }
+}
+
+// ---- depends_on: a program starts once each of its dependencies has a ready worker ----
+
+std::string Supervisor::Impl::unmet_dependencies(const Program& prog) const {
+    std::string unmet;
+    for (const std::string& name : prog.spec->config.depends_on) {
+        const Program* dep = nullptr;
+        for (const auto& p : programs)
+            if (p->name == name && !p->removed) dep = p.get();
+        bool ready = dep && std::any_of(dep->slots.begin(), dep->slots.end(), [](const Worker* w) {
+                         return w->sm.state == SlotState::ready;
+                     });
+        if (!ready) unmet += (unmet.empty() ? "" : ", ") + name;
+    }
+    return unmet;
+}
+
+void Supervisor::Impl::start_waiting_programs() {
+    if (stopping) return;
+    std::vector<Program*> ready;
+    for (auto& p : programs) {
+        if (p->waiting_for.empty() || p->removed) continue;
+        p->waiting_for = unmet_dependencies(*p);
+        if (p->waiting_for.empty()) ready.push_back(p.get());
+    }
+    for (Program* prog : ready) {
+        spdlog::info("{}: {} ready: starting {} worker{}", prog->name,
+                     join_lines(prog->spec->config.depends_on, ", "), prog->slots.size(),
+                     prog->slots.size() == 1 ? "" : "s");
+        prog->started_at = now();
+        if (prog->stopped) continue;
+        for (Worker* w : std::vector<Worker*>(prog->slots))
+            if (workers.count(w->id)) dispatch(w, event::Start{});
     }
 }
 
@@ -188,7 +231,7 @@ Worker* Supervisor::Impl::add_worker(Program& prog, int slot,
     auto w = std::make_unique<Worker>(exec, id, &prog, slot, std::move(spec), std::move(sockets));
     Worker* raw = w.get();
     if (raw->spec->config.output.kind == Output::Kind::capture)
-        raw->capture = std::make_unique<OutputCapture>(io, prog.name, slot);
+        raw->capture = make_capture(prog, slot);
     workers.emplace(id, std::move(w));
     return raw;
 }

@@ -10,6 +10,7 @@
 //   upgrade.cpp      `upgrade`: the check of the new binary and the exec in place
 //   resume.cpp       the state it hands over (handover.hpp): saved here, resumed there
 //   node.cpp         `ipc: node`: the Node channel, and the cluster primary's side of it
+//   events.cpp       the event stream (`clusterd events`), hooks, captured output (`logs`)
 // Everything it does to the machine goes through `exec` (executor.hpp).
 #pragma once
 
@@ -41,6 +42,7 @@
 #include "daemon/process/launch.hpp"
 #include "daemon/process/output_capture.hpp"
 #include "daemon/supervisor/executor.hpp"
+#include "daemon/supervisor/feed.hpp"
 #include "daemon/supervisor/handover.hpp"
 #include "daemon/supervisor/operation.hpp"
 #include "daemon/supervisor/state_file.hpp"
@@ -73,6 +75,7 @@ enum class Replace {
     roll,    // a rolling restart's new generation; the slot's holder leaves (Stop)
     memory,  // memory_limit passed; the old one leaves with cause "memory" (Recycle)
     late,    // heartbeat overdue; the old one is released (aborted unless it heartbeats)
+    age,     // max_age reached; the old one leaves with cause "max_age" (Recycle)
 };
 struct Replacement {
     Replace why = Replace::roll;
@@ -117,7 +120,18 @@ struct Worker {
     std::unique_ptr<OutputCapture> capture;
     /// The operation waiting for this worker to be gone (scale-down).
     Part on_exit;
+    /// max_age: recycles it when it is due (armed once it is ready).
+    std::unique_ptr<Timer> age_timer;
 };
+
+/// A hook run waiting for its turn (one at a time per program).
+struct PendingHook {
+    std::size_t hook = 0;  // index into the program's config.hooks
+    nlohmann::json event;
+};
+
+/// The most hook runs waiting per program; beyond it the oldest is dropped (and counted).
+inline constexpr std::size_t kMaxQueuedHooks = 64;
 
 /// A rolling restart of one program to a new generation.
 struct Rollout {
@@ -162,6 +176,16 @@ struct Program {
     int log_lines = 0;
     int log_suppressed = 0;
     std::unique_ptr<Timer> log_timer;
+    // hooks (events.cpp)
+    std::deque<PendingHook> hook_queue;
+    pid_t hook_pid = 0;           // the run under way, if any
+    bool hook_timed_out = false;  // it passed its timeout and was killed
+    std::unique_ptr<Timer> hook_timer;
+    std::map<std::string, std::uint64_t> hook_runs;  // by result: ok, failed, timeout, dropped
+    /// depends_on: the dependencies it still waits for before its workers start ("" = none).
+    std::string waiting_for;
+    /// Shutdown: its workers were told to stop (after those of the programs depending on it).
+    bool shutdown_sent = false;
 };
 
 /// A worker given up on without waiting (watchdog, start_timeout): signalled, killed with
@@ -186,6 +210,17 @@ struct Drain {
 };
 
 struct UpgradeCheck;  // upgrade.cpp
+
+/// What the master keeps for `clusterd events` and, per program, for `clusterd logs`.
+inline constexpr std::size_t kEventsKept = 1000;
+inline constexpr std::size_t kEventsKeptBytes = 1024 * 1024;
+inline constexpr std::size_t kLogLinesKept = 1000;
+inline constexpr std::size_t kLogBytesKept = 256 * 1024;
+
+/// max_age: how soon a worker that came due while another slot recycles tries again.
+inline constexpr Duration kAgeRetry{1000};
+/// max_age: how soon a worker whose replacement did not come up tries again.
+inline constexpr Duration kAgeRetryAfterFailure{30'000};
 
 /// How long a Node cluster worker that disconnected on a stop may take to exit by itself
 /// before it gets its stop signal.
@@ -275,6 +310,7 @@ struct Supervisor::Impl {
     void open_notify(Worker* w);
     void on_signal(int sig);
     void handle_stop(int sig);
+    void stop_in_order();
     void handle_hup();
     void handle_usr1();
     void handle_scale_signal(int delta);
@@ -326,6 +362,33 @@ struct Supervisor::Impl {
     /// When a slot in backoff starts its next worker (the pacing included); nullopt if it is
     /// not in backoff.
     std::optional<TimePoint> next_try(const Worker& w) const;
+
+    // ---- events.cpp: the event stream, hooks, captured output ----
+    /// Publishes `event` ("exited", ...: one of kEventNames) about `prog` (and `w`'s slot and
+    /// `pid`, when given) with `fields`, and queues the program's hooks on it.
+    void emit(const char* event, Program* prog, const Worker* w, pid_t pid,
+              const std::string& message, nlohmann::json fields = nlohmann::json::object());
+    /// What a step of `w`'s slot from `before` means in events (started, ready, exited, ...).
+    void emit_step(Worker* w, const Slot& before, pid_t old_pid);
+    void next_hook(Program& prog);
+    void hook_done(const std::string& program, pid_t pid, const std::string& result,
+                   const std::string& detail);
+    /// A line a worker printed (output: capture), kept for `logs`.
+    void output_line(const std::string& program, int slot, std::string_view line);
+    /// `events` and `logs`: the latest lines, then (follow) the new ones.
+    void feed_command(const ControlRequest& req, std::shared_ptr<Reporter> reporter);
+    /// A new OutputCapture for `w` (output: capture), its lines kept for `logs`.
+    std::unique_ptr<OutputCapture> make_capture(const Program& prog, int slot);
+
+    // ---- max_age and depends_on (faults.cpp, supervisor.cpp) ----
+    /// Arms `w`'s max_age timer (once it is ready).
+    void arm_age(Worker* w);
+    void recycle_for_age(Worker* w);
+    /// What `prog` still waits for before it starts ("" = nothing): its dependencies with
+    /// no ready worker.
+    std::string unmet_dependencies(const Program& prog) const;
+    /// Starts the programs whose dependencies are now met.
+    void start_waiting_programs();
 
     // ---- upgrade.cpp, resume.cpp: re-exec in place ----
     /// What keeps an upgrade from being handed over now ("" = nothing).
@@ -406,6 +469,9 @@ struct Supervisor::Impl {
     TimePoint upgrade_asked{};
     /// Children that are no worker's and whose exit someone waits for (an upgrade check).
     std::map<pid_t, std::function<void(int wait_status)>> helpers;
+    /// The event stream, and the workers' captured output, kept and followed (feed.hpp).
+    Feed events{kEventsKept, kEventsKeptBytes, false};
+    Feed logs{kLogLinesKept, kLogBytesKept, true};
 };
 
 }  // namespace clusterd
