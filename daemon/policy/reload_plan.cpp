@@ -67,6 +67,10 @@ ProgramPlan diff(const ProgramConfig& a, const ProgramConfig& b) {
     master_only(a.shutdown_message != b.shutdown_message, "shutdown_message");
     master_only(a.max_surge != b.max_surge, "max_surge");
     master_only(a.memory_limit != b.memory_limit, "memory_limit");
+    master_only(a.max_age != b.max_age, "max_age");
+    master_only(a.max_age_jitter != b.max_age_jitter, "max_age_jitter");
+    master_only(a.depends_on != b.depends_on, "depends_on");
+    master_only(a.hooks != b.hooks, "hooks");
     if (a.workers != b.workers || a.cores_auto != b.cores_auto) {
         plan.scale = b.workers;
         plan.changed.push_back("cores");

@@ -6,10 +6,15 @@
 //   added / removed               start it / stop it gracefully
 //   `cores` changed               scale (unless a runtime `scale` override is in force)
 //   master-only fields changed    apply in place: ready, start_time, start_timeout, restart,
-//                                 backoff, stop_signal, stop_timeout, max_surge, and a watchdog
+//                                 backoff, min_uptime, abort_timeout, stop_signal,
+//                                 stop_timeout, shutdown_message, max_surge, memory_limit,
+//                                 max_age, max_age_jitter, depends_on, hooks, and a watchdog
 //                                 that is switched off or made longer
-//   worker-visible fields changed rolling restart: command, env, inherit_env, user, group,
-//                                 cwd, umask, rlimits, listen, output, cpu_affinity, and a watchdog
+//   worker-visible fields changed rolling restart: command, env (`env:` merged with the
+//                                 `env_file:` files: a changed file rolls, a changed env_file
+//                                 list with the same variables does not), inherit_env, user,
+//                                 group, cwd, umask, rlimits, listen, output, cpu_affinity,
+//                                 notify_access, ipc, and a watchdog
 //                                 that is switched on or made shorter (the workers must learn
 //                                 the new WATCHDOG_USEC, or they would ping too seldom)
 #pragma once

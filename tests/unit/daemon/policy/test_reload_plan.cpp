@@ -65,6 +65,14 @@ const std::vector<Row> rows = {
     {"stop_timeout", [](auto& p) { p.stop_timeout = 1s; }, false, true, false},
     {"max_surge", [](auto& p) { p.max_surge = 2; }, false, true, false},
     {"memory_limit", [](auto& p) { p.memory_limit = 1 << 20; }, false, true, false},
+    {"max_age", [](auto& p) { p.max_age = 6h; }, false, true, false},
+    {"max_age_jitter", [](auto& p) { p.max_age_jitter = 1min; }, false, true, false},
+    {"depends_on", [](auto& p) { p.depends_on = {"api"}; }, false, true, false},
+    {"hooks",
+     [](auto& p) {
+         p.hooks.push_back({{"exited"}, {"/bin/true"}, 10s});
+     },
+     false, true, false},
     {"cores", [](auto& p) { p.workers = 4; }, false, false, true},
 };
 
@@ -118,6 +126,28 @@ TEST_CASE("reload plan: a changed soft limit alone is a rolling restart") {
     ReloadPlan plan = plan_reload(current, next);
     CHECK(plan.programs[0].restart);
     CHECK(plan.summary() == "web: rolling restart (rlimits)");
+}
+
+TEST_CASE("reload plan: env files count by the variables they give, not as written") {
+    Config current = base();
+    current.programs[0].env = {{"A", "1"}};
+    current.programs[0].env_files = {{"/etc/app.env", false}};
+    Config next = current;
+    next.programs[0].env_files = {{"/etc/app.env", true}, {"/etc/empty.env", false}};
+    CHECK_FALSE(plan_reload(current, next).programs[0].changes_anything());
+    next.programs[0].env["A"] = "2";  // the file changed
+    ReloadPlan plan = plan_reload(current, next);
+    CHECK(plan.programs[0].restart);
+    CHECK(plan.summary() == "web: rolling restart (env)");
+}
+
+TEST_CASE("reload plan: a changed hook's timeout is applied in place") {
+    Config current = base();
+    current.programs[0].hooks = {{{"exited"}, {"/bin/true"}, 10s}};
+    Config next = current;
+    next.programs[0].hooks[0].timeout = 20s;
+    ReloadPlan plan = plan_reload(current, next);
+    CHECK(plan.summary() == "web: in place (hooks)");
 }
 
 TEST_CASE("reload plan: daemon fields are reported") {
