@@ -86,6 +86,12 @@ for key, value, expect in [
     ("memory_limit", "99999999999T", "expected a size like 512M or 2G"),
     ("min_uptime", "long", "expected a duration like 250ms"),
     ("abort_timeout", "[2s]", "expected a duration like 250ms"),
+    ("env_file", "{a: b}", "expected a file path or a sequence of file paths"),
+    ("env_file", '[@@"-"]', "expected a file path"),
+    ("max_age", "old", "expected a duration like 250ms"),
+    ("max_age_jitter", "[1s]", "expected a duration like 250ms"),
+    ("depends_on", "{db: 1}", "expected a program name or a sequence of program names"),
+    ("hooks", "exited", "expected a sequence of {on, command, timeout} maps"),
     ("listen", "http", "expected a sequence of {name, address, reuseport, backlog} maps"),
     ("listen", "{name: http}", "expected a sequence of {name, address, reuseport, backlog} maps"),
 ]:
@@ -234,6 +240,43 @@ for name, line, expect in [
     ("duplicate", "    env:\n      A: x\n      @@A: y\n", 'duplicate key "A"'),
 ]:
     case(f"env_{name}", expect, program=line)
+
+# ---- env_file, include, depends_on, max_age, hooks (issue 14) ----
+case("env_file_missing", "cannot read: No such file or directory (programs.web.env_file at",
+     program="    env_file: /nonexistent-clusterd/app.env\n")
+case("include_not_a_pattern", "include: expected a glob pattern or a sequence of glob patterns",
+     body="include: @@{a: b}\n" + PROGRAM.format(extra=""))
+case("depends_on_unknown", 'programs.web.depends_on[0]: no program "dbx" (programs: web)',
+     program="    depends_on: [@@dbx]\n")
+case("depends_on_self", "programs.web.depends_on: dependency cycle web -> web",
+     program="    depends_on: @@web\n")
+case("depends_on_duplicate", 'programs.api.depends_on[1]: duplicate "web"',
+     body=PROGRAM.format(extra="") + "  api:\n    cores: 1\n    depends_on: [web, @@web]\n")
+case("depends_on_cycle", "programs.db.depends_on[0]: dependency cycle web -> db -> web",
+     body=PROGRAM.format(extra="    depends_on: [db]\n") +
+     "  db:\n    cores: 1\n    depends_on: [@@web]\n")
+case("max_age_jitter_too_big", "programs.web.max_age_jitter: must be less than max_age (1h), got 2h",
+     program="    max_age: 1h\n    max_age_jitter: @@2h\n")
+case("max_age_jitter_equal", "programs.web.max_age_jitter: must be less than max_age (30m), got 30m",
+     program="    max_age: 30m\n    max_age_jitter: @@30m\n")
+case("hooks_bad_event", "programs.web.hooks[0].on: expected an event name (started, restarted,",
+     program="    hooks: [{on: @@crashed, command: [/bin/true]}]\n")
+case("hooks_bad_event_in_list", "programs.web.hooks[0].on[1]: expected an event name",
+     program="    hooks: [{on: [exited, @@exit], command: [/bin/true]}]\n")
+case("hooks_command_string", "(a hook runs its argv, no shell)",
+     program='    hooks: [{on: exited, command: @@"/usr/bin/logger -t web"}]\n')
+case("hooks_command_empty", "programs.web.hooks[0].command: expected a non-empty sequence",
+     program="    hooks: [{on: exited, command: @@[]}]\n")
+case("hooks_no_command", 'programs.web.hooks[0]: missing required key "command"',
+     program="    hooks:\n      - @@on: exited\n")
+case("hooks_timeout_zero", "programs.web.hooks[0].timeout: expected a duration greater than 0",
+     program="    hooks: [{on: exited, command: [/bin/true], timeout: @@0s}]\n")
+case("hooks_timeout_long", "programs.web.hooks[0].timeout: expected a duration of at most 1h",
+     program="    hooks: [{on: exited, command: [/bin/true], timeout: @@2h}]\n")
+case("hooks_unknown_key", 'programs.web.hooks[0]: unknown key "shell"',
+     program="    hooks: [{on: exited, command: [/bin/true], @@shell: true}]\n")
+case("hooks_17", "programs.web.hooks: expected at most 16 hooks, got 17",
+     program="    hooks: @@[" + ", ".join(["{on: exited, command: [/bin/true]}"] * 17) + "]\n")
 
 # ---- placeholders ----
 case("placeholder_unknown", 'unknown listener "api" in {listen.api.fd}',
