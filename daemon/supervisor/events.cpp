@@ -87,7 +87,8 @@ void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, p
     e["message"] = message;
     for (auto& [k, v] : fields.items()) e[k] = std::move(v);
     events.publish(prog ? prog->name : std::string(), e);
-    if (!prog || prog->removed) return;
+    // Stopping, the master runs no new hook: it would be killed with what is left.
+    if (!prog || prog->removed || stopping) return;
     const auto& hooks = prog->spec->config.hooks;
     e["seq"] = events.published();
     for (std::size_t i = 0; i < hooks.size(); ++i) {
@@ -151,6 +152,11 @@ void Supervisor::Impl::emit_step(Worker* w, const Slot& before, pid_t old_pid) {
 
 void Supervisor::Impl::next_hook(Program& prog) {
     if (prog.hook_pid != 0 || prog.hook_queue.empty() || finished) return;
+    if (stopping) {
+        prog.hook_runs["dropped"] += prog.hook_queue.size();
+        prog.hook_queue.clear();
+        return;
+    }
     PendingHook run = std::move(prog.hook_queue.front());
     prog.hook_queue.pop_front();
     const auto& hooks = prog.spec->config.hooks;

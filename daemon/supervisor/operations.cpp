@@ -87,6 +87,9 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
             return part.done(false, prog.name + ": cannot scale up: " + e.what());
         }
         for (Worker* w : added) prog.slots.push_back(w);
+        emit("scaled", &prog, nullptr, 0,
+             "scaled " + std::to_string(current) + " -> " + std::to_string(n),
+             {{"from", current}, {"to", n}});
         // A stopped program's new slots start with it.
         if (prog.stopped) return part.done(true, line + " (stopped: they start with it)");
         for (Worker* w : added) w->waiting = op->part(label(w) + ": gone before it was ready");
@@ -95,6 +98,9 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
     }
     std::vector<Worker*> leaving(prog.slots.begin() + n, prog.slots.end());
     prog.slots.resize(static_cast<std::size_t>(n));
+    emit("scaled", &prog, nullptr, 0,
+         "scaled " + std::to_string(current) + " -> " + std::to_string(n),
+         {{"from", current}, {"to", n}});
     // A rolling restart in progress covers only the slots that stay; its new workers for the
     // others leave with them.
     if (prog.rollout) {

@@ -93,6 +93,8 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
     auto refuse = [&](const std::string& why, bool busy = false) {
         json r = reply(false, "upgrade refused: " + why);
         if (busy) r["busy"] = true;
+        emit("upgrade", nullptr, nullptr, 0, "upgrade refused: " + why,
+             {{"result", "failed"}, {"error", why}});
         reporter->finish(r);
     };
     if (upgrade_check || upgrade_timer) return refuse("an upgrade is under way already", true);
@@ -174,6 +176,8 @@ void Supervisor::Impl::upgrade(const std::string& binary, std::shared_ptr<Report
         json answer = json::parse(last, nullptr, false);
         auto fail = [&](const std::string& why) {
             spdlog::error("upgrade to {} refused: {}", check->binary, why);
+            emit("upgrade", nullptr, nullptr, 0, "upgrade refused: " + why,
+                 {{"result", "failed"}, {"error", why}});
             check->reporter->finish(reply(false, "upgrade refused: " + why + "; still running " +
                                                      version + " (nothing changed)"));
         };
@@ -257,6 +261,8 @@ void Supervisor::Impl::do_exec(const std::string& binary, const std::string& to,
     } unblock{old_mask};
     auto fail = [&](const std::string& why) {
         spdlog::error("upgrade to {} failed: {}; still running {}", binary, why, version);
+        emit("upgrade", nullptr, nullptr, 0, "upgrade failed: " + why,
+             {{"result", "failed"}, {"error", why}});
         reporter->finish(reply(
             false, "upgrade failed: " + why + "; still running " + version + " (nothing changed)"));
     };

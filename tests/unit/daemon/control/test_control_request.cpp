@@ -115,3 +115,25 @@ TEST_CASE("control request: size and nesting limits") {
     REQUIRE(deep.size() <= kMaxControlRequestBytes);
     CHECK(error(deep) == "scale: \"workers\" must be an integer from 1 to 4096, not an array");
 }
+
+TEST_CASE("control request: events and logs, their lines and follow") {
+    ControlRequest e = ok(R"({"cmd":"events","lines":20,"follow":true})");
+    CHECK(e.cmd == ControlCommand::events);
+    CHECK(e.lines == 20);
+    CHECK(e.follow);
+    CHECK(e.program.empty());
+    ControlRequest l = ok(R"({"cmd":"logs","program":"web"})");
+    CHECK(l.cmd == ControlCommand::logs);
+    CHECK(l.lines == 0);
+    CHECK_FALSE(l.follow);
+    CHECK(ok(l.to_json().dump()).program == "web");
+    CHECK(error(R"({"cmd":"logs","lines":10001})") ==
+          "logs: \"lines\" must be an integer from 0 to 10000, not \"10001\"");
+    CHECK(error(R"({"cmd":"events","lines":-1})") ==
+          "events: \"lines\" must be an integer from 0 to 10000, not \"-1\"");
+    CHECK(error(R"({"cmd":"events","lines":[1]})") ==
+          "events: \"lines\" must be an integer from 0 to 10000, not an array");
+    CHECK(error(R"({"cmd":"events","follow":"yes"})") ==
+          "events: \"follow\" is a string: expected true or false");
+    CHECK(error(R"({"cmd":"logs","workers":1})") == "logs: unknown key \"workers\"");
+}

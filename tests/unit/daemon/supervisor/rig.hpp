@@ -136,6 +136,9 @@ class Rig {
     FakeExecutor ex;
     boost::asio::io_context io;  // notify sockets only; never run
     std::unique_ptr<Supervisor::Impl> sup;
+    /// Hook processes started (pids), and how long each runs (nullopt: until killed).
+    std::vector<pid_t> hooks;
+    std::optional<Duration> hook_runs_for = Duration{5};
     /// How the next process behaves; by default it is ready after 10 ms and heartbeats.
     std::function<Behaviour(const FakeProcess&)> behave = [](const FakeProcess&) {
         return Behaviour{};
@@ -143,9 +146,14 @@ class Rig {
 
   private:
     void scripted(FakeProcess& p) {
+        std::string notify = p.env_value("NOTIFY_SOCKET");
+        if (notify.empty()) {  // a hook: no worker
+            hooks.push_back(p.pid);
+            if (hook_runs_for) ex.exit(p, W_EXITCODE(0, 0), *hook_runs_for);
+            return;
+        }
         Behaviour b = behave(p);
         p.ignores_term = b.ignores_term;
-        std::string notify = p.env_value("NOTIFY_SOCKET");
         std::uint64_t id = std::stoull(notify.substr(notify.rfind('/') + 1));
         pid_t pid = p.pid;
         auto alive = [this, pid] {
