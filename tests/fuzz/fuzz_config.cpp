@@ -2,6 +2,8 @@
 // `clusterd check`, `run` or a reload. The bytes go through the file path (a memfd, read by
 // read_config_file) and the string path; both must agree, and whatever loads must be within
 // the documented limits.
+// `include:` and `env_file:` are read from an empty snapshot (ConfigFiles), never the disk:
+// a pattern matches nothing, a non-optional env file cannot be read.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -32,6 +34,13 @@ void check_limits(const Config& c) {
             __builtin_trap();
         for (const RLimit& r : p.rlimits)
             if (r.soft > r.hard) __builtin_trap();
+        if (!duration_ok(p.max_age) || !duration_ok(p.max_age_jitter)) __builtin_trap();
+        if (p.max_age.count() > 0 && p.max_age_jitter >= p.max_age) __builtin_trap();
+        if (p.hooks.size() > limits::kMaxHooks) __builtin_trap();
+        for (const HookConfig& h : p.hooks)
+            if (h.on.empty() || h.command.empty() || h.timeout.count() <= 0 ||
+                h.timeout > limits::kMaxHookTimeout)
+                __builtin_trap();
     }
 }
 
@@ -64,14 +73,17 @@ const std::string kSource = "fuzz\xff.yaml";
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
-    std::string from_string = outcome(kSource, [&] { return load_config_string(text, kSource); });
+    static const ConfigFiles kNoFiles;
+    std::string from_string =
+        outcome(kSource, [&] { return load_config_string(text, kSource, &kNoFiles); });
 
     static int fd = ::memfd_create("fuzz.yaml", MFD_CLOEXEC);
     if (fd < 0 || ::ftruncate(fd, 0) != 0 ||
         ::pwrite(fd, data, size, 0) != static_cast<ssize_t>(size))
         __builtin_trap();
     std::string path = "/proc/self/fd/" + std::to_string(fd);
-    std::string from_file = outcome(path, [&] { return load_config_file(path); });
+    std::string from_file =
+        outcome(path, [&] { return load_config_string(read_config_file(path), path, &kNoFiles); });
     // A message may quote the input: an input that spells a file name cannot be compared.
     if (text.find(path) == std::string::npos && from_file != from_string) __builtin_trap();
     return 0;
