@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "common/config.hpp"
+#include "common/duration.hpp"
 #include "common/exit_codes.hpp"
 #include "common/limits.hpp"
 #include "common/signals.hpp"
@@ -66,6 +67,16 @@ std::string describe_program(const ProgramConfig& p) {
                 ")";
     for (const auto& l : p.listen)
         line += ", " + l.name + "=" + l.address() + (l.reuseport ? " (reuseport)" : " (shared)");
+    if (!p.depends_on.empty()) {
+        line += ", depends_on:";
+        for (const auto& d : p.depends_on) line += " " + d;
+    }
+    if (p.max_age.count() > 0) line += ", max_age " + format_duration(p.max_age);
+    if (!p.hooks.empty())
+        line += ", " + std::to_string(p.hooks.size()) + " hook" + (p.hooks.size() == 1 ? "" : "s");
+    if (!p.env_files.empty())
+        line += ", " + std::to_string(p.env_files.size()) + " env file" +
+                (p.env_files.size() == 1 ? "" : "s");
     return line;
 }
 
@@ -377,7 +388,10 @@ std::string control_socket(const std::string& socket, const std::string& config_
 int check(const std::string& path) {
     try {
         Config config = load_and_check(path, {});
-        for (const auto& p : config.programs) std::cout << describe_program(p) << "\n";
+        for (const auto& p : config.programs) {
+            std::string from = p.source_file != config.source ? " (" + p.source_file + ")" : "";
+            std::cout << describe_program(p) << from << "\n";
+        }
         std::cout << path << ": ok\n";
         return exit_code::ok;
     } catch (const ConfigError& e) {

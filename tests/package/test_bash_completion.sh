@@ -63,7 +63,10 @@ expect() {  # expect LINE EXPECTED
 }
 
 # ---- without a daemon ----
-expect "clusterd " "--help --version -h check log-level reload restart run scale signal start status stop upgrade version"
+expect "clusterd " "--help --version -h check events log-level logs reload restart run scale signal start status stop upgrade version"
+expect "clusterd logs --" "--config --follow --help --json --lines --socket"
+expect "clusterd events --n" "--no-follow"
+expect "clusterd logs -n " ""
 expect "clusterd upgrade --" "--binary --config --help --json --socket"
 expect "clusterd st" "start status stop"
 expect "clusterd restart --r" "--rolling"
