@@ -88,20 +88,29 @@ void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, p
     for (auto& [k, v] : fields.items()) e[k] = std::move(v);
     events.publish(prog ? prog->name : std::string(), e);
     // Stopping, the master runs no new hook: it would be killed with what is left.
-    if (!prog || prog->removed || stopping) return;
-    const auto& hooks = prog->spec->config.hooks;
+    if (stopping) return;
     e["seq"] = events.published();
-    for (std::size_t i = 0; i < hooks.size(); ++i) {
-        if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end()) continue;
-        if (prog->hook_queue.size() >= kMaxQueuedHooks) {
-            ++prog->hook_runs["dropped"];
-            spdlog::warn("{}: {} hook runs wait already: dropped the oldest ({} hook)", prog->name,
-                         kMaxQueuedHooks, prog->hook_queue.front().event.value("event", "?"));
-            prog->hook_queue.pop_front();
+    // A daemon's event (reload, upgrade) runs the hooks of every program that asks for it.
+    for (const auto& p : programs) {
+        if (p->removed || (prog && p.get() != prog)) continue;
+        const auto& hooks = p->spec->config.hooks;
+        for (std::size_t i = 0; i < hooks.size(); ++i) {
+            if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end())
+                continue;
+            if (p->hook_queue.size() >= kMaxQueuedHooks) {
+                // A storm drops many: the first and every 100th are logged.
+                std::uint64_t dropped = ++p->hook_runs["dropped"];
+                if (dropped % 100 == 1)
+                    spdlog::warn(
+                        "{}: {} hook runs wait already: the oldest is dropped ({} "
+                        "dropped so far, clusterd_hook_runs_total)",
+                        p->name, kMaxQueuedHooks, dropped);
+                p->hook_queue.pop_front();
+            }
+            p->hook_queue.push_back({i, e});
         }
-        prog->hook_queue.push_back({i, e});
+        next_hook(*p);
     }
-    next_hook(*prog);
 }
 
 void Supervisor::Impl::emit_step(Worker* w, const Slot& before, pid_t old_pid) {
