@@ -189,6 +189,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
                  begin_rollout(*prog, spec, op);
                  return hold.done(true, "");
              }
+             prog->waiting_for.clear();
              each_worker(*prog, [&](Worker* w) {
                  adopt_current_spec(*w);
                  dispatch(w, event::Restart{});
@@ -229,6 +230,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
         {ControlCommand::start,
          [&] {
              if (!need_program() || !admit(*prog, rules::Later::start, fail)) return;
+             prog->waiting_for.clear();  // an operator's start does not wait for depends_on
              each_worker(*prog, [&](Worker* w) {
                  if (w->sm.pid == 0 || !w->sm.want_up) adopt_current_spec(*w);
                  dispatch(w, event::Start{});

@@ -120,25 +120,23 @@ void Supervisor::Impl::emit_step(Worker* w, const Slot& before, pid_t old_pid) {
         pid_t pid = old_pid;
         const ExitStatus& st = s.last_status;
         json f = {{"cause", to_string(s.last_cause)}};
-        if (s.last_cause == ExitCause::spawn_failed) {
-            // No process: nothing exited.
-        } else if (st.abandoned) {
-            f["signal"] = signal_name(st.code);
-        } else if (st.signaled) {
-            f["signal"] = signal_name(st.code);
-        } else {
-            f["code"] = st.code;
+        // A failed spawn has no process, hence no status; an abandoned one was sent `code`.
+        if (s.last_cause != ExitCause::spawn_failed) {
+            if (st.signaled || st.abandoned)
+                f["signal"] = signal_name(st.code);
+            else
+                f["code"] = st.code;
         }
         if (w->capture) f["last_output"] = w->capture->tail();
-        std::string what = s.last_cause == ExitCause::spawn_failed ? "could not be started"
-                           : st.abandoned ? "given up on (sent " + signal_name(st.code) + ")"
-                                          : st.describe();
+        std::string what = s.last_cause == ExitCause::spawn_failed ? "a worker could not be started"
+                           : st.abandoned ? "pid " + std::to_string(pid) + " given up on (sent " +
+                                                signal_name(st.code) + ")"
+                                          : "pid " + std::to_string(pid) + " " + st.describe();
         if (s.last_cause == ExitCause::watchdog)
             emit("hung", prog, w, pid,
                  "pid " + std::to_string(pid) + " sent no heartbeat within its watchdog",
                  {{"cause", "watchdog"}});
-        emit("exited", prog, w, pid,
-             "pid " + std::to_string(pid) + " " + what + " (" + to_string(s.last_cause) + ")", f);
+        emit("exited", prog, w, pid, what + " (" + to_string(s.last_cause) + ")", f);
     }
     if (s.pid != 0 && s.pid != before.pid && s.state == SlotState::starting)
         emit(s.restarts > 0 ? "restarted" : "started", prog, w, s.pid,

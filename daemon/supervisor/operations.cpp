@@ -92,6 +92,9 @@ void Supervisor::Impl::scale(Program& prog, int n, std::shared_ptr<Operation> op
              {{"from", current}, {"to", n}});
         // A stopped program's new slots start with it.
         if (prog.stopped) return part.done(true, line + " (stopped: they start with it)");
+        if (!prog.waiting_for.empty())
+            return part.done(true,
+                             line + " (waiting for " + prog.waiting_for + ": they start with it)");
         for (Worker* w : added) w->waiting = op->part(label(w) + ": gone before it was ready");
         for (Worker* w : added) dispatch(w, event::Start{});
         return part.done(true, line);

@@ -318,12 +318,26 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
     }
     // Children that exited while the image changed are reaped here, as exits of their slots.
     start_loop();
+    std::vector<Program*> resumed_ready;
     for (auto& prog : programs) {
         resteer(*prog);
         pace(*prog);
         for (Worker* w : prog->slots)
             if (w->sm.state == SlotState::ready) arm_age(w);
+        // A program that waited for its depends_on (nothing of it ever started, nor was it
+        // stopped) goes on waiting here.
+        bool never_started = std::all_of(prog->slots.begin(), prog->slots.end(), [](Worker* w) {
+            return w->sm.state == SlotState::stopped && !w->sm.want_up && w->sm.pid == 0 &&
+                   w->sm.restarts == 0 && w->sm.ends == 0;
+        });
+        if (!prog->stopped && !prog->spec->config.depends_on.empty() && never_started) {
+            prog->waiting_for = unmet_dependencies(*prog);
+            if (prog->waiting_for.empty()) resumed_ready.push_back(prog.get());
+        }
     }
+    // Their dependencies became ready while the image changed: they start now.
+    for (Program* prog : resumed_ready)
+        for (Worker* w : std::vector<Worker*>(prog->slots)) dispatch(w, event::Start{});
     if (failed.empty())
         emit("upgrade", nullptr, nullptr, 0, "upgraded from " + from + " to " + version,
              {{"result", "ok"}, {"from", from}, {"to", version}});

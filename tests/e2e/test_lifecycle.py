@@ -11,7 +11,9 @@ import threading
 import time
 import unittest
 
-from harness import CLUSTERD, MISBEHAVE, Daemon, free_port, wait_for
+from harness import BIN, CLUSTERD, MISBEHAVE, Daemon, free_port, wait_for
+
+NEXT = os.path.join(BIN, "clusterd-next")
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
 
@@ -108,6 +110,31 @@ programs:
         time.sleep(0.3)
         self.assertEqual(log_lines(d, r"api\[0\]: pid \d+ ready"), [])
         subprocess.run([CLUSTERD, "start", "db", "-s", sock], check=True, capture_output=True)
+        d.wait_log(r"api\[0\]: pid \d+ ready", timeout=10)
+
+
+    @unittest.skipUnless(os.path.exists(NEXT), "clusterd-next is built with BUILD_TESTING")
+    def test_a_program_waiting_for_its_dependency_waits_on_across_an_upgrade(self):
+        d = Daemon(f"""
+programs:
+  db:
+    cores: 1
+    command: ["/bin/sh", "-c", "sleep 2; exec {MISBEHAVE} ready"]
+  api:
+    cores: 1
+    depends_on: [db]
+    command: ["{MISBEHAVE}", "ready"]
+""")
+        self.addCleanup(d.close)
+        sock = os.path.join(d.dir, "control.sock")
+        d.wait_log(r"api: waiting for db to be ready")
+        r = subprocess.run([CLUSTERD, "upgrade", "--binary", NEXT, "-s", sock],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        status = subprocess.run([CLUSTERD, "status", "api", "-s", sock], capture_output=True,
+                                text=True).stdout
+        self.assertIn("WAITING for db to be ready", status)
+        d.wait_log(r"api: db ready: starting 1 worker", timeout=10)
         d.wait_log(r"api\[0\]: pid \d+ ready", timeout=10)
 
 
