@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <vector>
 
 #include "common/duration.hpp"
 #include "common/fd.hpp"
@@ -298,18 +299,25 @@ int tail_file(const std::string& path, int lines, bool follow) {
     // The last lines: read back from the end in chunks until there are enough.
     off_t end = st.st_size;
     off_t from = end;
-    std::string tail;
+    // Chunks read from the end until they hold more newlines than lines asked (or 16 MiB).
+    std::vector<std::string> chunks;
+    std::size_t newlines = 0;
+    std::size_t bytes = 0;
     constexpr off_t kChunk = 65536;
-    while (from > 0 && std::count(tail.begin(), tail.end(), '\n') <= lines &&
-           tail.size() < (16u << 20)) {
+    while (from > 0 && newlines <= static_cast<std::size_t>(lines) && bytes < (16u << 20)) {
         off_t start = std::max<off_t>(0, from - kChunk);
         std::string chunk(static_cast<std::size_t>(from - start), '\0');
         ssize_t n = ::pread(fd.get(), chunk.data(), chunk.size(), start);
         if (n <= 0) break;
         chunk.resize(static_cast<std::size_t>(n));
-        tail = chunk + tail;
+        newlines += static_cast<std::size_t>(std::count(chunk.begin(), chunk.end(), '\n'));
+        bytes += chunk.size();
+        chunks.push_back(std::move(chunk));
         from = start;
     }
+    std::string tail;
+    tail.reserve(bytes);
+    for (auto it = chunks.rbegin(); it != chunks.rend(); ++it) tail += *it;
     std::size_t pos = tail.size();
     int seen = 0;
     if (!tail.empty() && tail.back() == '\n') --pos;
@@ -381,6 +389,11 @@ int follow_feed(const std::string& socket_path, const json& request, bool json_o
             if (!line.is_object()) {
                 std::cerr << "clusterd: unreadable line: " << text << "\n";
                 return 1;
+            }
+            if (line.contains("omitted")) {
+                std::cerr << "(" << line["omitted"].dump() << " older lines left out: at most "
+                          << (line.value("limit_bytes", 0) >> 10) << " KiB are sent at once)\n";
+                continue;
             }
             if (line.contains("following")) {
                 std::cerr << "following " << line["following"].get<std::string>()

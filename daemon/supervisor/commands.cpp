@@ -181,6 +181,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
              if (!admit(*prog, rolling ? rules::Later::rolling_restart : rules::Later::restart,
                         fail))
                  return;
+             prog->waiting_for.clear();  // an operator's restart does not wait for depends_on
              if (rolling) {
                  auto spec = std::make_shared<ProgramSpec>(*prog->spec);
                  spec->generation += 1;
@@ -189,7 +190,6 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
                  begin_rollout(*prog, spec, op);
                  return hold.done(true, "");
              }
-             prog->waiting_for.clear();
              each_worker(*prog, [&](Worker* w) {
                  adopt_current_spec(*w);
                  dispatch(w, event::Restart{});

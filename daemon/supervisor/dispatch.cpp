@@ -281,6 +281,7 @@ void Supervisor::Impl::drop_worker(Worker* w) {
     for (const auto& [id, other] : workers)
         if (other->program == prog) return;
     spdlog::info("{}: removed", prog->name);
+    if (!find_program(prog->name)) logs.forget(prog->name);  // its kept output goes with it
     std::erase_if(programs, [prog](const auto& p) { return p.get() == prog; });
 }
 

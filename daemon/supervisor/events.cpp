@@ -93,9 +93,10 @@ void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, p
     // A daemon's event (reload, upgrade) runs the hooks of every program that asks for it.
     for (const auto& p : programs) {
         if (p->removed || (prog && p.get() != prog)) continue;
-        const auto& hooks = p->spec->config.hooks;
-        for (std::size_t i = 0; i < hooks.size(); ++i) {
-            if (std::find(hooks[i].on.begin(), hooks[i].on.end(), event) == hooks[i].on.end())
+        const auto& configured = p->spec->config.hooks;
+        for (std::size_t i = 0; i < configured.size(); ++i) {
+            if (std::find(configured[i].on.begin(), configured[i].on.end(), event) ==
+                configured[i].on.end())
                 continue;
             if (p->hook_queue.size() >= kMaxQueuedHooks) {
                 // A storm drops many: the first and every 100th are logged.
@@ -107,7 +108,7 @@ void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, p
                         p->name, kMaxQueuedHooks, dropped);
                 p->hook_queue.pop_front();
             }
-            p->hook_queue.push_back({i, e});
+            p->hook_queue.push_back({configured[i], e});
         }
         next_hook(*p);
     }
@@ -166,17 +167,16 @@ void Supervisor::Impl::next_hook(Program& prog) {
     }
     PendingHook run = std::move(prog.hook_queue.front());
     prog.hook_queue.pop_front();
-    const auto& hooks = prog.spec->config.hooks;
-    if (run.hook >= hooks.size()) return next_hook(prog);  // a reload took the hook away
-    const HookConfig& hook = hooks[run.hook];
+    const HookConfig& hook = run.hook;
     std::string name = hook.command.front();
     std::string event = run.event.value("event", "?");
+    std::string label = prog.name + " " + event + " hook";
     SpawnSpec spec;
     if (name.find('/') == std::string::npos) {
         auto found = find_executable(name, path_of(environment));
         if (!found) {
             ++prog.hook_runs["failed"];
-            spdlog::error("{}: {} hook: {} not found in PATH", prog.name, event, name);
+            spdlog::error("{}: {} not found in PATH", label, name);
             return next_hook(prog);
         }
         spec.path = *found;
@@ -186,7 +186,6 @@ void Supervisor::Impl::next_hook(Program& prog) {
     spec.argv = hook.command;
     spec.env = hook_env(environment, run.event);
     spec.cwd = "/";
-    std::string label = prog.name + " " + event + " hook";
     Started r = exec.spawn(spec, label, spec.path);
     if (r.pid < 0) {
         ++prog.hook_runs["failed"];
@@ -196,52 +195,55 @@ void Supervisor::Impl::next_hook(Program& prog) {
     pid_t pid = r.pid;
     prog.hook_pid = pid;
     spdlog::debug("{}: pid {} runs {}", label, pid, name);
-    std::string program = prog.name;
-    auto started = now();
-    helpers[pid] = [this, program, pid, label, started](int status) {
-        ExitStatus st = ExitStatus::from_wait_status(status);
-        Program* p = find_program(program);
-        std::string took = format_duration(std::chrono::duration_cast<Duration>(now() - started));
-        if (p && p->hook_pid == pid && p->hook_timed_out)
-            hook_done(program, pid, "timeout",
-                      label + ": pid " + std::to_string(pid) + " killed after its timeout (" +
-                          took + ")");
-        else if (st.signaled || st.code != 0)
-            hook_done(
-                program, pid, "failed",
-                label + ": pid " + std::to_string(pid) + " " + st.describe() + " after " + took);
-        else
-            hook_done(program, pid, "ok",
-                      label + ": pid " + std::to_string(pid) + " done in " + took);
-    };
-    if (!prog.hook_timer) prog.hook_timer = exec.make_timer();
-    prog.hook_timer->arm(now() + hook.timeout, [this, program, pid, label, timeout = hook.timeout] {
-        // The group goes, whatever it started; the exit then ends the run as a timeout.
+    RunningHook& h = hooks[pid];
+    h.program = prog.name;
+    h.label = label;
+    h.started = now();
+    h.timer = exec.make_timer();
+    helpers[pid] = [this, pid](int status) { hook_done(pid, status); };
+    h.timer->arm(now() + hook.timeout, [this, pid, timeout = hook.timeout] {
+        auto it = hooks.find(pid);
+        if (it == hooks.end()) return;
+        // The group goes, whatever it started; its exit then ends the run as a timeout.
+        it->second.timed_out = true;
+        spdlog::error("{}: pid {} still running after its timeout {}: killing it", it->second.label,
+                      pid, format_duration(timeout));
         if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
-        if (Program* p = find_program(program); p && p->hook_pid == pid) {
-            p->hook_timed_out = true;
-            spdlog::error("{}: pid {} still running after its timeout {}: killing it", label, pid,
-                          format_duration(timeout));
-        }
     });
 }
 
-void Supervisor::Impl::hook_done(const std::string& program, pid_t pid, const std::string& result,
-                                 const std::string& detail) {
-    Program* prog = find_program(program);
-    if (!prog || prog->hook_pid != pid) {
-        spdlog::info("{}", detail);
-        return;
-    }
-    prog->hook_pid = 0;
-    prog->hook_timed_out = false;
-    if (prog->hook_timer) prog->hook_timer->cancel();
-    ++prog->hook_runs[result];
+void Supervisor::Impl::hook_done(pid_t pid, int wait_status) {
+    auto it = hooks.find(pid);
+    if (it == hooks.end()) return;
+    RunningHook h = std::move(it->second);
+    hooks.erase(it);
+    ExitStatus st = ExitStatus::from_wait_status(wait_status);
+    std::string took = format_duration(std::chrono::duration_cast<Duration>(now() - h.started));
+    std::string result = h.timed_out ? "timeout" : st.signaled || st.code != 0 ? "failed" : "ok";
     if (result == "ok")
-        spdlog::info("{}", detail);
+        spdlog::info("{}: pid {} done in {}", h.label, pid, took);
+    else if (result == "timeout")
+        spdlog::error("{}: pid {} killed after its timeout ({})", h.label, pid, took);
     else
-        spdlog::error("{}", detail);
+        spdlog::error("{}: pid {} {} after {}", h.label, pid, st.describe(), took);
+    Program* prog = find_program(h.program);
+    if (!prog || prog->hook_pid != pid) return;  // its program went meanwhile
+    prog->hook_pid = 0;
+    ++prog->hook_runs[result];
     next_hook(*prog);
+}
+
+void Supervisor::Impl::end_hooks() {
+    for (auto& [pid, h] : hooks) {
+        spdlog::warn("{}: pid {} killed: an upgrade does not hand hooks over", h.label, pid);
+        if (exec.kill(-pid, SIGKILL) != 0) exec.kill(pid, SIGKILL);
+    }
+    for (auto& prog : programs) {
+        if (!prog->hook_queue.empty())
+            spdlog::warn("{}: {} waiting hook runs dropped by the upgrade", prog->name,
+                         prog->hook_queue.size());
+        prog->hook_queue.clear();
+    }
 }
 
 std::unique_ptr<OutputCapture> Supervisor::Impl::make_capture(const Program& prog, int slot) {
@@ -252,6 +254,8 @@ std::unique_ptr<OutputCapture> Supervisor::Impl::make_capture(const Program& pro
 }
 
 void Supervisor::Impl::output_line(const std::string& program, int slot, std::string_view line) {
+    // A removed program's last workers still print as they drain: logged, not kept.
+    if (!find_program(program)) return;
     std::string text(line.substr(0, OutputCapture::kMaxLine));
     logs.publish(
         program,
@@ -279,8 +283,12 @@ void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<R
                                     "the daemon's own stdout and stderr go"));
     }
     Feed& feed = is_logs ? logs : events;
-    for (json& line : feed.last(static_cast<std::size_t>(req.lines), req.program))
-        reporter->send(line);
+    // What is sent at once stays well under the connection's queue limit (1 MiB).
+    std::size_t omitted = 0;
+    auto backlog =
+        feed.last(static_cast<std::size_t>(req.lines), req.program, kFeedBacklogBytes, &omitted);
+    if (omitted > 0) reporter->send({{"omitted", omitted}, {"limit_bytes", kFeedBacklogBytes}});
+    for (json& line : backlog) reporter->send(line);
     if (!req.follow) return reporter->finish({{"ok", true}, {"message", ""}});
     reporter->send({{"following", is_logs ? "logs" : "events"}});
     reporter->follow();

@@ -369,7 +369,10 @@ void Supervisor::Impl::resteer(Program& prog, bool check) {
 
 void Supervisor::Impl::arm_age(Worker* w) {
     const ProgramConfig& pc = w->spec->config;
-    if (pc.max_age.count() <= 0 || w->sm.state != SlotState::ready) return;
+    if (pc.max_age.count() <= 0 || w->sm.state != SlotState::ready) {
+        if (w->age_timer) w->age_timer->cancel();  // switched off by a reload
+        return;
+    }
     // Slot i of n comes due jitter * i / n early: slots started together never come due
     // together.
     auto n = static_cast<long long>(std::max<std::size_t>(w->program->slots.size(), 1));
@@ -388,13 +391,13 @@ void Supervisor::Impl::recycle_for_age(Worker* w) {
     Program& prog = *w->program;
     auto index = static_cast<std::size_t>(w->slot);
     bool current = index < prog.slots.size() && prog.slots[index] == w;
-    if (!current || w->sm.state != SlotState::ready || !w->sm.want_up || replacement_of(*w) ||
-        prog.removed || stopping)
+    if (!current || w->sm.state != SlotState::ready || !w->sm.want_up || prog.removed || stopping ||
+        w->spec->config.max_age.count() <= 0)
         return;
     // One slot at a time, and never while an operation (a roll, a scale) or another
-    // replacement runs, nor while a worker replaced or scaled away still drains: its turn
-    // comes again shortly.
-    bool busy = prog.rollout.has_value() ||
+    // replacement (its own late spare or memory replacement included) runs, nor while a
+    // worker replaced or scaled away still drains: its turn comes again shortly.
+    bool busy = prog.rollout.has_value() || replacement_of(*w) ||
                 std::any_of(workers.begin(), workers.end(), [&](const auto& kv) {
                     const Worker& o = *kv.second;
                     return o.program == &prog && (o.replacing || (o.retiring && o.sm.pid != 0));

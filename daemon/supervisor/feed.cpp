@@ -27,7 +27,8 @@ void Feed::publish(const std::string& program, nlohmann::json entry) {
     }
 }
 
-std::vector<nlohmann::json> Feed::last(std::size_t n, const std::string& program) const {
+std::vector<nlohmann::json> Feed::last(std::size_t n, const std::string& program,
+                                       std::size_t max_bytes, std::size_t* omitted) const {
     std::vector<const Entry*> picked;
     for (const auto& [key, ring] : rings_) {
         if (per_program_ && !program.empty() && key != program) continue;
@@ -41,6 +42,12 @@ std::vector<nlohmann::json> Feed::last(std::size_t n, const std::string& program
     std::sort(picked.begin(), picked.end(),
               [](const Entry* a, const Entry* b) { return a->seq < b->seq; });
     if (picked.size() > n) picked.erase(picked.begin(), picked.end() - static_cast<long>(n));
+    std::size_t bytes = 0;
+    std::size_t keep = 0;
+    while (keep < picked.size() && bytes + picked[picked.size() - 1 - keep]->bytes <= max_bytes)
+        bytes += picked[picked.size() - 1 - keep++]->bytes;
+    if (omitted) *omitted = picked.size() - keep;
+    picked.erase(picked.begin(), picked.end() - static_cast<long>(keep));
     std::vector<nlohmann::json> out;
     out.reserve(picked.size());
     for (const Entry* e : picked) out.push_back(e->value);

@@ -31,8 +31,11 @@ class Feed {
 
     /// Keeps `entry` (its "seq" is set) and sends it to the followers of `program`.
     void publish(const std::string& program, nlohmann::json entry);
-    /// The last `n` entries kept (of `program`; "" = all), oldest first.
-    std::vector<nlohmann::json> last(std::size_t n, const std::string& program) const;
+    /// The last `n` entries kept (of `program`; "" = all), oldest first, at most `max_bytes`
+    /// of them (as JSON lines): the older ones beyond are left out and counted in `omitted`.
+    std::vector<nlohmann::json> last(std::size_t n, const std::string& program,
+                                     std::size_t max_bytes = SIZE_MAX,
+                                     std::size_t* omitted = nullptr) const;
     /// `to` gets every entry of `program` ("" = all) published from now on.
     void follow(std::shared_ptr<Reporter> to, std::string program);
     /// Drops what is kept of `program` (removed by a reload).

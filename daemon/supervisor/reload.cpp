@@ -230,6 +230,13 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
     }
     persist_scale();
     arm_memory_check();
+    // max_age changed in place: each ready worker's due time follows (or is cancelled).
+    for (const auto& pp : plan.programs)
+        if (pp.in_place)
+            if (Program* prog = find_program(pp.name))
+                for (Worker* w : prog->slots) arm_age(w);
+    // A depends_on changed in place may have released a waiting program.
+    start_waiting_programs();
     hold.done(true, "");
 }
 

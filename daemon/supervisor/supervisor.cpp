@@ -153,8 +153,11 @@ void Supervisor::Impl::start_waiting_programs() {
                      prog->slots.size() == 1 ? "" : "s");
         prog->started_at = now();
         if (prog->stopped) continue;
-        for (Worker* w : std::vector<Worker*>(prog->slots))
-            if (workers.count(w->id)) dispatch(w, event::Start{});
+        std::vector<std::uint64_t> ids;
+        for (const Worker* w : prog->slots) ids.push_back(w->id);
+        for (std::uint64_t id : ids)
+            if (auto it = workers.find(id); it != workers.end())
+                dispatch(it->second.get(), event::Start{});
     }
 }
 

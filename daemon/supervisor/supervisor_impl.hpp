@@ -126,8 +126,17 @@ struct Worker {
 
 /// A hook run waiting for its turn (one at a time per program).
 struct PendingHook {
-    std::size_t hook = 0;  // index into the program's config.hooks
+    HookConfig hook;  // as configured when the event came (a reload may change the list)
     nlohmann::json event;
+};
+
+/// A hook process: killed with its group at its timeout, whatever became of its program.
+struct RunningHook {
+    std::string program;
+    std::string label;
+    TimePoint started{};
+    bool timed_out = false;
+    std::unique_ptr<Timer> timer;
 };
 
 /// The most hook runs waiting per program; beyond it the oldest is dropped (and counted).
@@ -178,9 +187,7 @@ struct Program {
     std::unique_ptr<Timer> log_timer;
     // hooks (events.cpp)
     std::deque<PendingHook> hook_queue;
-    pid_t hook_pid = 0;           // the run under way, if any
-    bool hook_timed_out = false;  // it passed its timeout and was killed
-    std::unique_ptr<Timer> hook_timer;
+    pid_t hook_pid = 0;  // the run under way, if any (in Supervisor::Impl::hooks)
     std::map<std::string, std::uint64_t> hook_runs;  // by result: ok, failed, timeout, dropped
     /// depends_on: the dependencies it still waits for before its workers start ("" = none).
     std::string waiting_for;
@@ -216,6 +223,8 @@ inline constexpr std::size_t kEventsKept = 1000;
 inline constexpr std::size_t kEventsKeptBytes = 1024 * 1024;
 inline constexpr std::size_t kLogLinesKept = 1000;
 inline constexpr std::size_t kLogBytesKept = 256 * 1024;
+/// The most of what is kept that one `events -n` or `logs -n` request gets at once.
+inline constexpr std::size_t kFeedBacklogBytes = 512 * 1024;
 
 /// max_age: how soon a worker that came due while another slot recycles tries again.
 inline constexpr Duration kAgeRetry{1000};
@@ -371,8 +380,10 @@ struct Supervisor::Impl {
     /// What a step of `w`'s slot from `before` means in events (started, ready, exited, ...).
     void emit_step(Worker* w, const Slot& before, pid_t old_pid);
     void next_hook(Program& prog);
-    void hook_done(const std::string& program, pid_t pid, const std::string& result,
-                   const std::string& detail);
+    void hook_done(pid_t pid, int wait_status);
+    /// Before an upgrade's exec: hooks still running are killed (the new image would not know
+    /// them), the waiting ones dropped.
+    void end_hooks();
     /// A line a worker printed (output: capture), kept for `logs`.
     void output_line(const std::string& program, int slot, std::string_view line);
     /// `events` and `logs`: the latest lines, then (follow) the new ones.
@@ -469,6 +480,8 @@ struct Supervisor::Impl {
     TimePoint upgrade_asked{};
     /// Children that are no worker's and whose exit someone waits for (an upgrade check).
     std::map<pid_t, std::function<void(int wait_status)>> helpers;
+    /// Hook processes running, by pid (events.cpp).
+    std::map<pid_t, RunningHook> hooks;
     /// The event stream, and the workers' captured output, kept and followed (feed.hpp).
     Feed events{kEventsKept, kEventsKeptBytes, false};
     Feed logs{kLogLinesKept, kLogBytesKept, true};

@@ -283,6 +283,7 @@ void Supervisor::Impl::do_exec(const std::string& binary, const std::string& to,
     fds.push_back(memfd.get());
     fds.push_back(self.get());
 
+    end_hooks();
     std::size_t pids_handed = pids.size();
     spdlog::info("upgrade: {} -> {}: exec {} with {} workers and {} fds handed over", version, to,
                  binary, pids_handed, fds.size());

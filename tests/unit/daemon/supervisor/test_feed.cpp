@@ -76,3 +76,15 @@ TEST_CASE("feed: followers get new entries of their program until they leave") {
     // Followers that left are forgotten (no reference kept).
     CHECK(web.use_count() == 1);
 }
+
+TEST_CASE("feed: what one request gets at once is bounded in bytes, the oldest left out") {
+    Feed f(1000, 1 << 20, false);
+    for (int i = 0; i < 100; ++i) f.publish("web", {{"line", std::string(1000, 'a' + i % 26)}});
+    std::size_t omitted = 0;
+    auto last = f.last(100, "", 10 * 1024, &omitted);
+    CHECK(last.size() == 10);
+    CHECK(omitted == 90);
+    CHECK(last.back()["seq"] == 100);
+    CHECK(f.last(5, "", 10 * 1024, &omitted).size() == 5);
+    CHECK(omitted == 0);
+}

@@ -202,3 +202,82 @@ TEST_CASE("hooks: each run gets its event in its environment, in order") {
     CHECK(rig.ex.process(rig.hooks[2])->env_value("CLUSTERD_EVENT") == "ready");
     CHECK(rig.program("app").hook_runs["ok"] == 3);
 }
+
+TEST_CASE("max_age switched on, then off, by reloads: running workers follow at once") {
+    const std::string base = R"(  web:
+    command: ["/bin/true"]
+    cores: 3
+)";
+    Rig rig(base);
+    rig.run(1s);
+    REQUIRE(rig.ready("web") == 3);
+    rig.write(base + "    max_age: 10s\n");
+    auto r = rig.command("reload", "");
+    rig.run(1s);
+    REQUIRE(r->ok());
+    rig.run(40s);
+    int recycled = rig.program("web").exits[ExitCause::max_age];
+    CHECK(recycled >= 6);
+    CHECK(rig.ready("web") == 3);
+    rig.write(base);
+    r = rig.command("reload", "");
+    rig.run(1s);
+    REQUIRE(r->ok());
+    int after_off = rig.program("web").exits[ExitCause::max_age];
+    rig.run(60s);
+    CHECK(rig.program("web").exits[ExitCause::max_age] == after_off);
+    CHECK(after_off - recycled <= 3);  // at most the recycles under way when it was switched off
+}
+
+TEST_CASE("a reload that drops a program's depends_on starts it") {
+    const std::string db = R"(  db:
+    command: ["/bin/true"]
+    cores: 1
+    start_timeout: 1h
+    env: {ROLE: db}
+)";
+    const std::string api = R"(  api:
+    command: ["/bin/true"]
+    cores: 1
+)";
+    Rig rig(db + api + "    depends_on: [db]\n", [](const FakeProcess& p) {
+        Behaviour b;
+        if (p.env_value("ROLE") == "db") b.ready_after.reset();  // never ready
+        return b;
+    });
+    rig.run(5s);
+    REQUIRE(rig.program("api").waiting_for == "db");
+    CHECK(rig.live("api") == 0);
+    rig.write(db + api);
+    auto r = rig.command("reload", "");
+    rig.run(1s);
+    CHECK(r->ok());
+    CHECK(rig.program("api").waiting_for.empty());
+    CHECK(rig.ready("api") == 1);
+}
+
+TEST_CASE("a hook outlives its program's removal only until its timeout") {
+    const std::string keep = R"(  keep:
+    command: ["/bin/true"]
+    cores: 1
+)";
+    Rig rig(keep + R"(  gone:
+    command: ["/bin/true"]
+    cores: 1
+    hooks:
+      - {on: ready, command: ["/bin/hook"], timeout: 5s}
+)");
+    rig.hook_runs_for.reset();  // it hangs
+    rig.run(1s);
+    REQUIRE(rig.hooks.size() == 1);
+    rig.write(keep);
+    auto r = rig.command("reload", "");
+    rig.run(2s);
+    CHECK(r->ok());
+    FakeProcess* hook = rig.ex.process(rig.hooks[0]);
+    CHECK_FALSE(hook->exited);
+    rig.run(3s);
+    CHECK(hook->exited);
+    CHECK(hook->signals == std::vector<int>{SIGKILL});
+    CHECK(rig.sup->hooks.empty());
+}
