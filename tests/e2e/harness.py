@@ -224,3 +224,25 @@ class Load:
         self.stop_flag.set()
         for t in self.threads:
             t.join(timeout=15)
+
+
+class Wrk:
+    """wrk keep-alive load for a bounded time, in the background; result() once done:
+    (requests, errors: socket errors and non-2xx answers, wrk's output)."""
+
+    def __init__(self, port, seconds):
+        self.proc = subprocess.Popen(
+            ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def result(self):
+        out, _ = self.proc.communicate(timeout=120)
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        errors = 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            errors += sum(int(x) for x in m.groups())
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            errors += int(m.group(1))
+        return requests, errors, out

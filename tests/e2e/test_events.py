@@ -145,7 +145,6 @@ programs:
         self.assertIn('no program "nosuch"', other.stderr)
 
     def test_a_follower_that_leaves_is_forgotten_and_many_can_follow(self):
-        port = free_port()
         metrics = free_port()
         self.start(f"""
 daemon:

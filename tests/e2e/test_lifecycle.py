@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import BIN, CLUSTERD, MISBEHAVE, Daemon, free_port, wait_for
+from harness import BIN, CLUSTERD, MISBEHAVE, Daemon, Wrk, free_port, wait_for
 
 NEXT = os.path.join(BIN, "clusterd-next")
 
@@ -178,19 +178,9 @@ programs:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        wrk = subprocess.run(["wrk", "-t2", "-c16", "-d8s", f"http://127.0.0.1:{port}/"],
-                             capture_output=True, text=True, timeout=60)
+        requests, errors, out = Wrk(port, 8).result()
         stop.set()
         watcher.join(5)
-        out = wrk.stdout
-        requests = int(re.search(r"(\d+) requests in", out).group(1))
-        errors = 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            errors += sum(int(x) for x in m.groups())
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            errors += int(m.group(1))
         print(f"\nmax_age under wrk: {requests} requests, {errors} errors, "
               f"{sum(e['event'] == 'recycled' for e in seen)} recycles, lowest ready {lowest[0]}/3")
         self.assertGreater(requests, 1000, out)

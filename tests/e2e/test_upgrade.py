@@ -18,7 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import BIN, CLUSTERD, MISBEHAVE, Daemon, Load, free_port, http_get, sample, wait_for
+from harness import (BIN, CLUSTERD, MISBEHAVE, Daemon, Load, Wrk, free_port, http_get, sample,
+                     wait_for)
 
 NEXT = os.path.join(BIN, "clusterd-next")
 PY_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", "py_server.py")
@@ -43,27 +44,6 @@ BUILTIN = "    cores: 2"
 PYTHON = f"""    command: ["{sys.executable}", "{PY_SERVER}"]
     cores: 2
     output: capture"""
-
-
-class Wrk:
-    """wrk keep-alive load for a bounded time, in the background; errors() once done."""
-
-    def __init__(self, port, seconds):
-        self.proc = subprocess.Popen(
-            ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def result(self):
-        out, _ = self.proc.communicate(timeout=120)
-        requests = int(re.search(r"(\d+) requests in", out).group(1))
-        errors = 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            errors += sum(int(x) for x in m.groups())
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            errors += int(m.group(1))
-        return requests, errors, out
 
 
 @unittest.skipUnless(os.path.exists(NEXT), "clusterd-next is built with BUILD_TESTING")
