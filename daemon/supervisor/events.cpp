@@ -10,9 +10,7 @@
 
 #include <spdlog/spdlog.h>
 #include <algorithm>
-#include <chrono>
 #include <cstring>
-#include <ctime>
 
 #include "common/duration.hpp"
 #include "common/signals.hpp"
@@ -24,19 +22,6 @@ namespace clusterd {
 using nlohmann::json;
 
 namespace {
-
-// "2026-12-01T20:15:00.123Z": wall-clock time, for people and their tools.
-std::string wall_time() {
-    auto t = std::chrono::system_clock::now();
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-    std::time_t secs = static_cast<std::time_t>(ms / 1000);
-    std::tm tm{};
-    ::gmtime_r(&secs, &tm);
-    char buf[40];
-    std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
-    return buf;
-}
 
 // A hook's environment: the event, flattened into CLUSTERD_* variables.
 std::vector<std::string> hook_env(const std::vector<std::string>& base, const json& e) {
@@ -80,13 +65,13 @@ std::string path_of(const std::vector<std::string>& env) {
 
 void Supervisor::Impl::emit(const char* event, Program* prog, const Worker* w, pid_t pid,
                             const std::string& message, json fields) {
-    json e = {{"time", wall_time()}, {"event", event}};
+    json e = {{"time", format_wall_time(wall_time_ms())}, {"event", event}};
     if (prog) e["program"] = prog->name;
     if (w) e["slot"] = w->slot;
     if (pid > 0) e["pid"] = pid;
     e["message"] = message;
     for (auto& [k, v] : fields.items()) e[k] = std::move(v);
-    events.publish(prog ? prog->name : std::string(), e);
+    events.publish(prog ? prog->name : std::string(), EventEntry(e));
     // Stopping, the master runs no new hook: it would be killed with what is left.
     if (stopping) return;
     e["seq"] = events.published();
@@ -256,10 +241,8 @@ std::unique_ptr<OutputCapture> Supervisor::Impl::make_capture(const Program& pro
 void Supervisor::Impl::output_line(const std::string& program, int slot, std::string_view line) {
     // A removed program's last workers still print as they drain: logged, not kept.
     if (!find_program(program)) return;
-    std::string text(line.substr(0, OutputCapture::kMaxLine));
-    logs.publish(
-        program,
-        {{"time", wall_time()}, {"program", program}, {"slot", slot}, {"line", std::move(text)}});
+    logs.publish(program, LineEntry{wall_time_ms(), slot,
+                                    std::string(line.substr(0, OutputCapture::kMaxLine))});
 }
 
 void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<Reporter> reporter) {
@@ -282,17 +265,20 @@ void Supervisor::Impl::feed_command(const ControlRequest& req, std::shared_ptr<R
                 false, prog->name + "'s output is not captured (output: inherit): it goes where "
                                     "the daemon's own stdout and stderr go"));
     }
-    Feed& feed = is_logs ? logs : events;
     // What is sent at once stays well under the connection's queue limit (1 MiB).
     std::size_t omitted = 0;
-    auto backlog =
-        feed.last(static_cast<std::size_t>(req.lines), req.program, kFeedBacklogBytes, &omitted);
+    auto n = static_cast<std::size_t>(req.lines);
+    auto backlog = is_logs ? logs.last(n, req.program, kFeedBacklogBytes, &omitted)
+                           : events.last(n, req.program, kFeedBacklogBytes, &omitted);
     if (omitted > 0) reporter->send({{"omitted", omitted}, {"limit_bytes", kFeedBacklogBytes}});
     for (json& line : backlog) reporter->send(line);
     if (!req.follow) return reporter->finish({{"ok", true}, {"message", ""}});
     reporter->send({{"following", is_logs ? "logs" : "events"}});
     reporter->follow();
-    feed.follow(reporter, req.program);
+    if (is_logs)
+        logs.follow(reporter, req.program);
+    else
+        events.follow(reporter, req.program);
 }
 
 }  // namespace clusterd

@@ -483,8 +483,8 @@ struct Supervisor::Impl {
     /// Hook processes running, by pid (events.cpp).
     std::map<pid_t, RunningHook> hooks;
     /// The event stream, and the workers' captured output, kept and followed (feed.hpp).
-    Feed events{kEventsKept, kEventsKeptBytes, false};
-    Feed logs{kLogLinesKept, kLogBytesKept, true};
+    Feed<EventEntry> events{kEventsKept, kEventsKeptBytes, false};
+    Feed<LineEntry> logs{kLogLinesKept, kLogBytesKept, true};
 };
 
 }  // namespace clusterd
