@@ -195,7 +195,7 @@ struct ProgramConfig {
     /// "capture" (lines go to the daemon's log, the last ones are kept for `status`),
     /// "inherit" or a file path the worker's stdout and stderr are appended to. Capture is the
     /// default: a failing worker's last words belong in `status`, and it costs the master
-    /// about 3% of a core at 10,000 lines/s (one core at 430,000 lines/s).
+    /// about 5% of a core at 10,000 lines/s (tests/bench/capture_cost.py).
     Output output;
     /// Rolling restart: how many slots may run a new worker beside the old one at once.
     int max_surge = 1;

@@ -102,8 +102,10 @@ def connect_outcome(port, timeout):
 class Daemon:
     """One `clusterd run -c CONFIG` process; its log goes to a file."""
 
-    def __init__(self, config_text=None, args=()):
-        """Starts at once when given the config text; else write_config() then launch()."""
+    def __init__(self, config_text=None, args=(), binary=None):
+        """Starts at once when given the config text; else write_config() then launch().
+        `binary`: another clusterd than the build's (a benchmark comparing two builds)."""
+        self.binary = binary or CLUSTERD
         self.dir = tempfile.mkdtemp(prefix="clusterd-e2e-")
         self.config = os.path.join(self.dir, "clusterd.yaml")
         self.log_path = os.path.join(self.dir, "clusterd.log")
@@ -130,7 +132,7 @@ class Daemon:
             own += ["--control", os.path.join(self.dir, "control.sock")]
         if not re.search(r"^\s*state_dir:", text, re.M):
             own += ["--state-dir", os.path.join(self.dir, "state")]
-        self.proc = subprocess.Popen([CLUSTERD, "run", "-c", self.config, *own, *self.args],
+        self.proc = subprocess.Popen([self.binary, "run", "-c", self.config, *own, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
