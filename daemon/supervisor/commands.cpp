@@ -87,19 +87,7 @@ json Supervisor::Impl::status_json(const std::string& only) const {
                                      {"foreign_sockets", p->sockets.foreign_sockets(e)}});
         // A dependency with no ready worker while this program runs: it keeps running (as
         // systemd's Wants=), and says so.
-        json down = json::array();
-        if (p->waiting_for.empty()) {
-            for (const std::string& d : p->spec->config.depends_on) {
-                const Program* dep = nullptr;
-                for (const auto& q : programs)
-                    if (q->name == d && !q->removed) dep = q.get();
-                bool ready =
-                    dep && std::any_of(dep->slots.begin(), dep->slots.end(), [](const Worker* w) {
-                        return w->sm.state == SlotState::ready;
-                    });
-                if (!ready) down.push_back(d);
-            }
-        }
+        json down = p->waiting_for.empty() ? json(unmet_dependencies(*p)) : json::array();
         json hooks = json::object();
         for (const auto& [result, n] : p->hook_runs) hooks[result] = n;
         progs.push_back({

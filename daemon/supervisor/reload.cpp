@@ -180,7 +180,7 @@ void Supervisor::Impl::apply_reload(std::shared_ptr<Reporter> reporter, LoadedCo
             prog->started_at = now();
             Program* raw = prog.get();
             programs.push_back(std::move(prog));
-            raw->waiting_for = unmet_dependencies(*raw);
+            raw->waiting_for = join_lines(unmet_dependencies(*raw), ", ");
             for (int k = 0; k < p.workers; ++k) {
                 Worker* w = add_worker(*raw, k, raw->spec, raw->sockets.for_slot(k));
                 raw->slots.push_back(w);

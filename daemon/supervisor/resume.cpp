@@ -331,7 +331,7 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
                    w->sm.restarts == 0 && w->sm.ends == 0;
         });
         if (!prog->stopped && !prog->spec->config.depends_on.empty() && never_started) {
-            prog->waiting_for = unmet_dependencies(*prog);
+            prog->waiting_for = join_lines(unmet_dependencies(*prog), ", ");
             if (prog->waiting_for.empty()) resumed_ready.push_back(prog.get());
         }
     }

@@ -108,7 +108,7 @@ void Supervisor::Impl::start() {
     }
     start_loop();
     for (auto& prog : programs) {
-        prog->waiting_for = unmet_dependencies(*prog);
+        prog->waiting_for = join_lines(unmet_dependencies(*prog), ", ");
         if (!prog->waiting_for.empty())
             spdlog::info("{}: waiting for {} to be ready (depends_on)", prog->name,
                          prog->waiting_for);
@@ -125,8 +125,8 @@ void Supervisor::Impl::start() {
 
 // ---- depends_on: a program starts once each of its dependencies has a ready worker ----
 
-std::string Supervisor::Impl::unmet_dependencies(const Program& prog) const {
-    std::string unmet;
+std::vector<std::string> Supervisor::Impl::unmet_dependencies(const Program& prog) const {
+    std::vector<std::string> unmet;
     for (const std::string& name : prog.spec->config.depends_on) {
         const Program* dep = nullptr;
         for (const auto& p : programs)
@@ -134,7 +134,7 @@ std::string Supervisor::Impl::unmet_dependencies(const Program& prog) const {
         bool ready = dep && std::any_of(dep->slots.begin(), dep->slots.end(), [](const Worker* w) {
                          return w->sm.state == SlotState::ready;
                      });
-        if (!ready) unmet += (unmet.empty() ? "" : ", ") + name;
+        if (!ready) unmet.push_back(name);
     }
     return unmet;
 }
@@ -144,7 +144,7 @@ void Supervisor::Impl::start_waiting_programs() {
     std::vector<Program*> ready;
     for (auto& p : programs) {
         if (p->waiting_for.empty() || p->removed) continue;
-        p->waiting_for = unmet_dependencies(*p);
+        p->waiting_for = join_lines(unmet_dependencies(*p), ", ");
         if (p->waiting_for.empty()) ready.push_back(p.get());
     }
     for (Program* prog : ready) {

@@ -395,9 +395,9 @@ struct Supervisor::Impl {
     /// Arms `w`'s max_age timer (once it is ready).
     void arm_age(Worker* w);
     void recycle_for_age(Worker* w);
-    /// What `prog` still waits for before it starts ("" = nothing): its dependencies with
-    /// no ready worker.
-    std::string unmet_dependencies(const Program& prog) const;
+    /// `prog`'s dependencies with no ready worker: what it waits for before it starts, or
+    /// what `status` says is down while it runs.
+    std::vector<std::string> unmet_dependencies(const Program& prog) const;
     /// Starts the programs whose dependencies are now met.
     void start_waiting_programs();
 

@@ -15,7 +15,6 @@ from harness import BIN, CLUSTERD, MISBEHAVE, Daemon, Wrk, free_port, wait_for
 
 NEXT = os.path.join(BIN, "clusterd-next")
 
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
 
 
 def log_lines(d, pattern):
@@ -200,8 +199,7 @@ programs:
             elif e["event"] == "exited" and open_recycle and e["pid"] == open_recycle["pid"]:
                 self.assertEqual(e["cause"], "max_age")
                 open_recycle = None
-        # Slots started together come due apart (jitter): the first recycles of the three
-        # slots are spread over the jitter, not at one instant.
+        # The replaced workers left as recycled for max_age (graceful stop, code 0).
         d.wait_log(r"web\[\d\]: pid \d+ exited with code 0 after .* \(recycled: max_age\)")
 
 
