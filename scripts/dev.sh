@@ -23,9 +23,11 @@ PACKAGE_PACKAGES=(python3 file dpkg-dev)
 # The fuzz targets are built by clang with libFuzzer (libclang-rt-dev).
 # Workers written for other supervisors: Node apps (nodejs), and sd_notify clients from
 # libsystemd (libsystemd-dev), python3-systemd and systemd's systemd-notify (systemd).
+# The Prometheus alert rules are checked with promtool (prometheus), the Kubernetes
+# manifests are read with PyYAML (python3-yaml).
 TEST_PACKAGES=(doctest-dev "${PACKAGE_PACKAGES[@]}" systemd-container debootstrap zstd wrk
                iproute2 lintian man-db clang libclang-rt-dev nodejs libsystemd-dev
-               python3-systemd systemd)
+               python3-systemd systemd prometheus python3-yaml)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
