@@ -24,10 +24,11 @@ PACKAGE_PACKAGES=(python3 file dpkg-dev)
 # Workers written for other supervisors: Node apps (nodejs), and sd_notify clients from
 # libsystemd (libsystemd-dev), python3-systemd and systemd's systemd-notify (systemd).
 # The Prometheus alert rules are checked with promtool (prometheus), the Kubernetes
-# manifests are read with PyYAML (python3-yaml).
+# manifests are read with PyYAML (python3-yaml). `clusterd top` is tested on a terminal
+# that tmux emulates (tmux).
 TEST_PACKAGES=(doctest-dev "${PACKAGE_PACKAGES[@]}" systemd-container debootstrap zstd wrk
                iproute2 lintian man-db clang libclang-rt-dev nodejs libsystemd-dev
-               python3-systemd systemd prometheus python3-yaml)
+               python3-systemd systemd prometheus python3-yaml tmux)
 BUILD_DIR=${BUILD_DIR:-build}
 
 install_missing() {
