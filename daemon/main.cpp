@@ -19,6 +19,7 @@
 #include "common/signals.hpp"
 #include "daemon/control/cli.hpp"
 #include "daemon/control/control_server.hpp"
+#include "daemon/control/top.hpp"
 #include "daemon/process/config_check.hpp"
 #include "daemon/process/logging.hpp"
 #include "daemon/process/systemd.hpp"
@@ -497,6 +498,16 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, kMaxFeedLines));
     logs_cmd->add_flag("-f,--follow", follow, "Then print new lines as they come");
 
+    // Not a request of its own: `status` each refresh and the events followed (top.hpp).
+    auto* top_cmd = app.add_subcommand(
+        "top", "Live view of the workers: req/s, CPU, memory, events (pm2 monit)");
+    top_cmd->add_option("program", program, "Only this program");
+    double top_interval = 1.0;
+    top_cmd->add_option("-i,--interval", top_interval, "Refresh every SECONDS (default 1)")
+        ->check(CLI::Range(0.1, 3600.0));
+    top_cmd->add_option("-s,--socket", socket_path, "Control socket of the daemon");
+    top_cmd->add_option("-c,--config", client_config, "Find the control socket in this config");
+
     auto* version_cmd = client("version", "Print the version of clusterd and of the daemon");
     std::string binary;
     auto* upgrade_cmd =
@@ -546,6 +557,7 @@ int main(int argc, char** argv) {
     }
     if (*check_cmd) return check(check_path);
     if (*check_upgrade_cmd) return upgrade_check(state_fd);
+    if (*top_cmd) return run_top(control_socket(socket_path, client_config), program, top_interval);
     for (auto* cmd : app.get_subcommands()) {
         std::string name = cmd->get_name();
         // The same typed request the daemon decodes, on the wire.

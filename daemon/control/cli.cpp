@@ -155,9 +155,6 @@ int watch_status(const std::string& socket_path, const json& request, double int
     }
 }
 
-namespace {
-
-// A connected control socket with `request` sent, or an invalid fd and `error`.
 UniqueFd send_request(const std::string& socket_path, const json& request, int timeout_ms,
                       std::string& error) {
     sockaddr_un addr{};
@@ -188,8 +185,6 @@ UniqueFd send_request(const std::string& socket_path, const json& request, int t
     // closes at once, maybe before the request is sent: the reply is read all the same.
     return fd;
 }
-
-}  // namespace
 
 std::optional<json> ask_daemon(const std::string& socket_path, const json& request, int timeout_ms,
                                std::string& error) {

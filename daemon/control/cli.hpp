@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "common/fd.hpp"
+
 namespace clusterd {
 
 /// Send `request` to the daemon at `socket_path`; print progress and the result (raw JSON
@@ -24,6 +26,11 @@ int watch_status(const std::string& socket_path, const nlohmann::json& request, 
 std::optional<nlohmann::json> ask_daemon(const std::string& socket_path,
                                          const nlohmann::json& request, int timeout_ms,
                                          std::string& error);
+
+/// A connection to the daemon at `socket_path` with `request` sent (as one line), or an
+/// invalid fd and `error` saying why. `timeout_ms` > 0 bounds each send and blocking read.
+UniqueFd send_request(const std::string& socket_path, const nlohmann::json& request, int timeout_ms,
+                      std::string& error);
 
 /// `events` and `logs`: prints each line the daemon sends (raw with `json_output`) until it
 /// finishes or, following, until interrupted. A `logs` reply naming a file (output: FILE)
