@@ -63,12 +63,14 @@ expect() {  # expect LINE EXPECTED
 }
 
 # ---- without a daemon ----
-expect "clusterd " "--help --version -h check events log-level logs reload restart run scale signal start status stop upgrade version"
+expect "clusterd " "--help --version -h check events log-level logs reload restart run scale signal start status stop top upgrade version"
 expect "clusterd logs --" "--config --follow --help --json --lines --socket"
 expect "clusterd events --n" "--no-follow"
 expect "clusterd logs -n " ""
 expect "clusterd upgrade --" "--binary --config --help --json --socket"
 expect "clusterd st" "start status stop"
+expect "clusterd top --" "--config --help --interval --socket"
+expect "clusterd top --interval " ""
 expect "clusterd restart --r" "--rolling"
 expect "clusterd run --" "--config --control --help --log-level --state-dir"
 expect "clusterd status --w" "--watch"
@@ -132,6 +134,7 @@ expect "clusterd restart -c $work/clusterd.yaml " "alpha beta.api"
 HOME=$work expect "clusterd stop --config=~/clusterd.yaml al" "alpha"
 expect "clusterd status -s $sock a" "alpha"
 expect "clusterd status --watch 2 -s $sock " "alpha beta.api"
+expect "clusterd top -i 2 -s $sock " "alpha beta.api"
 expect "clusterd signal -s $sock alpha H" "HUP"
 expect "clusterd scale -s $sock alpha " ""
 expect "clusterd status -s $work/cont" "$sock"
