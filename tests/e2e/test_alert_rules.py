@@ -87,7 +87,7 @@ programs:
     watchdog: 1s
     abort_timeout: 500ms
   leaks:
-    command: ["{MISBEHAVE}", leak, "100", "200"]
+    command: ["{MISBEHAVE}", leak, "50", "64"]
     cores: 1
     memory_limit: 30M
   exits:
