@@ -1,11 +1,8 @@
 #include "daemon/control/top.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,11 +14,11 @@
 #include <ctime>
 #include <iostream>
 #include <optional>
-#include <stdexcept>
 #include <thread>
 
 #include "daemon/control/cli.hpp"
 #include "daemon/control/control_request.hpp"
+#include "daemon/control/terminal.hpp"
 #include "daemon/control/top_view.hpp"
 
 namespace clusterd {
@@ -174,98 +171,6 @@ int one_frame(const std::string& path, const std::string& program, double interv
     return 0;
 }
 
-int signal_pipe[2] = {-1, -1};
-
-void on_signal(int sig) {
-    int saved = errno;
-    unsigned char c = static_cast<unsigned char>(sig);
-    [[maybe_unused]] ssize_t n = ::write(signal_pipe[1], &c, 1);
-    errno = saved;
-}
-
-constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGTSTP, SIGCONT};
-
-// The terminal as it was, given back on every way out (a destructor: errors too).
-class Terminal {
-  public:
-    Terminal() {
-        if (::pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-            throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
-        struct sigaction sa {};
-        sa.sa_handler = on_signal;
-        ::sigemptyset(&sa.sa_mask);
-        for (std::size_t i = 0; i < std::size(kSignals); ++i)
-            ::sigaction(kSignals[i], &sa, &saved_actions_[i]);
-        have_termios_ = ::isatty(STDIN_FILENO) && ::tcgetattr(STDIN_FILENO, &saved_) == 0;
-        enter();
-    }
-    ~Terminal() {
-        leave();
-        for (std::size_t i = 0; i < std::size(kSignals); ++i)
-            ::sigaction(kSignals[i], &saved_actions_[i], nullptr);
-        ::close(signal_pipe[0]);
-        ::close(signal_pipe[1]);
-    }
-    Terminal(const Terminal&) = delete;
-    Terminal& operator=(const Terminal&) = delete;
-
-    /// Keys unbuffered and unechoed (signals still on: Ctrl-C is SIGINT), the alternate
-    /// screen, no cursor. Again after a stop: the shell may have reset the modes.
-    void enter() {
-        if (have_termios_) {
-            termios raw = saved_;
-            raw.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
-            raw.c_cc[VMIN] = 0;
-            raw.c_cc[VTIME] = 0;
-            ::tcsetattr(STDIN_FILENO, TCSANOW, &raw);
-        }
-        if (!on_screen_) write_all("\033[?1049h\033[?25l\033[H\033[2J");
-        on_screen_ = true;
-    }
-    void leave() {
-        if (on_screen_) write_all("\033[0m\033[?25h\033[?1049l");
-        on_screen_ = false;
-        if (have_termios_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
-    }
-    /// Ctrl-Z: the terminal back, stopped until `fg`, then the view again.
-    void suspend() {
-        leave();
-        struct sigaction dfl {};
-        dfl.sa_handler = SIG_DFL;
-        struct sigaction ours {};
-        ::sigaction(SIGTSTP, &dfl, &ours);
-        ::raise(SIGTSTP);
-        ::sigaction(SIGTSTP, &ours, nullptr);
-        enter();
-    }
-    static bool write_all(const std::string& s) {
-        std::size_t done = 0;
-        while (done < s.size()) {
-            ssize_t n = ::write(STDOUT_FILENO, s.data() + done, s.size() - done);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return false;
-            done += static_cast<std::size_t>(n);
-        }
-        return true;
-    }
-
-  private:
-    termios saved_{};
-    bool have_termios_ = false;
-    bool on_screen_ = false;
-    struct sigaction saved_actions_[std::size(kSignals)]{};
-};
-
-TopScreen screen_size(bool colour, bool utf8) {
-    winsize ws{};
-    TopScreen s{80, 24, colour, utf8};
-    if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0) {
-        s.width = ws.ws_col;
-        s.height = ws.ws_row;
-    }
-    return s;
-}
-
 struct Outcome {
     int code = 0;
     std::string message;  ///< said once the terminal is back
@@ -289,12 +194,14 @@ Outcome live(const std::string& path, const std::string& program, double interva
     bool keys = ::isatty(STDIN_FILENO);  // off at end of input
     Terminal terminal;
     auto draw = [&] {
-        auto lines = view.render(screen_size(colour, utf8), clock_text());
+        TopScreen screen{0, 0, colour, utf8};
+        Terminal::size(screen.width, screen.height);
+        auto lines = view.render(screen, clock_text());
         std::string out = "\033[H";
         for (std::size_t i = 0; i < lines.size(); ++i)
             out += lines[i] + "\033[K" + (i + 1 < lines.size() ? "\r\n" : "");
         out += "\033[J";
-        return Terminal::write_all(out);
+        return Terminal::write(out);
     };
     // A connection the daemon closed: an upgrade's exec closes them too, so ask again once.
     auto reopen = [&](Connection& c, const json& request) {
@@ -323,7 +230,7 @@ Outcome live(const std::string& path, const std::string& program, double interva
             asked = true;
             next = now + interval;
         }
-        pollfd fds[4] = {{signal_pipe[0], POLLIN, 0},
+        pollfd fds[4] = {{terminal.signals(), POLLIN, 0},
                          {status.fd(), POLLIN, 0},
                          {events.fd(), POLLIN, 0},
                          {keys ? STDIN_FILENO : -1, POLLIN, 0}};
@@ -333,7 +240,7 @@ Outcome live(const std::string& path, const std::string& program, double interva
         bool redraw = false;
         if (fds[0].revents & POLLIN) {
             unsigned char sig;
-            while (::read(signal_pipe[0], &sig, 1) == 1) {
+            while (::read(terminal.signals(), &sig, 1) == 1) {
                 if (sig == SIGINT) return {0, ""};
                 if (sig == SIGTERM || sig == SIGHUP) return {128 + sig, ""};
                 if (sig == SIGTSTP) terminal.suspend();
