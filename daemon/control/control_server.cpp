@@ -199,6 +199,11 @@ struct ControlServer::Impl : std::enable_shared_from_this<ControlServer::Impl> {
 
     void admit(stream::socket socket) {
         ++stats.accepted;
+        // Asio accepts without SOCK_CLOEXEC: an upgrade's exec would hand the new image every
+        // open connection, which it never serves nor closes, and their clients (`status
+        // --watch`, `top`, `events`) would wait forever. The one connection an upgrade hands
+        // over on purpose gets close-on-exec cleared just before the exec.
+        ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
         ucred cred{};
         socklen_t len = sizeof cred;
         int rc = ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -178,6 +179,29 @@ class TerminalTest(TopBase):
                                  capture_output=True, text=True).stdout.split()[0])
         os.kill(top, signal.SIGTERM)
         self.assert_terminal_back(128 + signal.SIGTERM)
+
+    def test_the_view_goes_on_across_an_upgrade(self):
+        # An idle control connection of another client: the exec must close it, not hand
+        # it to the new image, which would never answer it.
+        idle = socket.socket(socket.AF_UNIX)
+        self.addCleanup(idle.close)
+        idle.connect(self.sock)
+        self.start_shell()
+        self.run_top("--interval", "0.5")
+        r = subprocess.run([CLUSTERD, "upgrade", "-s", self.sock], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        idle.settimeout(5)
+        self.assertEqual(idle.recv(1), b"", "the idle connection is closed by the upgrade")
+        self.wait_screen(lambda s: re.search(r"upgrade\s+upgraded from", s), 10,
+                         "the upgrade event, on the events connection opened again")
+        victim = self.d.workers()[1]
+        os.kill(victim, signal.SIGKILL)
+        self.wait_screen(lambda s: re.search(rf"exited\s+web\[1\]\s+pid {victim} killed", s) and
+                         rows(s).get(1, {}).get("restarts") == 1, 10,
+                         "the new image's status and events")
+        self.tmux("send-keys", "-t", "top", "q")
+        self.assert_terminal_back(0)
 
     def test_a_narrow_terminal_gets_a_narrow_frame(self):
         self.start_shell()
