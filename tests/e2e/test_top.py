@@ -91,8 +91,8 @@ class TerminalTest(TopBase):
     def pane(self, fmt):
         return self.tmux("display-message", "-p", "-t", "top", fmt).strip()
 
-    def run_top(self, *args):
-        command = " ".join([CLUSTERD, "top", "-s", self.sock, *args])
+    def run_top(self, *args, env=""):
+        command = env + " ".join([CLUSTERD, "top", "-s", self.sock, *args])
         self.tmux("send-keys", "-t", "top", f"{command}; echo top-exited $?", "Enter")
         wait_for(lambda: self.pane("#{alternate_on}") == "1" and "latest events" in self.screen(),
                  10, what="the view on the alternate screen")
@@ -169,11 +169,14 @@ class TerminalTest(TopBase):
     def test_the_terminal_comes_back_on_sigterm_and_ctrl_c(self):
         self.start_shell()
         self.run_top()
+        self.assertIn("\033[", self.tmux("capture-pane", "-e", "-p", "-t", "top"), "colours")
         self.tmux("send-keys", "-t", "top", "C-c")
         self.assert_terminal_back(0)
         self.tmux("send-keys", "-t", "top", "clear", "Enter")
         wait_for(lambda: "top-exited" not in self.screen(), 5, what="a clear screen")
-        self.run_top()
+        self.run_top(env="NO_COLOR=1 ")
+        self.assertNotIn("\033[", self.tmux("capture-pane", "-e", "-p", "-t", "top"),
+                         "no colour with NO_COLOR")
         shell = self.pane("#{pane_pid}")
         top = int(subprocess.run(["pgrep", "-P", shell, "-x", "clusterd"],
                                  capture_output=True, text=True).stdout.split()[0])
