@@ -17,6 +17,7 @@
 #include "worker/listen_fds.hpp"
 #include "worker/listener.hpp"
 #include "worker/notify.hpp"
+#include "worker/scoreboard.hpp"
 
 namespace clusterd::worker {
 
@@ -70,6 +71,9 @@ struct Runtime::Impl {
     std::chrono::microseconds heartbeat{0};
     bool watchdog = false;  // heartbeats carry WATCHDOG=1 (else only the figures)
     std::vector<std::pair<std::string, std::function<std::int64_t()>>> reports;
+    /// The master's scoreboard record, when it gave one: heartbeats and figures are stores
+    /// there (no datagram, nothing for the master to wake up for).
+    sdk::Scoreboard board;
     bool stopping = false;
     bool finished = false;
     int exit_code = 0;
@@ -131,8 +135,28 @@ void Runtime::Impl::on_heartbeat(const boost::system::error_code& ec) {
     if (ec) return;
     // How late this timer ran is the loop's lag: the figure the master watches.
     auto lag = std::chrono::steady_clock::now() - heartbeat_timer.expiry();
-    auto lag_us = std::chrono::duration_cast<std::chrono::microseconds>(lag).count();
-    std::vector<NotifyField> fields{{"LOOP_LAG_US", lag_us < 0 ? 0 : lag_us},
+    auto lag_us = std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::microseconds>(lag).count());
+    if (board.attached()) {
+        board.alive();
+        board.loop_lag(static_cast<std::uint64_t>(lag_us));
+        board.connections(count->open);
+        std::vector<NotifyField> rest;  // figures the record has no place for
+        for (const auto& [name, value] : reports) {
+            auto v = static_cast<std::uint64_t>(std::max<std::int64_t>(0, value()));
+            if (name == "REQUESTS")
+                board.requests(v);
+            else if (name == "HTTP_REJECTED")
+                board.rejected(v);
+            else if (name == "HTTP_TIMEOUTS")
+                board.timeouts(v);
+            else
+                rest.emplace_back(name, static_cast<std::int64_t>(v));
+        }
+        if (!rest.empty()) notify_fields(rest);
+        return do_heartbeat();
+    }
+    std::vector<NotifyField> fields{{"LOOP_LAG_US", lag_us},
                                     {"CONNECTIONS", static_cast<std::int64_t>(count->open)}};
     for (const auto& [name, value] : reports) fields.emplace_back(name, value());
     (watchdog ? notify_watchdog(fields) : notify_fields(fields));
@@ -285,7 +309,10 @@ int Runtime::run() {
                      impl.watchdog ? impl.heartbeat : std::chrono::microseconds(0));
         spdlog::info("accepting on {}", where);
         if (impl.heartbeat.count() > 0) {
-            if (impl.watchdog) notify_watchdog();
+            if (impl.board.attached())
+                impl.board.alive();
+            else if (impl.watchdog)
+                notify_watchdog();
             impl.do_heartbeat();
         }
     });

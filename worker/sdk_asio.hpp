@@ -5,7 +5,10 @@
 //
 //   boost::asio::io_context io{1};
 //   auto listeners = clusterd::sdk::tcp_listeners(io, clusterd::sdk::listen_fds());
-//   clusterd::sdk::Heartbeat heartbeat(io);        // WATCHDOG=1 every WATCHDOG_USEC/2
+//   clusterd::sdk::Scoreboard board;                // its record, if the master gave one
+//   clusterd::sdk::Heartbeat heartbeat(io, clusterd::sdk::watchdog_interval(), &board);
+//                                                   // every WATCHDOG_USEC/2: a store in the
+//                                                   // record, else WATCHDOG=1
 //   clusterd::sdk::GracefulStop stop(io, [&](int) { close the acceptors, heartbeat.stop() });
 //   ... async_accept on listeners[i].acceptor ...
 //   clusterd::sdk::notify_ready();
@@ -26,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "worker/scoreboard.hpp"
 #include "worker/sdk.hpp"
 
 #ifdef CLUSTERD_SDK_STANDALONE_ASIO
@@ -74,19 +78,22 @@ inline std::vector<TcpListener> tcp_listeners(net::io_context& io,
     return out;
 }
 
-/// WATCHDOG=1 from a timer on the loop, so a blocked loop stops the heartbeat and the master
-/// replaces the worker. Each heartbeat carries X_CLUSTERD_LOOP_LAG_US: how late the timer ran.
+/// The heartbeat from a timer on the loop, so a blocked loop stops it and the master replaces
+/// the worker: a store of the time and the loop lag into the worker's scoreboard record when
+/// the master gave one (worker/scoreboard.hpp; pass it as `board`), else WATCHDOG=1 with
+/// X_CLUSTERD_LOOP_LAG_US (how late the timer ran) to NOTIFY_SOCKET.
 class Heartbeat {
   public:
     /// `interval` zero (no WATCHDOG_USEC) makes start() do nothing.
     explicit Heartbeat(net::io_context& io,
-                       std::chrono::microseconds interval = watchdog_interval())
-        : timer_(io), interval_(interval) {}
+                       std::chrono::microseconds interval = watchdog_interval(),
+                       Scoreboard* board = nullptr)
+        : timer_(io), interval_(interval), board_(board) {}
 
     /// Sends one heartbeat now and then one every interval.
     void start() {
         if (interval_.count() <= 0) return;
-        notify_watchdog({{"LOOP_LAG_US", 0}});
+        beat();
         do_wait();
     }
     /// No more heartbeats (a graceful stop: lets io.run() return).
@@ -106,12 +113,21 @@ class Heartbeat {
         auto late = std::chrono::steady_clock::now() - timer_.expiry();
         lag_ = std::max(std::chrono::microseconds(0),
                         std::chrono::duration_cast<std::chrono::microseconds>(late));
-        notify_watchdog({{"LOOP_LAG_US", lag_.count()}});
+        beat();
         do_wait();
+    }
+    void beat() {
+        if (board_ != nullptr && board_->attached()) {
+            board_->alive();
+            board_->loop_lag(static_cast<std::uint64_t>(lag_.count()));
+        } else {
+            notify_watchdog({{"LOOP_LAG_US", lag_.count()}});
+        }
     }
 
     net::steady_timer timer_;
     std::chrono::microseconds interval_;
+    Scoreboard* board_;
     std::chrono::microseconds lag_{0};
 };
 

@@ -1,5 +1,7 @@
 #include "daemon/metrics/prometheus.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <stdexcept>
@@ -132,8 +134,9 @@ std::string format_value(double value) {
         auto end = std::to_chars(buf, buf + sizeof buf, static_cast<long long>(value)).ptr;
         return {buf, end};
     }
-    auto end = std::to_chars(buf, buf + sizeof buf, value).ptr;
-    return {buf, end};
+    // The shortest text that reads back as the same double (fmt's, as std::to_chars would
+    // give, without pulling libstdc++'s floating to_chars and with it libm into the binary).
+    return fmt::format("{}", value);
 }
 
 void append_family(std::string& out, const Family& family) {

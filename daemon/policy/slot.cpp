@@ -36,9 +36,10 @@ class Step {
     }
     void signal(int sig) { actions_.emplace_back(std::in_place_type<action::Signal>, sig); }
 
-    void arm(Duration after) {
-        next_.deadline = now_ + after;
-        actions_.emplace_back(std::in_place_type<action::ArmDeadline>, *next_.deadline);
+    void arm(Duration after) { arm_at(now_ + after); }
+    void arm_at(TimePoint at) {
+        next_.deadline = at;
+        actions_.emplace_back(std::in_place_type<action::ArmDeadline>, at);
     }
     void disarm() {
         if (!next_.deadline) return;
@@ -285,19 +286,22 @@ void on_ready(Step& t, Duration heartbeat) {
     if (t.slot().state == SlotState::starting && t.slot().pid != 0) t.become_ready(heartbeat);
 }
 
-void on_heartbeat(Step& t) {
+void on_heartbeat(Step& t, const event::Heartbeat& beat) {
     Slot& s = t.slot();
     if (s.state != SlotState::ready) return;
-    Duration since = std::chrono::duration_cast<Duration>(t.now() - s.last_heartbeat);
-    // A heartbeat right after another (one sent with READY=1, say) says nothing of the pace.
-    if (since >= t.policy().watchdog / 10) s.heartbeat_interval = since;
-    s.last_heartbeat = t.now();
+    TimePoint when = beat.at ? std::min(*beat.at, t.now()) : t.now();
+    if (beat.at && when <= s.last_heartbeat) return;  // nothing new in the record
+    Duration since = std::chrono::duration_cast<Duration>(when - s.last_heartbeat);
+    // A heartbeat right after another (one sent with READY=1, say) says nothing of the pace,
+    // nor does one read from the scoreboard (only sampled).
+    if (!beat.at && since >= t.policy().watchdog / 10) s.heartbeat_interval = since;
+    s.last_heartbeat = when;
     if (s.late) {
         s.late = false;
         t.log(LogLevel::warn, "pid " + std::to_string(s.pid) + " heartbeat again after " +
                                   format_duration(since) + ": no longer late");
     }
-    if (t.policy().watchdog.count() > 0) t.arm(late_after(s, t.policy()));
+    if (t.policy().watchdog.count() > 0) t.arm_at(when + late_after(s, t.policy()));
 }
 
 void on_exited(Step& t, const ExitStatus& status) {
@@ -416,7 +420,7 @@ Transition step(const Slot& slot, const SlotPolicy& policy, const Event& ev, Tim
                    [&](const event::Spawned& e) { on_spawned(t, e.pid); },
                    [&](const event::SpawnFailed& e) { on_spawn_failed(t, e.error); },
                    [&](const event::Ready& e) { on_ready(t, e.heartbeat); },
-                   [&](const event::Heartbeat&) { on_heartbeat(t); },
+                   [&](const event::Heartbeat& e) { on_heartbeat(t, e); },
                    [&](const event::Exited& e) { on_exited(t, e.status); },
                    [&](const event::Deadline&) { on_deadline(t); },
                    [&](const event::Recycle& r) { on_recycle(t, r); },

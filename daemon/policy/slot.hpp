@@ -102,7 +102,11 @@ struct SpawnFailed {
 struct Ready {
     Duration heartbeat{0};  // the pace of heartbeats the worker announced (0: not said)
 };
-struct Heartbeat {};
+/// WATCHDOG=1 (now), or a heartbeat the worker stored in its scoreboard record at `at`
+/// (read later: the master samples those, so they say nothing of the worker's pace).
+struct Heartbeat {
+    std::optional<TimePoint> at;
+};
 struct Exited {
     ExitStatus status;
 };

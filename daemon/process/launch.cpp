@@ -162,6 +162,11 @@ SpawnSpec make_spawn_spec(const ProgramConfig& program, const LaunchPlan& plan,
             spec.env.push_back("NODE_APP_INSTANCE=" + std::to_string(slot.slot));
         spec.pass_fds.push_back(slot.ipc_fd);
     }
+    if (slot.board_fd >= 0) {
+        spec.env.push_back("CLUSTERD_SCOREBOARD=" + std::to_string(3 + spec.pass_fds.size()) + ":" +
+                           std::to_string(slot.board_offset));
+        spec.pass_fds.push_back(slot.board_fd);
+    }
     spec.cwd = program.cwd;
     spec.umask = program.umask;
     spec.uid = plan.uid;

@@ -58,6 +58,10 @@ struct SlotContext {
     int cpu = -1;
     /// `ipc: node`: the worker's end of its Node IPC channel (placed after the listeners).
     int ipc_fd = -1;
+    /// The program's scoreboard memfd (placed last) and the offset of this worker's record
+    /// in it: CLUSTERD_SCOREBOARD (worker/scoreboard.hpp).
+    int board_fd = -1;
+    std::uint64_t board_offset = 0;
 };
 
 /// The complete spawn request for one slot of a program.

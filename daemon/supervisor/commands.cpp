@@ -157,6 +157,7 @@ void Supervisor::Impl::command(const ControlRequest& req, std::shared_ptr<Report
         {ControlCommand::status,
          [&] {
              if (!name.empty() && !prog) return fail("no program named \"" + name + "\"");
+             refresh_for_reader();  // heartbeats and figures of the scoreboard, as of now
              json r = reply(true, "");
              r["status"] = status_json(name);
              reporter->finish(r);

@@ -39,6 +39,8 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
     SlotState before = w->sm.state;
     bool late_before = w->sm.late;
     bool want_before = w->sm.want_up;
+    pid_t pid_before = w->sm.pid;
+    bool beat = std::holds_alternative<event::Heartbeat>(ev);
     std::vector<Event> pending{std::move(ev)};
     for (std::size_t i = 0; i < pending.size(); ++i) {
         Event e = std::move(pending[i]);
@@ -51,11 +53,13 @@ void Supervisor::Impl::dispatch(Worker* w, Event ev) {
         for (auto& a : t.actions) perform(w, a, old_pid, pending);
         emit_step(w, was, old_pid);
     }
-    // A heartbeat (the most frequent event) changes none of these: pacing and the door need
-    // not look at the program's other workers then.
-    after_dispatch(
-        w, before,
-        w->sm.state != before || w->sm.late != late_before || w->sm.want_up != want_before);
+    bool moved = w->sm.state != before || w->sm.late != late_before || w->sm.want_up != want_before;
+    // A heartbeat (the most frequent event) that changed nothing but the deadline is done:
+    // nothing of the program (steering, pacing, the door, systemd's status) depends on it,
+    // so nothing looks at the program's other workers.
+    if (beat && !moved && w->sm.pid == pid_before) return;
+    // Else pacing and the door need look at the program's other workers only if it moved.
+    after_dispatch(w, before, moved);
 }
 
 void Supervisor::Impl::perform(Worker* w, Action& a, pid_t old_pid, std::vector<Event>& pending) {
@@ -153,6 +157,15 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     if (spec.config.cpu_affinity && !cpus.empty())
         ctx.cpu = cpus[static_cast<std::size_t>(w->slot) % cpus.size()];
     Program& prog = *w->program;
+    // Its scoreboard record, held by the process until it is reaped (board_seats).
+    std::optional<BoardSeat> seat;
+    w->board_index.reset();
+    w->board_beats = w->board_figures = false;
+    if (auto index = board_record(w)) {
+        seat.emplace(prog.board, *index);
+        ctx.board_fd = prog.board->fd();
+        ctx.board_offset = Scoreboard::offset(*index);
+    }
     // The worker must find its sockets listening; while nothing of the program serves,
     // its starts are paced (this one is the probe).
     if (prog.sockets.is_shut() || !prog.sockets.all_listening()) open_door(prog);
@@ -179,6 +192,12 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
     }
     pids[r.pid] = w;
     w->notify->set_main_pid(r.pid);
+    if (seat) {
+        prog.board->set_pid(seat->index, r.pid);
+        w->board_index = seat->index;
+        board_seats.erase(r.pid);  // a record of an earlier process of this pid, not reaped
+        board_seats.emplace(r.pid, std::move(*seat));
+    }
     return event::Spawned{r.pid};
 }
 
@@ -288,6 +307,7 @@ void Supervisor::Impl::drop_worker(Worker* w) {
 // ---- events from the outside ----
 
 void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
+    board_seats.erase(pid);  // its scoreboard record: nobody writes there any more
     auto it = pids.find(pid);
     if (it == pids.end()) {
         if (auto h = helpers.find(pid); h != helpers.end()) {
@@ -319,6 +339,8 @@ void Supervisor::Impl::on_child_exit(pid_t pid, int status) {
     // Its figures (loop lag, connections...) described a live process; its last STATUS text
     // stays, as its last words, until the slot's next process starts.
     w->fields.clear();
+    w->board_index.reset();
+    w->board_beats = w->board_figures = false;
     w->ipc.reset();
     if (w->ipc_timer) w->ipc_timer->cancel();
     dispatch(w, event::Exited{ExitStatus::from_wait_status(status)});
@@ -399,6 +421,15 @@ void Supervisor::Impl::apply_notify(Worker* w, pid_t pid, const NotifyMessage& m
                 std::from_chars(f->second.data(), f->second.data() + f->second.size(), usec);
             if (ec == std::errc{} && usec > 0)
                 pace = std::chrono::ceil<Duration>(std::chrono::microseconds(usec));
+        }
+        // What it writes to its scoreboard record, said there before READY=1.
+        if (w->board_index && w->program->board && pid == w->sm.pid) {
+            BoardReading r = w->program->board->read(*w->board_index);
+            if (r.pid == pid) {
+                w->board_figures = (r.flags & sdk::kFlagFigures) != 0;
+                w->board_beats =
+                    (r.flags & sdk::kFlagHeartbeat) != 0 && w->spec->policy.watchdog.count() > 0;
+            }
         }
         dispatch(w, event::Ready{pace});
     }

@@ -26,12 +26,22 @@ void to_json(nlohmann::json& nlohmann_json_j, const HandoverWorker& nlohmann_jso
         nlohmann_json_j["ipc_fd"] = nlohmann_json_t.ipc_fd;
         nlohmann_json_j["ipc_input"] = nlohmann_json_t.ipc_input;
     }
+    if (nlohmann_json_t.board_index >= 0) {
+        nlohmann_json_j["board_index"] = nlohmann_json_t.board_index;
+        nlohmann_json_j["board_beats"] = nlohmann_json_t.board_beats;
+        nlohmann_json_j["board_figures"] = nlohmann_json_t.board_figures;
+    }
 }
 void from_json(const nlohmann::json& nlohmann_json_j, HandoverWorker& nlohmann_json_t) {
     NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_FROM, CLUSTERD_HANDOVER_WORKER_FIELDS))
     if (nlohmann_json_j.contains("ipc_fd")) {
         nlohmann_json_j.at("ipc_fd").get_to(nlohmann_json_t.ipc_fd);
         nlohmann_json_j.at("ipc_input").get_to(nlohmann_json_t.ipc_input);
+    }
+    if (nlohmann_json_j.contains("board_index")) {
+        nlohmann_json_j.at("board_index").get_to(nlohmann_json_t.board_index);
+        nlohmann_json_j.at("board_beats").get_to(nlohmann_json_t.board_beats);
+        nlohmann_json_j.at("board_figures").get_to(nlohmann_json_t.board_figures);
     }
 }
 #undef CLUSTERD_HANDOVER_WORKER_FIELDS
@@ -49,9 +59,29 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SocketTableFds, shared, per_slot, group_order
         if (nlohmann_json_j.contains("config_files"))                                \
             nlohmann_json_j.at("config_files").get_to(nlohmann_json_t.config_files); \
     }
-CLUSTERD_HANDOVER_OPTIONAL_FILES(HandoverProgram, name, source, config_text, generation,
-                                 runtime_scale, stopped, exits, started_at, all_ready_logged,
-                                 serving, next_probe, probe_at, refusing, sockets, workers, others)
+#define CLUSTERD_HANDOVER_PROGRAM_FIELDS                                              \
+    name, source, config_text, generation, runtime_scale, stopped, exits, started_at, \
+        all_ready_logged, serving, next_probe, probe_at, refusing, sockets, workers, others
+// As CLUSTERD_HANDOVER_OPTIONAL_FILES, plus the optional scoreboard.
+void to_json(nlohmann::json& nlohmann_json_j, const HandoverProgram& nlohmann_json_t) {
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_TO, CLUSTERD_HANDOVER_PROGRAM_FIELDS))
+    if (!nlohmann_json_t.config_files.empty())
+        nlohmann_json_j["config_files"] = nlohmann_json_t.config_files;
+    if (nlohmann_json_t.board_fd >= 0) {
+        nlohmann_json_j["board_fd"] = nlohmann_json_t.board_fd;
+        nlohmann_json_j["board_abandoned"] = nlohmann_json_t.board_abandoned;
+    }
+}
+void from_json(const nlohmann::json& nlohmann_json_j, HandoverProgram& nlohmann_json_t) {
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_FROM, CLUSTERD_HANDOVER_PROGRAM_FIELDS))
+    if (nlohmann_json_j.contains("config_files"))
+        nlohmann_json_j.at("config_files").get_to(nlohmann_json_t.config_files);
+    if (nlohmann_json_j.contains("board_fd")) {
+        nlohmann_json_j.at("board_fd").get_to(nlohmann_json_t.board_fd);
+        nlohmann_json_j.at("board_abandoned").get_to(nlohmann_json_t.board_abandoned);
+    }
+}
+#undef CLUSTERD_HANDOVER_PROGRAM_FIELDS
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HandoverAbandoned, pid, label, since, kill_at)
 CLUSTERD_HANDOVER_OPTIONAL_FILES(HandoverState, format, version, run_args, upgrades, config_path,
                                  config_source, config_text, override_control, override_state_dir,
@@ -81,6 +111,7 @@ std::vector<int> HandoverState::fds() const {
         for (int fd : p.sockets.sockarray) add(fd);
         for (const auto& row : p.sockets.per_slot)
             for (int fd : row) add(fd);
+        add(p.board_fd);
         for (const auto* list : {&p.workers, &p.others})
             for (const auto& w : *list) {
                 add(w.notify_fd);

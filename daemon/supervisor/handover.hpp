@@ -79,6 +79,11 @@ struct HandoverWorker {
     /// channels writes none), so these two are the only fields a read may miss.
     int ipc_fd = -1;
     std::string ipc_input;
+    /// Its process's scoreboard record (-1: none) and what it writes there. Optional in the
+    /// bytes (an image from before the scoreboard writes none).
+    int board_index = -1;
+    bool board_beats = false;
+    bool board_figures = false;
 };
 
 /// A program's SocketTable (daemon/net/listeners.hpp).
@@ -106,6 +111,10 @@ struct HandoverProgram {
     /// Workers that hold no slot: a late worker's spare or a memory replacement still
     /// starting, or the worker they took over from, leaving.
     std::vector<HandoverWorker> others;
+    /// Its scoreboard memfd (-1: none; optional in the bytes), and the records of processes
+    /// given up on (abandoned) that still hold one, by pid.
+    int board_fd = -1;
+    std::map<std::string, int> board_abandoned;
 };
 
 struct HandoverAbandoned {

@@ -1,6 +1,10 @@
 // Foreign sockets in our reuseport groups (daemon/net/listeners_diag.hpp): looked for whenever a
-// program's sockets change (resteer() after a new table, a shut or a closed socket) and every
-// kForeignCheckInterval, logged once per change, and steered around (daemon/net/listeners.hpp).
+// program's sockets change (resteer() after a new table, a shut or a closed socket), logged
+// once per change, and steered around (daemon/net/listeners.hpp). Steered by index (no eBPF),
+// a foreign socket shifts the kernel's order under the program: it is looked for every
+// kForeignCheckInterval too. Steered by socket identity, a foreign socket gets no connection
+// of ours: it is looked for only when someone asks (status, /metrics), so the master does
+// not wake up for it at rest.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -82,16 +86,20 @@ bool Supervisor::Impl::check_listeners(Program& prog) {
     return changed;
 }
 
+void Supervisor::Impl::check_all_listeners() {
+    for (auto& p : programs) {
+        if (p->removed || p->sockets.is_shut()) continue;
+        if (!check_listeners(*p)) continue;
+        p->steered.reset();
+        resteer(*p, false);
+    }
+}
+
 void Supervisor::Impl::arm_listener_check() {
-    if (stopping) return;
+    if (stopping || identity_steering_unavailable().empty()) return;
     listener_timer->arm(now() + kForeignCheckInterval, [this] {
         if (stopping) return;
-        for (auto& p : programs) {
-            if (p->removed || p->sockets.is_shut()) continue;
-            if (!check_listeners(*p)) continue;
-            p->steered.reset();
-            resteer(*p, false);
-        }
+        check_all_listeners();
         arm_listener_check();
     });
 }

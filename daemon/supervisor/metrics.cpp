@@ -157,6 +157,10 @@ std::string Supervisor::Impl::metrics_text() const {
                              "Listening sockets in a listener's reuseport group that are not "
                              "this master's");
 
+    auto board_checks =
+        pm::counter("clusterd_watchdog_checks_total",
+                    "Times the master checked the heartbeats its workers keep in the scoreboard "
+                    "(one timer per program, due at their earliest deadline)");
     auto hook_runs = pm::counter("clusterd_hook_runs_total",
                                  "Hook runs by result: ok, failed (exit status, not found, "
                                  "spawn failed), timeout, dropped (queue full)");
@@ -168,6 +172,7 @@ std::string Supervisor::Impl::metrics_text() const {
         std::vector<pm::Label> pl{{"program", p->name}};
         for (const auto& [result, n] : p->hook_runs)
             hook_runs.add({{"program", p->name}, {"result", result}}, static_cast<double>(n));
+        board_checks.add({{"program", p->name}}, static_cast<double>(p->board_checks));
         waiting.add(pl, p->waiting_for.empty() ? 0 : 1);
         workers_f.add(pl, static_cast<double>(p->slots.size()));
         prog_gen.add(pl, static_cast<double>(p->spec->generation));
@@ -230,7 +235,7 @@ std::string Supervisor::Impl::metrics_text() const {
         build,     upgrades_f, generation, reloads,  uptime,   workers_f, ready_f, prog_gen,
         exits,     state,      pid,        wgen,     wup,      restarts,  rss,     cpu,
         heartbeat, lag,        conns,      requests, rejected, timeouts,  queued,  backlog,
-        accepting, failures,   next_try_f, late,     foreign,  hook_runs, waiting};
+        accepting, failures,   next_try_f, late,     foreign,  hook_runs, waiting, board_checks};
     {
         auto published = pm::counter("clusterd_feed_entries_total",
                                      "Entries published: events, and output lines kept for `logs`");

@@ -163,6 +163,11 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
                 hw.capture_fds = w->capture->fds();
                 hw.capture_tail = w->capture->tail();
             }
+            if (w->board_index && prog->board) {
+                hw.board_index = static_cast<int>(*w->board_index);
+                hw.board_beats = w->board_beats;
+                hw.board_figures = w->board_figures;
+            }
             return hw;
         };
         for (const Worker* w : prog->slots) p.workers.push_back(save_worker(w));
@@ -170,6 +175,12 @@ HandoverState Supervisor::Impl::save(int requester_fd) const {
             if (w->program == prog.get() &&
                 std::find(prog->slots.begin(), prog->slots.end(), w.get()) == prog->slots.end())
                 p.others.push_back(save_worker(w.get()));
+        if (prog->board) {
+            p.board_fd = prog->board->fd();
+            for (const auto& [pid, seat] : board_seats)
+                if (seat.board == prog->board && abandoned.count(pid))
+                    p.board_abandoned[std::to_string(pid)] = static_cast<int>(seat.index);
+        }
         s.programs.push_back(std::move(p));
     }
     for (const auto& [pid, a] : abandoned)
@@ -264,6 +275,30 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
         prog.pace.serving = hp.serving;
         prog.pace.next_probe = absolute(hp.next_probe, t);
         prog.refusing = hp.refusing;
+        if (hp.board_fd >= 0) {
+            std::vector<std::uint32_t> in_use;
+            for (const auto* list : {&hp.workers, &hp.others})
+                for (const auto& hw : *list)
+                    if (hw.board_index >= 0 && hw.sm.pid != 0)
+                        in_use.push_back(static_cast<std::uint32_t>(hw.board_index));
+            for (const auto& [pid, index] : hp.board_abandoned)
+                if (index >= 0) in_use.push_back(static_cast<std::uint32_t>(index));
+            try {
+                prog.board = std::make_shared<Scoreboard>(UniqueFd(hp.board_fd), in_use);
+            } catch (const std::system_error& e) {
+                prog.board_failed = true;
+                spdlog::error(
+                    "{}: its scoreboard cannot be read ({}): its workers' heartbeats "
+                    "there are not seen",
+                    hp.name, e.what());
+            }
+            if (prog.board)
+                for (const auto& [pid, index] : hp.board_abandoned)
+                    if (index >= 0)
+                        board_seats.emplace(
+                            static_cast<pid_t>(std::stol(pid)),
+                            BoardSeat(prog.board, static_cast<std::uint32_t>(index)));
+        }
         auto take = [&](const HandoverWorker& hw) {
             auto w = std::make_unique<Worker>(exec, hw.id, &prog, hw.slot, prog.spec,
                                               prog.sockets.for_slot(hw.slot));
@@ -297,6 +332,13 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
                 for (int fd : hw.capture_fds) raw->capture->adopt(fd, hw.capture_tail);
             }
             if (raw->sm.pid != 0) pids[raw->sm.pid] = raw;
+            if (hw.board_index >= 0 && raw->sm.pid != 0 && prog.board) {
+                auto index = static_cast<std::uint32_t>(hw.board_index);
+                board_seats.emplace(raw->sm.pid, BoardSeat(prog.board, index));
+                raw->board_index = index;
+                raw->board_beats = hw.board_beats;
+                raw->board_figures = hw.board_figures;
+            }
             if (raw->sm.deadline) arm_deadline(raw, *raw->sm.deadline);
             return raw;
         };
@@ -313,7 +355,12 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
     }
     if (s.metrics_fd >= 0) {
         metrics = std::make_unique<MetricsServer>(
-            io, s.metrics_fd, [this] { return metrics_text(); }, [this] { return health(); });
+            io, s.metrics_fd,
+            [this] {
+                refresh_for_reader();
+                return metrics_text();
+            },
+            [this] { return health(); });
         metrics->start();
     }
     // Children that exited while the image changed are reaped here, as exits of their slots.
@@ -377,6 +424,12 @@ void Supervisor::Impl::resume(const HandoverState& s, std::shared_ptr<Reporter> 
 }
 
 void Supervisor::Impl::arm_deadline(Worker* w, TimePoint when) {
+    // A ready worker that heartbeats through its scoreboard record has its deadline checked
+    // by its program's one board timer.
+    if (w->board_beats && w->sm.state == SlotState::ready) {
+        w->timer->cancel();
+        return schedule_board(*w->program, when);
+    }
     std::uint64_t id = w->id;
     w->timer->arm(when, [this, id] {
         // After a stall of the loop, heartbeats may be queued that were sent in time: this

@@ -101,7 +101,11 @@ void Supervisor::Impl::start() {
     }
     if (!config.daemon.metrics.empty()) {
         metrics = std::make_unique<MetricsServer>(
-            io, config.daemon.metrics, [this] { return metrics_text(); },
+            io, config.daemon.metrics,
+            [this] {
+                refresh_for_reader();
+                return metrics_text();
+            },
             [this] { return health(); });
         metrics->start();
         spdlog::info("metrics on http://{}/metrics and /healthz", metrics->address());

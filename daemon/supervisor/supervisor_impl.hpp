@@ -41,6 +41,7 @@
 #include "daemon/policy/slot.hpp"
 #include "daemon/process/launch.hpp"
 #include "daemon/process/output_capture.hpp"
+#include "daemon/process/scoreboard.hpp"
 #include "daemon/supervisor/executor.hpp"
 #include "daemon/supervisor/feed.hpp"
 #include "daemon/supervisor/handover.hpp"
@@ -122,6 +123,12 @@ struct Worker {
     Part on_exit;
     /// max_age: recycles it when it is due (armed once it is ready).
     std::unique_ptr<Timer> age_timer;
+    /// Its process's scoreboard record (the seat is Supervisor::Impl::board_seats[pid]).
+    std::optional<std::uint32_t> board_index;
+    /// What its process said at READY=1 it writes there (worker/scoreboard.hpp): its
+    /// heartbeats (then checked by its program's board timer, not by datagrams), its figures.
+    bool board_beats = false;
+    bool board_figures = false;
 };
 
 /// A hook run waiting for its turn (one at a time per program).
@@ -193,6 +200,14 @@ struct Program {
     std::string waiting_for;
     /// Shutdown: its workers were told to stop (after those of the programs depending on it).
     bool shutdown_sent = false;
+    /// Its workers' scoreboard (made at the first spawn; null if it could not be made).
+    std::shared_ptr<Scoreboard> board;
+    bool board_failed = false;  // logged once
+    /// The one watchdog timer of the workers that heartbeat through the scoreboard: due at the
+    /// earliest of their deadlines (check_board()).
+    std::unique_ptr<Timer> board_timer;
+    std::optional<TimePoint> board_due;
+    std::uint64_t board_checks = 0;  // times it fired: the master's wakeups for those heartbeats
 };
 
 /// A worker given up on without waiting (watchdog, start_timeout): signalled, killed with
@@ -278,6 +293,8 @@ struct Supervisor::Impl {
     /// Looks for them on the program's addresses and logs what changed; true if something did.
     bool check_listeners(Program& prog);
     void arm_listener_check();
+    /// check_listeners() on every program, steering around what changed.
+    void check_all_listeners();
     void on_deadline(Worker* w);
     void abandon(Worker* w, pid_t pid, int sig, Duration grace);
     /// A new worker for `slot` (not started yet) that replaces `old` (or, rolling, whoever
@@ -305,6 +322,22 @@ struct Supervisor::Impl {
     /// A memory or late replacement came up, or did not.
     void replacement_changed(Worker* w, SlotState before);
     void on_child_exit(pid_t pid, int status);
+    // ---- scoreboard.cpp: heartbeats and figures in shared memory ----
+    /// A record for `w`'s next process (nullopt: none, it reports by datagram only).
+    std::optional<std::uint32_t> board_record(Worker* w);
+    /// The heartbeat `w` stored, if newer than the last one seen: a Heartbeat event.
+    void board_heartbeat(Worker* w);
+    /// `w`'s figures (loop lag, connections...) from its record into `fields`.
+    void board_figures(Worker* w);
+    /// Reads every record now (status, /metrics): heartbeats seen, figures current.
+    void read_boards();
+    /// What is read only when someone asks (status, /metrics): the scoreboard records and,
+    /// when no timer looks for them, foreign sockets.
+    void refresh_for_reader();
+    /// The board timer of `prog` is due no later than `at`.
+    void schedule_board(Program& prog, TimePoint at);
+    /// The board timer fired: heartbeats read, deadlines due dispatched, timer re-armed.
+    void check_board(Program& prog);
     /// A datagram on worker `id`'s notify socket: its, by notify_access, or dropped and said why.
     void on_notify(std::uint64_t id, const NotifySender& sender, const NotifyMessage& m);
     /// A notify message known to be the worker's (its socket's checks passed, or its channel).
@@ -450,6 +483,8 @@ struct Supervisor::Impl {
     std::unordered_map<std::uint64_t, std::uint64_t> replacements;  // old id -> new (memory, late)
     std::unordered_map<pid_t, Worker*> pids;
     std::map<pid_t, std::unique_ptr<Abandoned>> abandoned;
+    /// Each live child's scoreboard record, released when it is reaped (worker or abandoned).
+    std::unordered_map<pid_t, BoardSeat> board_seats;
     std::uint64_t next_worker_id = 1;
     DaemonState state;
     std::uint64_t config_generation = 1;

@@ -96,7 +96,9 @@ int main() {
         std::fprintf(stderr, "sdk_example: no inherited socket (run me under clusterd)\n");
         return sdk::exit_bad_config;
     }
-    sdk::Heartbeat heartbeat(io);
+    // Its heartbeats go to its scoreboard record when clusterd gave one (else by datagram).
+    sdk::Scoreboard board(sdk::kFlagHeartbeat);
+    sdk::Heartbeat heartbeat(io, sdk::watchdog_interval(), &board);
     sdk::GracefulStop stop(io, [&](int sig) {
         std::printf("sdk_example: signal %d, stopping\n", sig);
         std::fflush(stdout);

@@ -26,6 +26,7 @@ struct FakeProcess {
     pid_t pid = 0;
     std::string label;
     std::vector<std::string> env;  // as the supervisor built it
+    std::vector<int> fds;          // the master's fds it was given (its 3, 4, ...)
     TimePoint started{};
     bool exited = false;  // a zombie until reaped
     bool reaped = false;
@@ -69,6 +70,7 @@ class FakeExecutor final : public Executor {
         p->pid = next_pid_++;
         p->label = label;
         p->env = spec.env;
+        p->fds = spec.pass_fds;
         p->started = now_;
         FakeProcess& ref = *p;
         procs_.emplace(p->pid, std::move(p));

@@ -2,6 +2,7 @@
 // logic (Supervisor::Impl) built on it, and scripted worker processes.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@ struct Behaviour {
     int exit_status = W_EXITCODE(1, 0);                  // ...with this waitpid() status
     std::optional<Duration> hang_after;  // stops heartbeating this long after it started
     bool ignores_term = false;
+    /// Heartbeats by stores into its scoreboard record (worker/scoreboard.hpp), not datagrams.
+    bool board = false;
 
     static Behaviour ready_in(Duration d) {
         Behaviour b;
@@ -80,6 +83,7 @@ class Rig {
     }
     ~Rig() {
         sup.reset();
+        for (auto& [pid, page] : boards) ::munmap(page.first, 4096);
         std::error_code ec;
         std::filesystem::remove_all(dir, ec);
     }
@@ -144,7 +148,44 @@ class Rig {
         return Behaviour{};
     };
 
+    /// The scoreboard record of process `pid` (mapped from the fd and offset it was given, as
+    /// a worker maps it), or null.
+    sdk::ScoreboardRecord* record(pid_t pid) {
+        auto it = boards.find(pid);
+        return it == boards.end() ? nullptr : it->second.second;
+    }
+    std::map<pid_t, std::pair<void*, sdk::ScoreboardRecord*>> boards;
+
   private:
+    sdk::ScoreboardRecord* map_record(const FakeProcess& p) {
+        int fd = -1;
+        std::uint64_t offset = 0;
+        std::string env = p.env_value(sdk::kScoreboardEnv);
+        if (!sdk::parse_scoreboard_env(env.empty() ? nullptr : env.c_str(), fd, offset))
+            return nullptr;
+        auto index = static_cast<std::size_t>(fd - 3);
+        REQUIRE(index < p.fds.size());
+        void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p.fds[index],
+                            static_cast<off_t>(offset & ~std::uint64_t{4095}));
+        REQUIRE(page != MAP_FAILED);
+        auto* rec =
+            reinterpret_cast<sdk::ScoreboardRecord*>(static_cast<char*>(page) + (offset & 4095));
+        boards[p.pid] = {page, rec};
+        return rec;
+    }
+
+    void board_beat(pid_t pid, TimePoint at, Duration every, TimePoint stop) {
+        if (at >= stop) return;
+        ex.at(at, [this, pid, at, every, stop] {
+            FakeProcess* q = ex.process(pid);
+            if (!q || q->exited || q->hung) return;
+            sdk::board_store(record(pid)->alive_ns,
+                             static_cast<std::uint64_t>(
+                                 std::chrono::nanoseconds(at.time_since_epoch()).count()));
+            board_beat(pid, at + every, every, stop);
+        });
+    }
+
     void scripted(FakeProcess& p) {
         std::string notify = p.env_value("NOTIFY_SOCKET");
         if (notify.empty()) {  // a hook: no worker
@@ -160,17 +201,34 @@ class Rig {
             FakeProcess* q = ex.process(pid);
             return q && !q->exited;
         };
+        sdk::ScoreboardRecord* rec = b.board ? map_record(p) : nullptr;
+        std::string usec = p.env_value("WATCHDOG_USEC");
+        Duration every = usec.empty() ? Duration{0}
+                                      : std::chrono::duration_cast<Duration>(
+                                            std::chrono::microseconds(std::stoll(usec)) / 4);
         if (b.ready_after)
-            ex.at(p.started + *b.ready_after, [this, id, pid, alive] {
+            ex.at(p.started + *b.ready_after, [this, id, pid, alive, rec, every] {
+                if (!alive()) return;
                 NotifyMessage m;
                 m.ready = true;
-                if (alive()) sup->on_notify(id, NotifySender{pid, true, pid, {}}, m);
+                if (rec) {  // what it writes there, then READY=1 with its pace
+                    sdk::board_store(rec->flags, sdk::kFlagHeartbeat | sdk::kFlagFigures);
+                    sdk::board_store(
+                        rec->alive_ns,
+                        static_cast<std::uint64_t>(
+                            std::chrono::nanoseconds(ex.now().time_since_epoch()).count()));
+                    if (every.count() > 0)
+                        m.fields["HEARTBEAT_USEC"] = std::to_string(
+                            std::chrono::duration_cast<std::chrono::microseconds>(every).count());
+                }
+                sup->on_notify(id, NotifySender{pid, true, pid, {}}, m);
             });
-        if (std::string usec = p.env_value("WATCHDOG_USEC"); !usec.empty() && b.ready_after) {
-            Duration every = std::chrono::duration_cast<Duration>(
-                std::chrono::microseconds(std::stoll(usec)) / 4);
+        if (every.count() > 0 && b.ready_after) {
             TimePoint stop = b.hang_after ? p.started + *b.hang_after : TimePoint::max();
-            heartbeat(id, pid, p.started + *b.ready_after + every, every, stop);
+            if (rec)
+                board_beat(pid, p.started + *b.ready_after + every, every, stop);
+            else
+                heartbeat(id, pid, p.started + *b.ready_after + every, every, stop);
         }
         if (b.exit_after) ex.exit(p, b.exit_status, *b.exit_after);
     }
