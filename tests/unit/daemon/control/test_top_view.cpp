@@ -12,11 +12,16 @@ namespace top_view_test {
 
 json worker(int slot, long long pid, double requests, double cpu_seconds, double uptime,
             int restarts = 0) {
-    json w = {{"slot", slot},       {"pid", pid},
-              {"state", "ready"},   {"restarts", restarts},
-              {"last_cause", "none"}, {"last_exit", ""},
-              {"uptime_s", uptime}, {"cpu_seconds", cpu_seconds},
-              {"cpu_percent", 99.0}, {"rss_bytes", 10 * 1024 * 1024},
+    json w = {{"slot", slot},
+              {"pid", pid},
+              {"state", "ready"},
+              {"restarts", restarts},
+              {"last_cause", "none"},
+              {"last_exit", ""},
+              {"uptime_s", uptime},
+              {"cpu_seconds", cpu_seconds},
+              {"cpu_percent", 99.0},
+              {"rss_bytes", 10 * 1024 * 1024},
               {"fields", json::object()}};
     if (requests >= 0) w["fields"]["REQUESTS"] = std::to_string(static_cast<long long>(requests));
     w["fields"]["LOOP_LAG_US"] = "1500";
@@ -26,12 +31,11 @@ json worker(int slot, long long pid, double requests, double cpu_seconds, double
 
 json status(const json& slots) {
     return {{"daemon", {{"pid", 1}, {"version", "0.1.0"}, {"config", "/etc/x.yaml"}}},
-            {"programs",
-             json::array({{{"name", "web"},
-                           {"generation", 1},
-                           {"accepting", true},
-                           {"slots", slots},
-                           {"other_workers", json::array()}}})}};
+            {"programs", json::array({{{"name", "web"},
+                                       {"generation", 1},
+                                       {"accepting", true},
+                                       {"slots", slots},
+                                       {"other_workers", json::array()}}})}};
 }
 
 std::string frame(const TopView& v, int width = 120, int height = 0) {
