@@ -79,10 +79,16 @@ class TerminalTest(TopBase):
 
     def start_shell(self):
         self.server = f"clusterd-top-{os.getpid()}-{self.id().rsplit('.', 1)[-1]}"
-        self.addCleanup(subprocess.run, [TMUX, "-L", self.server, "kill-server"],
-                        capture_output=True, timeout=10)
         self.tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "40",
                   "-e", "LANG=C.UTF-8", "bash --norc --noprofile")
+        path = self.pane("#{socket_path}")
+
+        def stop_server():
+            subprocess.run([TMUX, "-L", self.server, "kill-server"], capture_output=True,
+                           timeout=10)
+            if os.path.exists(path):  # tmux leaves the socket file
+                os.unlink(path)
+        self.addCleanup(stop_server)
         wait_for(lambda: self.screen().strip(), 5, what="the shell's prompt")
 
     def screen(self):
