@@ -65,8 +65,11 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(os.stat(env["NOTIFY_SOCKET"]).st_mode & 0o777, 0o600)
             expected = {"PATH", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "CLUSTERD_PROGRAM",
                         "CLUSTERD_WORKER_ID", "CLUSTERD_WORKERS", "CLUSTERD_GENERATION",
-                        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+                        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CLUSTERD_SCOREBOARD"}
             self.assertEqual(set(env), expected)
+            # Its scoreboard record: the memfd after the listeners (the built-in worker maps
+            # it and closes that fd), at an offset of its own.
+            self.assertRegex(env["CLUSTERD_SCOREBOARD"], r"^4:\d+$")
 
     def test_kill9_replaces_the_worker_in_its_slot_without_losing_requests(self):
         before = self.daemon.workers()
@@ -105,7 +108,9 @@ class IsolationTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 3)
 
     def test_a_worker_holds_only_stdio_and_its_listening_sockets(self):
-        # The built-in worker opens its own epoll/eventfd; the idle helper opens nothing.
+        # The built-in worker opens its own epoll/eventfd; the idle helper opens nothing. After
+        # the listeners comes its program's scoreboard memfd (CLUSTERD_SCOREBOARD), which the
+        # idle helper leaves open.
         port2 = free_port()
         d = Daemon(f"""
 programs:
@@ -127,13 +132,15 @@ programs:
             # The master logs "ready" when READY=1 arrives, which can be just before the
             # worker closes the socket it sent it with: allow that one a moment to go.
             try:
-                fds = wait_for(lambda: sorted(f := fds_of(pid)) == [0, 1, 2, 3, 4] and f, 2)
+                fds = wait_for(lambda: sorted(f := fds_of(pid)) == [0, 1, 2, 3, 4, 5] and f, 2)
             except AssertionError:
                 fds = fds_of(pid)
-            self.assertEqual(sorted(fds), [0, 1, 2, 3, 4], fds)
+            self.assertEqual(sorted(fds), [0, 1, 2, 3, 4, 5], fds)
             for fd in (3, 4):
                 self.assertTrue(fds[fd].startswith("socket:"), fds)
                 self.assertIn(fds[fd], master_sockets, "fd 3.. are the master's own listeners")
+            self.assertEqual(fds[5], "/memfd:clusterd-scoreboard:idle (deleted)")
+            self.assertEqual(environ_of(pid)["CLUSTERD_SCOREBOARD"].split(":")[0], "5")
         # reuseport entry: one socket per slot; shared entry: one socket for both.
         w = d.workers()
         fd3 = {os.readlink(f"/proc/{pid}/fd/3") for pid in w.values()}
