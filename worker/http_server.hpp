@@ -93,6 +93,11 @@ class HttpServer {
     /// Requests that did not arrive within the header or request timeout (408) since start.
     std::uint64_t timeouts() const { return timeouts_; }
     void count_timeout() { ++timeouts_; }
+    /// Bytes read from clients, and written to them (heads, bodies, files), since start.
+    std::uint64_t bytes_in() const { return bytes_in_; }
+    std::uint64_t bytes_out() const { return bytes_out_; }
+    void count_in(std::size_t n) { bytes_in_ += n; }
+    void count_out(std::size_t n) { bytes_out_ += n; }
 
     /// Registers a session (HttpSession calls it); returns its slot.
     std::size_t add(HttpSession* session);
@@ -117,6 +122,8 @@ class HttpServer {
     std::uint64_t requests_ = 0;
     std::uint64_t rejected_ = 0;
     std::uint64_t timeouts_ = 0;
+    std::uint64_t bytes_in_ = 0;
+    std::uint64_t bytes_out_ = 0;
 };
 
 }  // namespace clusterd::worker

@@ -144,6 +144,7 @@ void HttpSession::on_read_some(const error_code& ec, std::size_t n) {
     // Not reading any more: a timeout cancelled this read and answered 408.
     if (server_ == nullptr || state_ != State::reading) return;
     buffer_.commit(n);
+    server_->count_in(n);
     if (ec == boost::asio::error::eof) {
         if (!parser_->got_some()) return on_read(http::error::end_of_stream);
         error_code eof_ec;
@@ -356,6 +357,7 @@ void HttpSession::do_write(std::string_view head, std::string_view body) {
         sent = 0;
     }
     if (ec) return close();
+    server_->count_out(sent);
     if (sent == total) {
         ++inline_depth_;
         return on_write({});
@@ -374,9 +376,11 @@ void HttpSession::do_write(std::string_view head, std::string_view body) {
     } else {
         remaining[1] = boost::asio::buffer(body.data(), body.size()) + (sent - head.size());
     }
-    boost::asio::async_write(
-        socket_, remaining,
-        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_write(ec); });
+    boost::asio::async_write(socket_, remaining,
+                             [self = shared_from_this()](const error_code& ec, std::size_t n) {
+                                 if (self->server_ != nullptr) self->server_->count_out(n);
+                                 self->on_write(ec);
+                             });
 }
 
 void HttpSession::on_write(const error_code& ec) {
@@ -396,6 +400,7 @@ void HttpSession::do_sendfile() {
         ssize_t n = ::sendfile(socket_.native_handle(), file_.get(), &file_offset_,
                                want < sendfile_chunk ? want : sendfile_chunk);
         if (n > 0) {
+            server_->count_out(static_cast<std::size_t>(n));
             deadline_ = Clock::now() + server_->options().send_timeout;
             continue;
         }

@@ -65,6 +65,9 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
                    [&server] { return static_cast<std::int64_t>(server.rejected()); });
     runtime.report("HTTP_TIMEOUTS",
                    [&server] { return static_cast<std::int64_t>(server.timeouts()); });
+    runtime.report("BYTES_IN", [&server] { return static_cast<std::int64_t>(server.bytes_in()); });
+    runtime.report("BYTES_OUT",
+                   [&server] { return static_cast<std::int64_t>(server.bytes_out()); });
     server.start();
     boost::asio::steady_timer block_timer(runtime.context());
     if (opts.debug_block_after_ms >= 0) {

@@ -142,6 +142,7 @@ void Runtime::Impl::on_heartbeat(const boost::system::error_code& ec) {
         board.loop_lag(static_cast<std::uint64_t>(lag_us));
         board.connections(count->open);
         std::vector<NotifyField> rest;  // figures the record has no place for
+        std::uint64_t bytes_in = 0, bytes_out = 0;
         for (const auto& [name, value] : reports) {
             auto v = static_cast<std::uint64_t>(std::max<std::int64_t>(0, value()));
             if (name == "REQUESTS")
@@ -150,9 +151,14 @@ void Runtime::Impl::on_heartbeat(const boost::system::error_code& ec) {
                 board.rejected(v);
             else if (name == "HTTP_TIMEOUTS")
                 board.timeouts(v);
+            else if (name == "BYTES_IN")
+                bytes_in = v;
+            else if (name == "BYTES_OUT")
+                bytes_out = v;
             else
                 rest.emplace_back(name, static_cast<std::int64_t>(v));
         }
+        board.bytes(bytes_in, bytes_out);
         if (!rest.empty()) notify_fields(rest);
         return do_heartbeat();
     }

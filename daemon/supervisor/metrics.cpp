@@ -147,6 +147,8 @@ std::string Supervisor::Impl::metrics_text() const {
     auto rejected = pm::counter("clusterd_worker_http_rejected_total",
                                 "Requests the worker refused for their head or body (400, 413, "
                                 "417, 431, 501), as reported");
+    auto bytes = pm::counter("clusterd_worker_bytes_total",
+                             "Bytes read from (in) and written to (out) clients, as reported");
     auto timeouts = pm::counter("clusterd_worker_http_timeouts_total",
                                 "Requests the worker answered 408 (head or body too slow), as "
                                 "reported");
@@ -207,6 +209,12 @@ std::string Supervisor::Impl::metrics_text() const {
             if (auto v = field(*w, "REQUESTS")) requests.add(l, *v);
             if (auto v = field(*w, "HTTP_REJECTED")) rejected.add(l, *v);
             if (auto v = field(*w, "HTTP_TIMEOUTS")) timeouts.add(l, *v);
+            for (const char* dir : {"in", "out"})
+                if (auto v = field(*w, dir[0] == 'i' ? "BYTES_IN" : "BYTES_OUT")) {
+                    auto ld = l;
+                    ld.push_back({"direction", dir});
+                    bytes.add(ld, *v);
+                }
         }
         ready_f.add(pl, ready);
         std::set<int> seen;
@@ -232,10 +240,11 @@ std::string Supervisor::Impl::metrics_text() const {
         }
     }
     std::vector<pm::Family> families{
-        build,     upgrades_f, generation, reloads,  uptime,   workers_f, ready_f, prog_gen,
-        exits,     state,      pid,        wgen,     wup,      restarts,  rss,     cpu,
-        heartbeat, lag,        conns,      requests, rejected, timeouts,  queued,  backlog,
-        accepting, failures,   next_try_f, late,     foreign,  hook_runs, waiting, board_checks};
+        build,    upgrades_f, generation, reloads,      uptime,   workers_f,  ready_f,
+        prog_gen, exits,      state,      pid,          wgen,     wup,        restarts,
+        rss,      cpu,        heartbeat,  lag,          conns,    requests,   rejected,
+        timeouts, queued,     backlog,    accepting,    failures, next_try_f, late,
+        foreign,  hook_runs,  waiting,    board_checks, bytes};
     {
         auto published = pm::counter("clusterd_feed_entries_total",
                                      "Entries published: events, and output lines kept for `logs`");

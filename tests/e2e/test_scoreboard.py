@@ -154,6 +154,9 @@ programs:
         time.sleep(1.5)  # every worker has stored its figures once since
         prog = self.program("web")
         self.assertEqual(sum(int(s["fields"]["REQUESTS"]) for s in prog["slots"]), 20)
+        # Each GET is a few dozen bytes in, each answer a head and the 27-byte body out.
+        self.assertGreater(sum(int(s["fields"]["BYTES_IN"]) for s in prog["slots"]), 20 * 30)
+        self.assertGreater(sum(int(s["fields"]["BYTES_OUT"]) for s in prog["slots"]), 20 * 100)
         metrics = http_get(mport, "/metrics")[1]
         self.assertEqual(sum(sample(metrics, "clusterd_worker_requests_total", program="web",
                                     slot=str(i)) or 0 for i in range(32)), 20)
