@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -14,7 +15,9 @@
 
 #include <cerrno>
 #include <csignal>
+#include <type_traits>
 
+#include "common/exit_codes.hpp"
 #include "common/limits.hpp"
 
 namespace clusterd {
@@ -56,83 +59,144 @@ constexpr const char* kStepNames[kStepCount] = {
     "execve",
 };
 
-[[noreturn]] void child_fail(int pipe_fd, int step, int error) {
-    SpawnFailure f{step, error};
-    ssize_t ignored = ::write(pipe_fd, &f, sizeof f);
-    (void)ignored;
-    ::_exit(127);
+// The child shares the master's memory until execve (CLONE_VM): it calls the kernel
+// directly, never a libc wrapper with state of its own. glibc's setuid/setgid/setgroups
+// would signal every thread of the *master* (they think they run in it), and a sanitizer's
+// interceptors (sigaction, dup2, _exit) would update tables the master owns. The result is
+// the system call's, or -errno.
+// Nothing that runs in the child is instrumented by a sanitizer: its runtime would see a
+// stack it does not know (ASan's no-return handling reports it) and keep its bookkeeping in
+// the master's memory.
+#define CLUSTERD_CHILD_CODE __attribute__((no_sanitize("address", "thread", "undefined")))
+
+template <typename T>
+CLUSTERD_CHILD_CODE long arg(T v) {
+    if constexpr (std::is_null_pointer_v<T>)
+        return 0;
+    else if constexpr (std::is_pointer_v<T>)
+        return reinterpret_cast<long>(v);
+    else
+        return static_cast<long>(v);
 }
 
-// Everything here runs between fork and execve: async-signal-safe calls only, no malloc.
-[[noreturn]] void child(const SpawnSpec& spec, char* const* argv, char* const* envp,
-                        char* const* pid_slots, int pipe_fd, pid_t master) {
-    sigset_t all;
-    sigemptyset(&all);
-    for (int sig = 1; sig < NSIG; ++sig) {
-        struct sigaction sa {};
-        sa.sa_handler = SIG_DFL;
-        ::sigaction(sig, &sa, nullptr);  // fails harmlessly for KILL, STOP, and RT gaps
-    }
-    if (::sigprocmask(SIG_SETMASK, &all, nullptr) < 0) child_fail(pipe_fd, kSignals, errno);
-    if (::setpgid(0, 0) < 0) child_fail(pipe_fd, kSetpgid, errno);
+template <typename... Args>
+CLUSTERD_CHILD_CODE long sys(long nr, Args... args) {
+    long r = ::syscall(nr, arg(args)...);
+    return r < 0 ? -errno : r;
+}
+
+// dup2 as libc's (some architectures have only dup3, which refuses old == new).
+CLUSTERD_CHILD_CODE long sys_dup2(int from, int to) {
+    return from == to ? sys(SYS_fcntl, from, F_GETFD) < 0 ? -EBADF : to
+                      : sys(SYS_dup3, from, to, 0);
+}
+
+[[noreturn]] CLUSTERD_CHILD_CODE void child_fail(int pipe_fd, int step, long error) {
+    SpawnFailure f{step, static_cast<int>(-error)};
+    sys(SYS_write, pipe_fd, &f, sizeof f);
+    sys(SYS_exit_group, exit_code::worker_exec_failed);
+    __builtin_unreachable();
+}
+
+// What the child needs, all built by the parent before clone(): the child must not allocate.
+struct ChildArgs {
+    const SpawnSpec* spec;
+    char* const* argv;
+    char* const* envp;
+    char* const* pid_slots;
+    int pipe_fd;
+    pid_t master;
+};
+
+// Runs between clone and execve on its own stack, in the master's memory while the master's
+// thread is suspended (CLONE_VFORK): system calls only, no malloc, nothing written but its
+// own stack, the reserved pid slots and errno (the suspended thread's; spawn() does not read
+// it after a successful clone).
+CLUSTERD_CHILD_CODE int child(void* raw) {
+    const ChildArgs& args = *static_cast<const ChildArgs*>(raw);
+    const SpawnSpec& spec = *args.spec;
+    int pipe_fd = args.pipe_fd;
+    long rc = 0;
+    // The master's handlers must not run here (they would write to its self-pipe, in its
+    // memory): every signal is still blocked; reset them all, then unblock. The kernel's
+    // struct sigaction with every field zero is SIG_DFL with no flags and an empty mask.
+    const unsigned long dfl[4] = {};
+    const unsigned long none = 0;
+    for (int sig = 1; sig < NSIG; ++sig)
+        sys(SYS_rt_sigaction, sig, dfl, nullptr, sizeof none);  // fails for KILL and STOP
+    if ((rc = sys(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none)) < 0)
+        child_fail(pipe_fd, kSignals, rc);
+    if ((rc = sys(SYS_setpgid, 0, 0)) < 0) child_fail(pipe_fd, kSetpgid, rc);
 
     if (spec.output_fd >= 0) {
-        if (::dup2(spec.output_fd, 1) < 0 || ::dup2(spec.output_fd, 2) < 0)
-            child_fail(pipe_fd, kOutput, errno);
+        if ((rc = sys_dup2(spec.output_fd, 1)) < 0 || (rc = sys_dup2(spec.output_fd, 2)) < 0)
+            child_fail(pipe_fd, kOutput, rc);
     }
 
     // Move the passed fds out of the way first, so that placing one at 3+i never clobbers
     // another still to be placed; then put each at 3+i (dup2 clears close-on-exec).
     const int n = static_cast<int>(spec.pass_fds.size());
-    int high_pipe = ::fcntl(pipe_fd, F_DUPFD_CLOEXEC, 3 + n);
-    if (high_pipe < 0) child_fail(pipe_fd, kMoveFds, errno);
-    pipe_fd = high_pipe;
+    if ((rc = sys(SYS_fcntl, pipe_fd, F_DUPFD_CLOEXEC, 3 + n)) < 0)
+        child_fail(pipe_fd, kMoveFds, rc);
+    pipe_fd = static_cast<int>(rc);
     int moved[limits::kMaxListeners + 1];  // the listeners and a Node IPC channel
-    if (n > limits::kMaxListeners + 1) child_fail(pipe_fd, kMoveFds, E2BIG);
+    if (n > limits::kMaxListeners + 1) child_fail(pipe_fd, kMoveFds, -E2BIG);
     for (int i = 0; i < n; ++i) {
-        moved[i] = ::fcntl(spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n);
-        if (moved[i] < 0) child_fail(pipe_fd, kMoveFds, errno);
+        if ((rc = sys(SYS_fcntl, spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n)) < 0)
+            child_fail(pipe_fd, kMoveFds, rc);
+        moved[i] = static_cast<int>(rc);
     }
     for (int i = 0; i < n; ++i) {
-        if (::dup2(moved[i], 3 + i) < 0) child_fail(pipe_fd, kMoveFds, errno);
+        if ((rc = sys_dup2(moved[i], 3 + i)) < 0) child_fail(pipe_fd, kMoveFds, rc);
     }
     // Every other fd closes at execve; the status pipe stays usable until then.
-    if (::syscall(SYS_close_range, 3 + n, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        child_fail(pipe_fd, kCloseRange, errno);
+    if ((rc = sys(SYS_close_range, 3 + n, ~0U, CLOSE_RANGE_CLOEXEC)) < 0)
+        child_fail(pipe_fd, kCloseRange, rc);
 
-    if (spec.cwd && ::chdir(spec.cwd->c_str()) < 0) child_fail(pipe_fd, kChdir, errno);
-    if (spec.umask) ::umask(static_cast<mode_t>(*spec.umask));
+    if (spec.cwd && (rc = sys(SYS_chdir, spec.cwd->c_str())) < 0) child_fail(pipe_fd, kChdir, rc);
+    if (spec.umask) sys(SYS_umask, *spec.umask);
     if (spec.cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
         CPU_SET(spec.cpu, &set);
-        if (::sched_setaffinity(0, sizeof set, &set) < 0) child_fail(pipe_fd, kAffinity, errno);
+        if ((rc = sys(SYS_sched_setaffinity, 0, sizeof set, &set)) < 0)
+            child_fail(pipe_fd, kAffinity, rc);
     }
     for (const RLimit& limit : spec.rlimits) {
         rlimit value{static_cast<rlim_t>(limit.soft), static_cast<rlim_t>(limit.hard)};
-        if (::setrlimit(static_cast<__rlimit_resource_t>(limit.resource), &value) < 0)
-            child_fail(pipe_fd, kSetrlimit, errno);
+        if ((rc = sys(SYS_prlimit64, 0, limit.resource, &value, nullptr)) < 0)
+            child_fail(pipe_fd, kSetrlimit, rc);
     }
+    // The raw calls change this process only (the kernel's are per thread, and the child has
+    // one); setgid/setuid as root set the real, effective and saved ids, as these do.
     if (spec.gid) {
-        if (::setgroups(spec.groups.size(), spec.groups.data()) < 0)
-            child_fail(pipe_fd, kSetgroups, errno);
-        if (::setgid(*spec.gid) < 0) child_fail(pipe_fd, kSetgid, errno);
+        if ((rc = sys(SYS_setgroups, spec.groups.size(), spec.groups.data())) < 0)
+            child_fail(pipe_fd, kSetgroups, rc);
+        if ((rc = sys(SYS_setresgid, *spec.gid, *spec.gid, *spec.gid)) < 0)
+            child_fail(pipe_fd, kSetgid, rc);
     }
-    if (spec.uid && ::setuid(*spec.uid) < 0) child_fail(pipe_fd, kSetuid, errno);
+    if (spec.uid && (rc = sys(SYS_setresuid, *spec.uid, *spec.uid, *spec.uid)) < 0)
+        child_fail(pipe_fd, kSetuid, rc);
 
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(pipe_fd, kPdeathsig, errno);
-    if (::getppid() != master) child_fail(pipe_fd, kOrphaned, ESRCH);
+    if ((rc = sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)) < 0)
+        child_fail(pipe_fd, kPdeathsig, rc);
+    if (sys(SYS_getppid) != args.master) child_fail(pipe_fd, kOrphaned, -ESRCH);
 
     char digits[16];
     int len = 0;
-    for (pid_t p = ::getpid(); p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
-    for (char* const* slot = pid_slots; *slot != nullptr; ++slot) {
+    for (long p = sys(SYS_getpid); p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
+    for (char* const* slot = args.pid_slots; *slot != nullptr; ++slot) {
         for (int i = 0; i < len; ++i) (*slot)[i] = digits[len - 1 - i];
         (*slot)[len] = '\0';
     }
-    ::execve(spec.path.c_str(), argv, envp);
-    child_fail(pipe_fd, kExecve, errno);
+    rc = sys(SYS_execve, spec.path.c_str(), args.argv, args.envp);
+    child_fail(pipe_fd, kExecve, rc);
 }
+
+// The child's stack: what child() needs (a few KiB: moved[] is the largest) with a wide
+// margin, and a guard page below it so that an overflow faults instead of writing into the
+// master's memory.
+constexpr std::size_t kChildStack = 64 * 1024;
 
 }  // namespace
 
@@ -168,21 +232,35 @@ SpawnResult spawn(const SpawnSpec& spec) {
     }
     UniqueFd read_end(fds[0]);
     UniqueFd write_end(fds[1]);
-    pid_t master = ::getpid();
+    const long page = ::sysconf(_SC_PAGESIZE);
+    const std::size_t map_size = kChildStack + static_cast<std::size_t>(page);
+    void* stack = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        result.error = errno;
+        result.call = "mmap";
+        return result;
+    }
+    ::mprotect(stack, static_cast<std::size_t>(page), PROT_NONE);  // the guard page
+    ChildArgs args{&spec, argv.data(), envp.data(), pid_slots.data(), write_end.get(), ::getpid()};
     // Until the child has reset its dispositions it still has the master's handlers (Asio's
     // signal_set writes to the master's self-pipe): a signal in that window would reach
-    // the master as its own. Block everything across fork; the child unblocks after reset.
+    // the master as its own. Block everything across clone; the child unblocks after reset.
     sigset_t all, saved;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = ::fork();
-    if (pid == 0) child(spec, argv.data(), envp.data(), pid_slots.data(), write_end.get(), master);
-    int fork_errno = errno;
-    if (pid > 0) ::setpgid(pid, pid);  // also here, so a KILL to the group can never miss it
+    // CLONE_VM: no copy of the master's page tables, no copy-on-write faults on either side
+    // afterwards. CLONE_VFORK: this thread waits until the child has called execve (or
+    // exited), so the child has its own process group before anyone can signal it, and the
+    // stack and everything it reads stay valid while it runs. SIGCHLD: reaped as any child.
+    pid_t pid = ::clone(child, static_cast<char*>(stack) + map_size,
+                        CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    int clone_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    ::munmap(stack, map_size);
     if (pid < 0) {
-        result.error = fork_errno;
-        result.call = "fork";
+        result.error = clone_errno;
+        result.call = "clone";
         return result;
     }
     result.pid = pid;

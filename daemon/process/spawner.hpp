@@ -1,19 +1,29 @@
-// fork + execve of one worker, with the child-side set-up done by async-signal-safe calls only.
+// clone + execve of one worker, with the child-side set-up done by raw system calls only.
+//
+// clone(CLONE_VM | CLONE_VFORK), not fork: the child runs in the master's memory on a stack
+// of its own until execve, so the master's page tables are not copied and neither side takes
+// copy-on-write faults (posix_spawn does the same, but cannot do every step below). The
+// calling thread waits until the child has called execve or exited. The child therefore
+// calls the kernel directly (no libc wrapper with state of its own: glibc's setuid and
+// setgroups would signal the master's threads), allocates nothing and writes only its own
+// stack, its pid into the env copy made for it, and the caller's errno.
 //
 // Why not Boost.Process: Boost 1.81's launcher crashes in bind_fd, leaks fds into the child
 // and can block the loop in its wait (shared/notes/dependencies.md). This file does the
 // same job in one function and leaves reaping to the Reaper.
 //
-// In the child, in this order: default signal dispositions and an empty signal mask; its
-// own process group; stdout/stderr redirected if asked; the passed fds moved to 3, 4, ...
-// (close-on-exec cleared on exactly those) and every other fd marked close-on-exec with
-// close_range; cwd, umask, CPU affinity; resource limits (setrlimit, while still privileged,
-// so a hard limit may be raised); groups, gid, uid; PR_SET_PDEATHSIG(SIGKILL) (after
-// the uid change, which clears it) and a check that the master is still its parent; the
-// digits of its own pid written into the reserved "LISTEN_PID=" and "WATCHDOG_PID=" entries;
-// execve. A failure
-// at any step writes {step, errno} to an O_CLOEXEC pipe and exits with
-// exit_code::worker_exec_failed; EOF on that pipe means execve succeeded.
+// Every signal is blocked in the master across clone (the child would otherwise run the
+// master's handlers, in the master's memory). In the child, in this order: default signal
+// dispositions and an empty signal mask; its own process group; stdout/stderr redirected if
+// asked; the passed fds moved to 3, 4, ... (close-on-exec cleared on exactly those) and every
+// other fd marked close-on-exec with close_range; cwd, umask, CPU affinity; resource limits
+// (setrlimit, while still privileged, so a hard limit may be raised); groups, gid, uid
+// (setgroups, setresgid, setresuid: real, effective and saved ids, as setgid/setuid by root
+// set them); PR_SET_PDEATHSIG(SIGKILL) (after the uid change, which clears it) and a check
+// that the master is still its parent; the digits of its own pid written into the reserved
+// "LISTEN_PID=" and "WATCHDOG_PID=" entries; execve. A failure at any step writes
+// {step, errno} to an O_CLOEXEC pipe and exits with exit_code::worker_exec_failed; EOF on
+// that pipe means execve succeeded.
 #pragma once
 
 #include <sys/types.h>
@@ -47,7 +57,8 @@ struct SpawnSpec {
 struct SpawnResult {
     pid_t pid = -1;  // -1: no child; `call` failed with `error`
     int error = 0;
-    const char* call = "";  // "pipe2" (the status pipe, e.g. out of fds) or "fork"
+    /// "pipe2" (the status pipe, e.g. out of fds), "mmap" (the child's stack) or "clone"
+    const char* call = "";
     /// Read end of the exec-status pipe: EOF = execve succeeded, else a SpawnFailure.
     UniqueFd status_pipe;
 };
@@ -61,7 +72,8 @@ struct SpawnFailure {
 /// Human name of the failed child step ("execve", "setuid", ...).
 const char* spawn_step_name(int step);
 
-/// Fork and exec. Never throws; never blocks beyond fork() itself.
+/// Clone and exec. Never throws; blocks until the child has called execve (or failed a step
+/// before it), which takes well under a millisecond.
 SpawnResult spawn(const SpawnSpec& spec);
 
 /// Find `name` as execvp would: a name with '/' is taken as is, else each PATH entry is

@@ -1,16 +1,22 @@
 // The spawner with real processes: fds, LISTEN_PID, leaks, exec failures.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "common/exit_codes.hpp"
 #include "daemon/process/spawner.hpp"
@@ -187,4 +193,140 @@ TEST_CASE("spawn: an impossible rlimit fails the setrlimit step, reported on the
     CHECK(std::string(spawn_step_name(failure.step)) == "setrlimit");
     CHECK(failure.error == EPERM);
     CHECK(wait_exit(r.pid) == exit_code::worker_exec_failed);
+}
+
+namespace {
+
+/// The lines of the child's /proc/self/status that match `grep` (grep reads its own).
+std::string child_status(SpawnSpec spec, const std::string& grep) {
+    std::string out = temp_file();
+    UniqueFd out_fd(::open(out.c_str(), O_WRONLY | O_CLOEXEC));
+    spec.path = "/bin/sh";
+    spec.argv = {"sh", "-c", "exec grep -E '" + grep + "' /proc/self/status"};
+    spec.output_fd = out_fd.get();
+    SpawnResult r = spawn(spec);
+    REQUIRE(r.pid > 0);
+    CHECK(wait_exit(r.pid) == 0);
+    std::string text = slurp(out);
+    ::unlink(out.c_str());
+    return text;
+}
+
+int handled = 0;
+void on_usr2(int) {
+    ++handled;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "spawn: the child starts with an empty mask and nothing ignored; the parent's "
+    "handlers, ignored signals and mask are as they were") {
+    struct sigaction handler {};
+    struct sigaction old_usr2 {};
+    struct sigaction old_pipe {};
+    handler.sa_handler = on_usr2;
+    REQUIRE(::sigaction(SIGUSR2, &handler, &old_usr2) == 0);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    REQUIRE(::sigaction(SIGPIPE, &ignore, &old_pipe) == 0);
+    sigset_t usr1, old_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask) == 0);
+
+    // Caught signals are reset by execve anyway (and grep catches SIGSEGV itself): what
+    // must not leak into the worker is the mask and the ignored set.
+    std::string text = child_status({}, "^Sig(Blk|Ign)");
+    CHECK(text == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+
+    struct sigaction now {};
+    REQUIRE(::sigaction(SIGUSR2, nullptr, &now) == 0);
+    CHECK((now.sa_handler == &on_usr2));
+    REQUIRE(::sigaction(SIGPIPE, nullptr, &now) == 0);
+    CHECK((now.sa_handler == SIG_IGN));
+    sigset_t mask;
+    REQUIRE(::pthread_sigmask(SIG_SETMASK, nullptr, &mask) == 0);
+    CHECK(sigismember(&mask, SIGUSR1) == 1);
+    CHECK(sigismember(&mask, SIGUSR2) == 0);
+    int before = handled;
+    ::raise(SIGUSR2);
+    CHECK(handled == before + 1);
+
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
+}
+
+TEST_CASE("spawn: cwd, umask and the CPU are the child's own; the parent's stay") {
+    cpu_set_t allowed;
+    REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    int cpu = 0;
+    while (!CPU_ISSET(cpu, &allowed)) ++cpu;
+    char cwd_before[4096];
+    REQUIRE(::getcwd(cwd_before, sizeof cwd_before) != nullptr);
+    mode_t umask_before = ::umask(022);
+    ::umask(umask_before);
+
+    std::string out = temp_file();
+    UniqueFd out_fd(::open(out.c_str(), O_WRONLY | O_CLOEXEC));
+    SpawnSpec spec;
+    spec.path = "/bin/sh";
+    spec.argv = {"sh", "-c", "pwd; umask; grep ^Cpus_allowed_list /proc/self/status"};
+    spec.cwd = "/";
+    spec.umask = 0027;
+    spec.cpu = cpu;
+    spec.output_fd = out_fd.get();
+    SpawnResult r = spawn(spec);
+    REQUIRE(r.pid > 0);
+    CHECK(wait_exit(r.pid) == 0);
+    CHECK(slurp(out) == "/\n0027\nCpus_allowed_list:\t" + std::to_string(cpu) + "\n");
+    ::unlink(out.c_str());
+
+    char cwd_after[4096];
+    REQUIRE(::getcwd(cwd_after, sizeof cwd_after) != nullptr);
+    CHECK(std::string(cwd_after) == cwd_before);
+    CHECK(::umask(umask_before) == umask_before);
+    cpu_set_t after;
+    REQUIRE(::sched_getaffinity(0, sizeof after, &after) == 0);
+    CHECK(CPU_EQUAL(&after, &allowed));
+}
+
+TEST_CASE("spawn: uid, gid and groups change in the child only, not in any thread of the parent") {
+    if (::geteuid() != 0) return;  // only root may switch users
+    // A second thread of the parent, alive across the spawn: the child's set*id calls must
+    // not reach it (glibc's wrappers would signal every thread of the process they run in).
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    pid_t tid = 0;
+    std::thread other([&] {
+        std::unique_lock lock(m);
+        tid = static_cast<pid_t>(::syscall(SYS_gettid));
+        cv.notify_all();
+        cv.wait(lock, [&] { return done; });
+    });
+    {
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return tid != 0; });
+    }
+    SpawnSpec spec;
+    spec.uid = 65534;
+    spec.gid = 65534;
+    spec.groups = {65534};
+    std::string text = child_status(spec, "^(Uid|Gid|Groups)");
+    CHECK(text ==
+          "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\n"
+          "Groups:\t65534 \n");
+    std::string own = slurp("/proc/self/task/" + std::to_string(tid) + "/status");
+    CHECK(own.find("\nUid:\t0\t0\t0\t0\n") != std::string::npos);
+    CHECK(own.find("\nGid:\t0\t0\t0\t0\n") != std::string::npos);
+    CHECK(::getuid() == 0);
+    CHECK(::geteuid() == 0);
+    {
+        std::lock_guard lock(m);
+        done = true;
+    }
+    cv.notify_all();
+    other.join();
 }
