@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
-#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <cerrno>
+#include <cstring>
 #include <deque>
+#include <memory>
 #include <system_error>
 #include <vector>
 
@@ -19,17 +21,25 @@ using boost::system::error_code;
 // Named, not anonymous: Impl below holds these (and unity builds include this file).
 namespace capture_detail {
 
-/// The read end of one worker's pipe, alive until EOF (its pending read holds it).
+/// Where every pipe of the thread's loop reads into: the bytes are split into lines at once
+/// and only a partial line stays with its pipe, so 64 workers cost one read buffer, not 64.
+constexpr std::size_t kScratchSize = 64 * 1024;
+
+char* scratch() {
+    thread_local std::unique_ptr<char[]> buffer(new char[kScratchSize]);
+    return buffer.get();
+}
+
+/// The read end of one worker's pipe, alive until EOF (its pending wait holds it).
 class Pipe : public std::enable_shared_from_this<Pipe> {
   public:
     Pipe(asio::io_context& io, int fd, std::shared_ptr<const OutputCapture::LineSink> sink)
         : sd_(io, fd), sink_(std::move(sink)) {}
 
     void do_read() {
-        sd_.async_read_some(asio::buffer(buf_),
-                            [self = shared_from_this()](const error_code& ec, std::size_t n) {
-                                self->on_read(ec, n);
-                            });
+        sd_.async_wait(
+            asio::posix::descriptor_base::wait_read,
+            [self = shared_from_this()](const error_code& ec) { self->on_readable(ec); });
     }
 
     bool is_open() const { return sd_.is_open(); }
@@ -38,25 +48,44 @@ class Pipe : public std::enable_shared_from_this<Pipe> {
     /// Logs what is buffered and closes the read end.
     void close() {
         if (!pending_.empty()) emit(pending_, false);
-        pending_.clear();
+        std::string().swap(pending_);
         error_code ignored;
         sd_.close(ignored);
     }
 
   private:
-    void on_read(const error_code& ec, std::size_t n) {
+    // A few reads per wakeup at most, so that one flooding worker does not hold the loop.
+    static constexpr int kReadsPerWakeup = 4;
+
+    void on_readable(const error_code& ec) {
         if (ec) {
-            // EOF: every writer is gone. Anything else but our own close() is unexpected.
-            if (ec != asio::error::eof && ec != asio::error::operation_aborted)
+            if (ec != asio::error::operation_aborted)
                 spdlog::error("reading worker output failed: {}", ec.message());
             if (sd_.is_open()) close();
             return;
         }
-        consume(std::string_view(buf_.data(), n));
+        if (!sd_.is_open()) return;
+        char* buf = scratch();
+        for (int i = 0; i < kReadsPerWakeup;) {
+            ssize_t n = ::read(sd_.native_handle(), buf, kScratchSize);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            if (n <= 0) {
+                // EOF: every writer is gone.
+                if (n < 0) spdlog::error("reading worker output failed: {}", std::strerror(errno));
+                close();
+                return;
+            }
+            consume(std::string_view(buf, static_cast<std::size_t>(n)));
+            if (!sd_.is_open()) return;
+            if (static_cast<std::size_t>(n) < kScratchSize) break;  // drained for now
+            ++i;
+        }
         do_read();
     }
 
-    // Whole lines go out as they complete; a line that outgrows kMaxLine goes out in pieces.
+    // Whole lines go out as they complete, straight from the read buffer when nothing of the
+    // line was buffered before; a line that outgrows kMaxLine goes out in pieces.
     void consume(std::string_view data) {
         while (!data.empty()) {
             auto nl = data.find('\n');
@@ -65,19 +94,40 @@ class Pipe : public std::enable_shared_from_this<Pipe> {
             // exactly kMaxLine bytes still goes out whole.
             while (pending_.size() + chunk.size() > OutputCapture::kMaxLine) {
                 std::size_t take = OutputCapture::kMaxLine - pending_.size();
-                pending_.append(chunk.substr(0, take));
+                if (pending_.empty()) {
+                    emit(chunk.substr(0, take), true);
+                } else {
+                    pending_.append(chunk.substr(0, take));
+                    emit(pending_, true);
+                    pending_.clear();
+                }
                 chunk.remove_prefix(take);
-                emit(pending_, true);
-                pending_.clear();
             }
-            pending_.append(chunk);
-            if (nl == std::string_view::npos) return;
-            if (!pending_.empty() && pending_.back() == '\r') pending_.pop_back();
-            emit(pending_, false);
-            pending_.clear();
+            if (nl == std::string_view::npos) {
+                pending_.append(chunk);
+                return;
+            }
+            if (pending_.empty()) {
+                if (!chunk.empty() && chunk.back() == '\r') chunk.remove_suffix(1);
+                emit(chunk, false);
+            } else {
+                pending_.append(chunk);
+                if (pending_.back() == '\r') pending_.pop_back();
+                emit(pending_, false);
+                release();
+            }
             data.remove_prefix(nl + 1);
         }
     }
+
+    // A long partial line had grown the buffer: give the memory back with the line.
+    void release() {
+        if (pending_.capacity() > kKeptCapacity)
+            std::string().swap(pending_);
+        else
+            pending_.clear();
+    }
+    static constexpr std::size_t kKeptCapacity = 1024;
 
     void emit(std::string_view line, bool continued) {
         try {
@@ -89,8 +139,7 @@ class Pipe : public std::enable_shared_from_this<Pipe> {
 
     asio::posix::stream_descriptor sd_;
     std::shared_ptr<const OutputCapture::LineSink> sink_;
-    std::array<char, 64 * 1024> buf_{};
-    std::string pending_;
+    std::string pending_;  // the partial line read so far
 };
 
 }  // namespace capture_detail

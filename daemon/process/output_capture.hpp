@@ -3,11 +3,13 @@
 // One pipe per worker process. open() makes it and returns the write end, which the spawner
 // dup2s to the child's fds 1 and 2 (SpawnSpec::output_fd); the master closes its own copy right
 // after spawn(). The read end stays here and is read on the master's loop: every whole line is
-// logged at info level as "program[slot] line". A partial line waits in this pipe's own buffer
-// for its newline (or for EOF, which flushes it); a line longer than 16 KiB is logged in 16 KiB
-// pieces, each but the last marked " [continued]". Lines of different workers never mix: each
-// pipe has its own buffer and spdlog writes one line at a time. The read end is closed at EOF,
-// i.e. once the worker and every child that inherited its stdout have closed their copies.
+// logged at info level as "program[slot] line". Every pipe is read (when epoll says it is
+// readable) into one 64 KiB buffer shared by all pipes of the loop's thread, and split into
+// lines at once; only a partial line is kept, per pipe, until its newline (or EOF, which
+// flushes it). A line longer than 16 KiB is logged in 16 KiB pieces, each but the last marked
+// " [continued]". Lines of different workers never mix: each pipe keeps its own partial line
+// and spdlog writes one line at a time. The read end is closed at EOF, i.e. once the worker
+// and every child that inherited its stdout have closed their copies.
 //
 // The last kTailLines lines (each cut to kTailLineBytes) are kept for `status`: what a worker
 // printed before it died, like systemctl status's journal tail.

@@ -5,8 +5,10 @@
 
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -124,6 +126,58 @@ TEST_CASE("output capture: two workers' partial lines never mix") {
     CHECK(rec.lines[0].text == "a-begins-a-ends");
     CHECK(rec.lines[1].who == "b");
     CHECK(rec.lines[1].text == "b-begins-b-ends");
+}
+
+TEST_CASE(
+    "output capture: many pipes written at once, more than a read at a time, keep every "
+    "line whole and in order") {
+    // The pipes share one read buffer: a line split across reads, and across the other pipes'
+    // reads in between, must come out whole, under its own pipe.
+    boost::asio::io_context io;
+    Recorder rec;
+    constexpr int kPipes = 8;
+    std::vector<std::unique_ptr<OutputCapture>> captures;
+    std::vector<UniqueFd> ends;
+    for (int i = 0; i < kPipes; ++i) {
+        captures.push_back(
+            std::make_unique<OutputCapture>(io, "web", i, rec.sink(std::to_string(i))));
+        ends.push_back(captures.back()->open());
+    }
+    auto line = [](int pipe, int n) {
+        return std::to_string(pipe) + ":" + std::to_string(n) + ":" +
+               std::string(static_cast<std::size_t>(n * 37 % 3000), char('a' + pipe));
+    };
+    constexpr int kLines = 400;  // about 600 KiB a pipe, several times the read buffer
+    std::vector<std::thread> writers;
+    for (int i = 0; i < kPipes; ++i) {
+        writers.emplace_back([&, i] {
+            std::string text;
+            for (int n = 0; n < kLines; ++n) text += line(i, n) + (n % 2 ? "\r\n" : "\n");
+            std::size_t done = 0;
+            while (done < text.size()) {
+                // Odd sizes, so that lines straddle the reads.
+                ssize_t k = ::write(ends[static_cast<std::size_t>(i)].get(), text.data() + done,
+                                    std::min<std::size_t>(text.size() - done, 7919));
+                if (k <= 0) break;
+                done += static_cast<std::size_t>(k);
+            }
+            ends[static_cast<std::size_t>(i)].reset();
+        });
+    }
+    REQUIRE(run_until(io, [&] {
+        for (auto& c : captures)
+            if (c->open_pipes() != 0) return false;
+        return true;
+    }));
+    for (auto& t : writers) t.join();
+    REQUIRE(rec.lines.size() == static_cast<std::size_t>(kPipes * kLines));
+    std::vector<int> next(kPipes, 0);
+    for (const Line& l : rec.lines) {
+        int pipe = std::stoi(l.who);
+        CHECK(l.text == line(pipe, next[static_cast<std::size_t>(pipe)]));
+        CHECK_FALSE(l.continued);
+        ++next[static_cast<std::size_t>(pipe)];
+    }
 }
 
 TEST_CASE("output capture: lines left in the pipe are still logged after the capture is gone") {
