@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
 #include <exception>
+#include <optional>
 #include <system_error>
 
 #include "common/exit_codes.hpp"
@@ -79,14 +80,12 @@ int serve(const Options& opts, std::shared_ptr<const DocumentRoot> root) {
     return runtime.run();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    init_logging("clusterd-worker");
-    // sendfile(2) has no MSG_NOSIGNAL: a peer that went away must not kill the worker.
-    std::signal(SIGPIPE, SIG_IGN);
-
-    Options opts;
+// The command line, into `opts`; an exit code when it says to exit (--help, --version, an
+// error). Under clusterd the built-in worker usually has no arguments: then there is nothing
+// to parse, and no parser is built (CLI11's, with its validators and default strings, is
+// work done before the worker can be ready, at every restart).
+std::optional<int> parse_command_line(int argc, char** argv, Options& opts) {
+    if (argc <= 1) return std::nullopt;
     CLI::App app{
         "The built-in HTTP/1.1 worker of clusterd: serves a fixed body, or the files\n"
         "under --root, on the sockets clusterd passes (LISTEN_FDS), or on --listen.",
@@ -138,6 +137,18 @@ int main(int argc, char** argv) {
         int rc = app.exit(e);
         return rc == 0 ? exit_code::ok : exit_code::worker_bad_config;
     }
+    return std::nullopt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    init_logging("clusterd-worker");
+    // sendfile(2) has no MSG_NOSIGNAL: a peer that went away must not kill the worker.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    Options opts;
+    if (auto rc = parse_command_line(argc, argv, opts)) return *rc;
     if (!parse_host_port(opts.listen)) {
         spdlog::error("--listen: not a HOST:PORT address: \"{}\"", opts.listen);
         return exit_code::worker_bad_config;

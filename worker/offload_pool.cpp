@@ -8,17 +8,19 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <optional>
 
 namespace clusterd::worker {
 
 namespace asio = boost::asio;
 
+// The threads start with the first job: most workers never offload anything, and a worker
+// that does not start two threads is ready sooner (and lighter) after every restart.
 struct OffloadPool::Impl {
-    Impl(asio::io_context& l, std::size_t n)
-        : loop(l), threads(std::max<std::size_t>(n, 1)), pool(threads) {}
+    Impl(asio::io_context& l, std::size_t n) : loop(l), threads(std::max<std::size_t>(n, 1)) {}
     asio::io_context& loop;
     std::size_t threads;
-    asio::thread_pool pool;
+    std::optional<asio::thread_pool> pool;  // made on the loop, by the first submit()
     // Touched on the loop only; shared so a completion never reaches into a destroyed pool.
     std::shared_ptr<std::size_t> in_flight = std::make_shared<std::size_t>(0);
 };
@@ -27,15 +29,16 @@ OffloadPool::OffloadPool(asio::io_context& loop, std::size_t threads)
     : impl_(std::make_unique<Impl>(loop, threads)) {}
 
 OffloadPool::~OffloadPool() {
-    impl_->pool.join();
+    if (impl_->pool) impl_->pool->join();
 }
 
 void OffloadPool::submit(std::function<void()> work, std::function<void()> done) {
+    if (!impl_->pool) impl_->pool.emplace(impl_->threads);
     ++*impl_->in_flight;
     // The guard keeps the loop running until the completion is posted back.
     auto guard = asio::make_work_guard(impl_->loop);
-    asio::post(impl_->pool, [&loop = impl_->loop, count = impl_->in_flight, work = std::move(work),
-                             done = std::move(done), guard = std::move(guard)]() mutable {
+    asio::post(*impl_->pool, [&loop = impl_->loop, count = impl_->in_flight, work = std::move(work),
+                              done = std::move(done), guard = std::move(guard)]() mutable {
         try {
             work();
         } catch (const std::exception& e) {
@@ -55,6 +58,10 @@ std::size_t OffloadPool::in_flight() const {
 
 std::size_t OffloadPool::threads() const {
     return impl_->threads;
+}
+
+bool OffloadPool::started() const {
+    return impl_->pool.has_value();
 }
 
 long long burn_cpu_ms(long long ms) {

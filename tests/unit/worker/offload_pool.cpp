@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <stdexcept>
 #include <thread>
@@ -140,4 +141,32 @@ TEST_CASE("offload pool: completions racing shutdown never touch a destroyed poo
         io.run();
         CHECK(completed == 200);
     }
+}
+
+namespace {
+std::size_t threads_of_this_process() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task"))
+        ++n;
+    return n;
+}
+}  // namespace
+
+TEST_CASE("offload pool: no thread starts before the first job") {
+    boost::asio::io_context io{1};
+    std::size_t before = threads_of_this_process();
+    {
+        OffloadPool pool(io, 3);
+        CHECK(pool.threads() == 3);
+        CHECK_FALSE(pool.started());
+        CHECK(threads_of_this_process() == before);
+        bool done = false;
+        pool.submit([] {}, [&] { done = true; });
+        CHECK(pool.started());
+        CHECK(threads_of_this_process() == before + 3);
+        io.run_for(5s);
+        CHECK(done);
+    }
+    CHECK(threads_of_this_process() == before);
+    OffloadPool unused(io);  // never started: nothing to join
 }
