@@ -139,8 +139,9 @@ CLUSTERD_CHILD_CODE int child(void* raw) {
     if ((rc = sys(SYS_fcntl, pipe_fd, F_DUPFD_CLOEXEC, 3 + n)) < 0)
         child_fail(pipe_fd, kMoveFds, rc);
     pipe_fd = static_cast<int>(rc);
-    int moved[limits::kMaxListeners + 1];  // the listeners and a Node IPC channel
-    if (n > limits::kMaxListeners + 1) child_fail(pipe_fd, kMoveFds, -E2BIG);
+    // The listeners, a Node IPC channel and the program's scoreboard memfd.
+    int moved[limits::kMaxListeners + 2];
+    if (n > limits::kMaxListeners + 2) child_fail(pipe_fd, kMoveFds, -E2BIG);
     for (int i = 0; i < n; ++i) {
         if ((rc = sys(SYS_fcntl, spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n)) < 0)
             child_fail(pipe_fd, kMoveFds, rc);
