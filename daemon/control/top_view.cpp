@@ -10,6 +10,12 @@ using nlohmann::json;
 
 namespace {
 
+// x rounded to the nearest integer, half away from zero, for x >= 0 (as std::lround, without
+// pulling libm into the binary for it).
+int nearest(double x) {
+    return static_cast<int>(x + 0.5);
+}
+
 // Requests are counted over this long at least: workers report them about once a second.
 constexpr double kRateWindow = 4.0;
 
@@ -84,7 +90,7 @@ const char* event_colour(const std::string& event) {
 std::string bar(double fraction, int w, const Painter& paint) {
     if (w <= 0) return "";
     fraction = std::clamp(fraction < 0 ? 0.0 : fraction, 0.0, 1.0);
-    int n = static_cast<int>(std::lround(fraction * w));
+    int n = nearest(fraction * w);
     const char* c = fraction > 0.8 ? "31" : fraction > 0.5 ? "33" : "32";
     return "[" + paint(std::string(n, '|'), c) + std::string(w - n, ' ') + "] ";
 }
@@ -101,7 +107,7 @@ std::string sparkline(const std::deque<double>& values, std::size_t w, bool utf8
             out += ' ';
             continue;
         }
-        int level = top > 0 ? static_cast<int>(std::lround(values[i] / top * 7)) : 0;
+        int level = top > 0 ? nearest(values[i] / top * 7) : 0;
         level = std::clamp(level, 0, 7);
         out += utf8 ? std::string(blocks[level]) : std::string(1, ascii[level]);
     }
