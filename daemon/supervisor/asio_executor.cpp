@@ -1,5 +1,6 @@
 #include "daemon/supervisor/asio_executor.hpp"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -92,20 +93,32 @@ Started AsioExecutor::spawn(const SpawnSpec& spec, const std::string& label,
                             const std::string& path) {
     SpawnResult r = clusterd::spawn(spec);
     if (r.pid < 0) return {-1, r.error, r.call};
-    // The status pipe reports a failed set-up step or execve; read on the loop.
+    auto report = [label, path, pid = r.pid](const SpawnFailure& f) {
+        spdlog::critical("{}: {}(\"{}\") failed in pid {}: {}", label, spawn_step_name(f.step),
+                         path, pid, std::strerror(f.error));
+    };
+    // The status pipe reports a failed set-up step or execve. The child has exec'd or exited
+    // by the time spawn() returns (CLONE_VFORK) and the master's write end is closed: the
+    // answer is there now, EOF or the report, and needs no trip through the loop. Only a
+    // child of another thread's fork holding the write end could delay it: then, on the loop.
+    ::fcntl(r.status_pipe.get(), F_SETFL, O_NONBLOCK);
+    SpawnFailure now{};
+    ssize_t got = ::read(r.status_pipe.get(), &now, sizeof now);
+    if (got == 0) return {r.pid, 0, ""};
+    if (got == static_cast<ssize_t>(sizeof now)) {
+        report(now);
+        return {r.pid, 0, ""};
+    }
     auto sd = std::make_shared<asio::posix::stream_descriptor>(impl_->io);
     error_code ec;
     sd->assign(r.status_pipe.get(), ec);
     if (ec) return {r.pid, 0, ""};  // the pipe closes here; only the failure report is lost
     (void)r.status_pipe.release();  // the descriptor owns it now
     auto failure = std::make_shared<SpawnFailure>();
-    pid_t pid = r.pid;
     sd->async_read_some(asio::buffer(failure.get(), sizeof *failure),
-                        [sd, failure, label, path, pid](const error_code& ec, std::size_t n) {
+                        [sd, failure, report](const error_code& ec, std::size_t n) {
                             if (ec || n != sizeof *failure) return;  // EOF: execve succeeded
-                            spdlog::critical("{}: {}(\"{}\") failed in pid {}: {}", label,
-                                             spawn_step_name(failure->step), path, pid,
-                                             std::strerror(failure->error));
+                            report(*failure);
                         });
     return {r.pid, 0, ""};
 }
