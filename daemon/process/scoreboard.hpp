@@ -55,6 +55,10 @@ class Scoreboard {
     std::optional<std::uint32_t> take();
     /// The process now holding record `index`.
     void set_pid(std::uint32_t index, pid_t pid);
+    /// Where record `index` names its process (for the spawner's child to fill in itself).
+    std::int32_t* pid_word(std::uint32_t index) {
+        return index < capacity_ ? &at(index)->pid : nullptr;
+    }
     /// Back to the free list, zeroed.
     void release(std::uint32_t index);
     BoardReading read(std::uint32_t index) const;

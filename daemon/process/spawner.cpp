@@ -183,9 +183,12 @@ CLUSTERD_CHILD_CODE int child(void* raw) {
         child_fail(pipe_fd, kPdeathsig, rc);
     if (sys(SYS_getppid) != args.master) child_fail(pipe_fd, kOrphaned, -ESRCH);
 
+    const long self = sys(SYS_getpid);
+    if (spec.pid_word != nullptr)
+        __atomic_store_n(spec.pid_word, static_cast<std::int32_t>(self), __ATOMIC_RELAXED);
     char digits[16];
     int len = 0;
-    for (long p = sys(SYS_getpid); p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
+    for (long p = self; p > 0 && len < 15; p /= 10) digits[len++] = char('0' + p % 10);
     for (char* const* slot = args.pid_slots; *slot != nullptr; ++slot) {
         for (int i = 0; i < len; ++i) (*slot)[i] = digits[len - 1 - i];
         (*slot)[len] = '\0';

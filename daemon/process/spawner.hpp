@@ -21,13 +21,14 @@
 // (setgroups, setresgid, setresuid: real, effective and saved ids, as setgid/setuid by root
 // set them); PR_SET_PDEATHSIG(SIGKILL) (after the uid change, which clears it) and a check
 // that the master is still its parent; the digits of its own pid written into the reserved
-// "LISTEN_PID=" and "WATCHDOG_PID=" entries; execve. A failure at any step writes
+// "LISTEN_PID=" and "WATCHDOG_PID=" entries, and its pid into `pid_word` if set; execve. A failure at any step writes
 // {step, errno} to an O_CLOEXEC pipe and exits with exit_code::worker_exec_failed; EOF on
 // that pipe means execve succeeded.
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,9 @@ struct SpawnSpec {
     int output_fd = -1;           // when >= 0: the child's stdout and stderr
     int cpu = -1;                 // when >= 0: pin the child to this CPU
     std::vector<RLimit> rlimits;  // setrlimit() each, before the privileges are dropped
+    /// When set: the child stores its pid here before execve (its scoreboard record, in memory
+    /// it shares with the master until then), so the record names it before it runs.
+    std::int32_t* pid_word = nullptr;
 };
 
 struct SpawnResult {

@@ -184,7 +184,9 @@ Event Supervisor::Impl::do_spawn(Worker* w) {
             return event::SpawnFailed{ENOENT};
         }
     }
-    Started r = exec.spawn(make_spawn_spec(spec.config, *plan, ctx), label(w), plan->path);
+    SpawnSpec spawn_spec = make_spawn_spec(spec.config, *plan, ctx);
+    if (seat) spawn_spec.pid_word = prog.board->pid_word(seat->index);
+    Started r = exec.spawn(spawn_spec, label(w), plan->path);
     if (r.pid < 0) {
         spdlog::critical("{}: cannot start a worker: {}() failed: {}", label(w), r.call,
                          std::strerror(r.error));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -128,6 +129,22 @@ TEST_CASE("spawn: a successful execve closes the status pipe (EOF)") {
     char c;
     CHECK(::read(r.status_pipe.get(), &c, 1) == 0);
     CHECK(wait_exit(r.pid) == 0);
+}
+
+TEST_CASE("spawn: the child names itself in pid_word before execve (a scoreboard record)") {
+    // Shared memory, as a record is: the child writes through the master's own mapping.
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+    auto* word = static_cast<std::int32_t*>(page);
+    SpawnSpec spec;
+    spec.path = "/bin/true";
+    spec.argv = {"true"};
+    spec.pid_word = word;
+    SpawnResult r = spawn(spec);
+    REQUIRE(r.pid > 0);
+    CHECK(__atomic_load_n(word, __ATOMIC_RELAXED) == r.pid);  // already, when spawn() returns
+    CHECK(wait_exit(r.pid) == 0);
+    ::munmap(page, 4096);
 }
 
 TEST_CASE("spawn: out of file descriptors, no child is made and the failed call is named") {
