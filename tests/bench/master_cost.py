@@ -41,21 +41,14 @@ from bench import (Bench, BackgroundWrk, BenchError, Server, Skip, cpu_ns,  # no
                    descendants, ensure_tools, find_tool, free_port, load_average, log,
                    machine, pid_alive, run_wrk)
 
+from harness import ctx_switches  # noqa: E402
+
 READY = r"^(\S+ \S+) \w+ web\[{slot}\]: pid (\d+) ready"
 
 
 def master_sample(pid):
     """Context switches over every thread, CPU ticks, and the RSS figures (kB) of `pid`."""
-    switches = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:",
-                                        "nonvoluntary_ctxt_switches:")):
-                        switches += int(line.split()[1])
-        except OSError:
-            pass  # a thread that just ended
+    switches = ctx_switches(pid)
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     mem = {}

@@ -45,6 +45,21 @@ def environ_of(pid):
     return dict(i.decode().split("=", 1) for i in items if b"=" in i)
 
 
+def ctx_switches(pid):
+    """Voluntary + involuntary context switches of every thread of `pid`: its wakeups."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that just ended
+    return total
+
+
 def wait_for(predicate, timeout, interval=0.01, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

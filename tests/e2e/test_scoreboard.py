@@ -13,7 +13,7 @@ import textwrap
 import time
 import unittest
 
-from harness import CLUSTERD, Daemon, free_port, http_get, sample, wait_for
+from harness import CLUSTERD, Daemon, ctx_switches, free_port, http_get, sample, wait_for
 
 # A worker in Python that uses nothing of clusterd's but the documented record layout: it maps
 # its record with mmap, says what it writes, sends READY=1 (announcing a heartbeat every 250 ms),
@@ -51,20 +51,6 @@ PY_WORKER = textwrap.dedent("""
     while True:
         time.sleep(60)
 """)
-
-
-def ctx_switches(pid):
-    """Voluntary + involuntary context switches of every thread of `pid`: its wakeups."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
 
 
 class ScoreboardTest(unittest.TestCase):
