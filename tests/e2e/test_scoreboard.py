@@ -53,6 +53,12 @@ PY_WORKER = textwrap.dedent("""
 """)
 
 
+def foreign_checks(seconds):
+    """Wakeups of the master's foreign-socket check (every 2 s, without identity steering)
+    in a window of `seconds`."""
+    return seconds // 2 + 1
+
+
 class ScoreboardTest(unittest.TestCase):
     def start(self, config):
         self.d = Daemon(config)
@@ -149,13 +155,21 @@ programs:
         # 32 workers store their figures every second (32 datagrams a second before the
         # scoreboard); the master, asked nothing, does not run at all. (Asio leaves the
         # timerfd of a cancelled timer armed: the scrape's 5 s exchange timeout wakes the
-        # loop once when it would have expired; so the window starts after it.)
+        # loop once when it would have expired; so the window starts after it.) Where the
+        # master cannot steer by socket identity (no eBPF: a container's syscall filter, no
+        # CAP_BPF), it looks for foreign sockets in its reuseport groups every 2 s: the only
+        # wakeups left then.
+        steering = prog["reuseport"][0]["steering"]
         time.sleep(5.5)
         before = ctx_switches(self.d.pid)
         time.sleep(5)
         wakeups = ctx_switches(self.d.pid) - before
-        print(f"\nmaster wakeups in 5 s at rest, 32 built-in workers: {wakeups}", file=sys.stderr)
-        self.assertEqual(wakeups, 0)
+        print(f"\nmaster wakeups in 5 s at rest, 32 built-in workers: {wakeups} "
+              f"(steering: {steering})", file=sys.stderr)
+        if steering == "identity":
+            self.assertEqual(wakeups, 0)
+        else:
+            self.assertLessEqual(wakeups, foreign_checks(5))
 
     def test_heartbeats_of_many_workers_cost_one_timer(self):
         port, mport = free_port(), free_port()
@@ -187,7 +201,11 @@ programs:
               f"{fired:g}", file=sys.stderr)
         self.assertGreaterEqual(fired, 5)
         self.assertLessEqual(fired, 4 * 5 + 1)
-        self.assertLessEqual(wakeups, fired + 2)  # + the two scrapes that read `checks`
+        # + the stale timer of the scrape that read `checks` first, and the foreign-socket
+        # checks where there is no identity steering (see the test above).
+        steering = self.program("dog")["reuseport"][0]["steering"]
+        self.assertLessEqual(wakeups, fired + 2 + (0 if steering == "identity" else
+                                                   foreign_checks(5)))
         prog = self.program("dog")
         self.assertEqual(prog["exits"], {})
         self.assertTrue(all(s["state"] == "ready" and not s["late"] for s in prog["slots"]))
