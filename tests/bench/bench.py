@@ -742,6 +742,15 @@ def proc_sample(pid):
 # ---------------------------------------------------------------- report
 
 
+def publish(table, out):
+    """Prints the table and writes it to `out`."""
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(table)
+    log(f"written to {out}")
+
+
 def render(rows, args, info, started, elapsed):
     head = ["#", "measurement", "server", "workers", "result", "vs nginx", "vs standalone",
             "notes"]
@@ -801,12 +810,7 @@ def main():
         log(f"FAILED: {e}")
         return 1
     bench.run()
-    table = render(bench.rows, args, info, started, time.monotonic() - t0)
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table)
-    log(f"written to {args.out}")
+    publish(render(bench.rows, args, info, started, time.monotonic() - t0), args.out)
     return 1 if bench.failed else 0
 
 

@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import (Bench, BackgroundWrk, BenchError, Server, Skip, cpu_ns,  # noqa: E402
                    descendants, ensure_tools, find_tool, free_port, load_average, log,
-                   machine, pid_alive, run_wrk)
+                   machine, pid_alive, publish, run_wrk)
 
 from harness import ctx_switches  # noqa: E402
 
@@ -427,12 +427,7 @@ def main():
         bench.run()
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
-    table = render(bench.rows, args, info, started, time.monotonic() - t0)
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(table)
-    log(f"written to {args.out}")
+    publish(render(bench.rows, args, info, started, time.monotonic() - t0), args.out)
     return 1 if bench.failed else 0
 
 

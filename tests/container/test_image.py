@@ -26,6 +26,12 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from harness import wait_for  # noqa: E402
+
+# Each poll runs `podman exec`: a tenth of a second apart.
+POLL = 0.1
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.normpath(os.path.join(HERE, "../.."))
 # The name scripts/container.sh tags (CLUSTERD_IMAGE, as there), at its latest build.
@@ -62,16 +68,6 @@ def podman(*args, check=True, timeout=60):
         raise AssertionError(f"podman {' '.join(args)} exited {r.returncode}:\n"
                              f"{r.stdout}{r.stderr}")
     return r
-
-
-def wait_for(predicate, timeout, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def skip(reason):
@@ -174,7 +170,7 @@ class Container:
 
     def wait_ready(self, n, name="web", timeout=30):
         return wait_for(lambda: len(self.ready_pids(name)) == n and self.ready_pids(name), timeout,
-                        what=f"{n} ready workers of {name} in {self.name}")
+                        interval=POLL, what=f"{n} ready workers of {name} in {self.name}")
 
     def inspect(self, fmt):
         return podman("inspect", "--format", fmt, self.name).stdout.strip()
@@ -248,7 +244,7 @@ class ImageTest(unittest.TestCase):
         t.start()
         # In flight: an established connection on port 8081 (1F91) in the container.
         wait_for(lambda: c.sh("awk '$2 ~ /:1F91$/ && $4 == \"01\"' /proc/net/tcp").stdout.strip(),
-                 10, what="the request to be in flight")
+                 10, interval=POLL, what="the request to be in flight")
         time.sleep(0.2)
         started = time.monotonic()
         stop = podman("stop", "-t", "10", c.name, check=False, timeout=30)
@@ -269,7 +265,7 @@ class ImageTest(unittest.TestCase):
         started = time.monotonic()
         c.sh(f"kill -9 {victim}")
         after = wait_for(lambda: (lambda p: len(p) == 2 and victim not in p and p)(c.ready_pids()),
-                         15, what="the killed worker's replacement to be ready")
+                         15, interval=POLL, what="the killed worker's replacement to be ready")
         replaced = time.monotonic() - started
         slot = [s for s in c.program()["slots"] if s["pid"] not in pids][0]
         self.assertGreaterEqual(slot["restarts"], 1)
@@ -303,7 +299,7 @@ class ImageTest(unittest.TestCase):
     def test_healthcheck_follows_ready_workers(self):
         c = self.start("--cpus=1")
         c.wait_ready(1)
-        wait_for(lambda: c.healthcheck()[0], 15, what="the first healthy check")
+        wait_for(lambda: c.healthcheck()[0], 15, interval=POLL, what="the first healthy check")
         print(f"running: {c.inspect('{{.State.Health.Status}}')}")
         c.exec("clusterd", "stop", "web")
         healthy, out = c.healthcheck()
